@@ -1,0 +1,187 @@
+-- dbmirror master setup: the tables of the seed's MirrorSetup.sql and the SQL-level API.
+--
+-- This file is part of the `dbmirror` extension script (CREATE EXTENSION dbmirror runs it);
+-- it is not meant to be run by hand. Objects are created in the extension's schema, which
+-- should be on the search_path of whoever uses them (by default `public`), so that the seed's
+-- own instructions keep working verbatim:
+--
+--     INSERT INTO dbmirror_MirrorHost (SlaveName) VALUES ('backup_system');
+--     CREATE TRIGGER "T_Trig" AFTER INSERT OR DELETE OR UPDATE ON "T"
+--         FOR EACH ROW EXECUTE PROCEDURE "recordchange" ();
+--
+-- The capture trigger writes dbmirror_Pending and dbmirror_PendingData directly through the
+-- storage layer, not through SQL, so users who change mirrored tables need no privilege on
+-- these tables and cannot forge captured rows. Only the owner (and the exporter's role, once
+-- granted) can read or change them.
+
+-- Slaves. SlaveName is the name each slave's configuration uses.
+CREATE TABLE dbmirror_MirrorHost (
+    SlaveName       text PRIMARY KEY CHECK (SlaveName <> ''),
+    -- Highest file number assigned to this slave. Numbers are gapless per slave.
+    last_number     bigint NOT NULL DEFAULT 0 CHECK (last_number >= 0),
+    -- sha256 of the SQL text of the last file written for this slave (the hash chain).
+    last_sha256     text,
+    -- Every committed transaction whose xid is below this horizon has been assigned a number
+    -- for this slave; the exporter scans only xid >= horizon (see docs/format.md).
+    xid_horizon     bigint NOT NULL DEFAULT 0
+);
+
+-- One row per master transaction that captured changes, written by the capture extension
+-- just before the transaction commits.
+CREATE TABLE dbmirror_Pending (
+    -- 64-bit top-level transaction id of the master transaction.
+    xid             bigint PRIMARY KEY,
+    -- Taken just before commit, while the transaction still holds its row locks: a transaction
+    -- that waited for another's locks always gets a higher number, so ordering by commit_seq
+    -- applies conflicting transactions in master commit order.
+    commit_seq      bigint NOT NULL,
+    -- Number of captured changes (rows of dbmirror_PendingData) of the transaction.
+    changes         bigint NOT NULL CHECK (changes > 0),
+    -- Mirrored tables the transaction changed (for the sequences the exporter mirrors).
+    relids          oid[] NOT NULL
+);
+
+CREATE SEQUENCE dbmirror_commit_seq AS bigint;
+
+-- One row per captured change.
+CREATE TABLE dbmirror_PendingData (
+    xid             bigint NOT NULL,
+    -- Command id of the change: changes made by cascading triggers run in later commands, so
+    -- (cid, seq) is the order in which the changes happened, not the order triggers fired.
+    cid             bigint NOT NULL,
+    -- Capture order within the transaction.
+    seq             bigint NOT NULL,
+    -- The table's shape (names, types and key) when the change was captured.
+    shape           bigint NOT NULL,
+    -- 'i' insert, 'u' update, 'd' delete, 't' truncate.
+    op              "char" NOT NULL CHECK (op IN ('i', 'u', 'd', 't')),
+    -- Binary image of the old primary key: deletes, and updates that change the key.
+    key             bytea,
+    -- Binary image of the new row: inserts and updates.
+    data            bytea,
+    -- Updates only: bitmap of the columns the update left unchanged (bit i of byte i/8, least
+    -- significant first); those columns are NULL in data unless they belong to the key.
+    unchanged       bytea,
+    PRIMARY KEY (xid, cid, seq)
+);
+
+-- The shape of a mirrored table, content-addressed: shape is a hash of everything below, so a
+-- change of name, column, type or key makes a new shape and old changes keep theirs.
+CREATE TABLE dbmirror_Shape (
+    shape           bigint PRIMARY KEY,
+    relid           oid NOT NULL,
+    nspname         text NOT NULL,
+    relname         text NOT NULL,
+    columns         text[] NOT NULL,
+    types           oid[] NOT NULL,
+    typmods         integer[] NOT NULL,
+    -- Primary key columns, as 0-based positions in columns.
+    key             smallint[] NOT NULL
+);
+
+-- What each slave has been sent: the number assigned to a transaction, and once the file is
+-- durably written, the sha256 of its SQL text.
+CREATE TABLE dbmirror_MirroredTransaction (
+    SlaveName       text NOT NULL REFERENCES dbmirror_MirrorHost ON UPDATE CASCADE ON DELETE CASCADE,
+    xid             bigint NOT NULL,
+    number          bigint NOT NULL,
+    -- Fixed when the number is assigned, so a file rewritten after a crash is byte-identical.
+    assigned_at     timestamptz NOT NULL,
+    -- Sequence values to mirror with this transaction, read when the number was assigned.
+    sequences       jsonb NOT NULL DEFAULT '[]',
+    sha256          text,
+    PRIMARY KEY (SlaveName, xid),
+    UNIQUE (SlaveName, number)
+);
+
+REVOKE ALL ON dbmirror_MirrorHost, dbmirror_Pending, dbmirror_PendingData, dbmirror_Shape,
+    dbmirror_MirroredTransaction, dbmirror_commit_seq FROM PUBLIC;
+
+-- pg_dump keeps the configuration and the captured changes with the database.
+SELECT pg_catalog.pg_extension_config_dump('dbmirror_MirrorHost', '');
+SELECT pg_catalog.pg_extension_config_dump('dbmirror_Pending', '');
+SELECT pg_catalog.pg_extension_config_dump('dbmirror_PendingData', '');
+SELECT pg_catalog.pg_extension_config_dump('dbmirror_Shape', '');
+SELECT pg_catalog.pg_extension_config_dump('dbmirror_MirroredTransaction', '');
+SELECT pg_catalog.pg_extension_config_dump('dbmirror_commit_seq', '');
+
+-- Start mirroring a table: installs the row trigger and the TRUNCATE trigger.
+CREATE FUNCTION dbmirror_mirror_table(tbl regclass) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    rel pg_catalog.pg_class%ROWTYPE;
+    fn  oid;
+    ext oid := (SELECT e.extnamespace FROM pg_catalog.pg_extension e WHERE e.extname = 'dbmirror');
+BEGIN
+    -- The search_path above does not include the extension's schema, so resolve the trigger
+    -- function through the extension itself.
+    SELECT p.oid INTO fn FROM pg_catalog.pg_proc p
+     WHERE p.proname = 'recordchange' AND p.pronamespace = ext AND p.pronargs = 0;
+    SELECT * INTO rel FROM pg_catalog.pg_class WHERE oid = tbl;
+    IF rel.relnamespace = ext AND rel.relname LIKE 'dbmirror\_%' THEN
+        RAISE EXCEPTION 'cannot mirror dbmirror''s own table %', tbl
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    IF rel.relkind = 'p' THEN
+        RAISE EXCEPTION 'cannot mirror partitioned table %', tbl
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Mirror each partition instead.';
+    END IF;
+    IF rel.relkind <> 'r' THEN
+        RAISE EXCEPTION '% is not a table', tbl
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = 'Only ordinary tables can be mirrored.';
+    END IF;
+    IF rel.relpersistence = 't' THEN
+        RAISE EXCEPTION 'cannot mirror temporary table %', tbl
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = tbl AND i.indisprimary) THEN
+        RAISE EXCEPTION 'table % has no primary key', tbl
+            USING ERRCODE = 'invalid_table_definition',
+                  HINT = 'dbmirror finds rows on the slave by primary key; add one with ALTER TABLE ... ADD PRIMARY KEY.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid = tbl AND t.tgfoid = fn) THEN
+        RAISE NOTICE 'table % is already mirrored', tbl;
+        RETURN;
+    END IF;
+    EXECUTE pg_catalog.format(
+        'CREATE TRIGGER dbmirror_capture AFTER INSERT OR UPDATE OR DELETE ON %s '
+        'FOR EACH ROW EXECUTE FUNCTION %s()', tbl, fn::pg_catalog.regproc);
+    EXECUTE pg_catalog.format(
+        'CREATE TRIGGER dbmirror_capture_truncate AFTER TRUNCATE ON %s '
+        'FOR EACH STATEMENT EXECUTE FUNCTION %s()', tbl, fn::pg_catalog.regproc);
+END
+$fn$;
+
+-- Stop mirroring a table: drops every trigger on it that calls recordchange(), whatever its
+-- name (the seed's AddTrigger.sql names them freely).
+CREATE FUNCTION dbmirror_unmirror_table(tbl regclass) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    ext oid := (SELECT e.extnamespace FROM pg_catalog.pg_extension e WHERE e.extname = 'dbmirror');
+    trg record;
+    found boolean := false;
+BEGIN
+    FOR trg IN
+        SELECT t.tgname FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+         WHERE t.tgrelid = tbl AND p.proname = 'recordchange' AND p.pronamespace = ext
+    LOOP
+        EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', trg.tgname, tbl);
+        found := true;
+    END LOOP;
+    IF NOT found THEN
+        RAISE NOTICE 'table % is not mirrored', tbl;
+    END IF;
+END
+$fn$;
+
+-- The mirrored tables: every table with a trigger that calls recordchange().
+CREATE FUNCTION dbmirror_mirrored_tables() RETURNS SETOF regclass
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT DISTINCT t.tgrelid::pg_catalog.regclass
+      FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+     WHERE p.proname = 'recordchange'
+       AND p.pronamespace = (SELECT e.extnamespace FROM pg_catalog.pg_extension e WHERE e.extname = 'dbmirror')
+     ORDER BY 1
+$fn$;

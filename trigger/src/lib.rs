@@ -1,0 +1,42 @@
+//! The `dbmirror` capture extension.
+//!
+//! `recordchange()` is an AFTER trigger that logs every change of a mirrored table into the
+//! pending tables of the master (see `sql/master_setup.sql`): one row per change in
+//! `dbmirror_PendingData`, and just before commit one row per transaction in `dbmirror_Pending`.
+//! Rows are kept as binary images (flattened, without TOAST pointers) so capture does no text
+//! conversion at all; `dbmirror_values()` renders them as text at export time, in a session the
+//! exporter puts in canonical settings, which also makes the values independent of the
+//! settings of the session that made the change.
+//!
+//! This crate does capture and decoding only. Choosing what to export, file formats and
+//! applying changes belong to the exporter and applier.
+
+use pgrx::prelude::*;
+
+mod capture;
+mod image;
+mod pending;
+mod render;
+mod shape;
+
+pgrx::pg_module_magic!(name, version);
+
+pgrx::extension_sql_file!("../../sql/master_setup.sql", name = "master_setup", bootstrap);
+
+/// Names of the extension's tables, as created by `sql/master_setup.sql` (folded to lower case).
+pub(crate) mod names {
+    pub const PENDING: &std::ffi::CStr = c"dbmirror_pending";
+    pub const PENDING_KEY: &std::ffi::CStr = c"dbmirror_pending_pkey";
+    pub const PENDING_DATA: &std::ffi::CStr = c"dbmirror_pendingdata";
+    pub const PENDING_DATA_KEY: &std::ffi::CStr = c"dbmirror_pendingdata_pkey";
+    pub const COMMIT_SEQ: &std::ffi::CStr = c"dbmirror_commit_seq";
+    pub const SHAPE: &str = "dbmirror_shape";
+}
+
+/// Registers the transaction and cache callbacks once per backend, when the library is loaded
+/// (the first call of `recordchange()` or `dbmirror_values()` loads it).
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    pending::register_callbacks();
+    shape::register_callbacks();
+}

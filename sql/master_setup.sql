@@ -110,15 +110,10 @@ CREATE FUNCTION dbmirror_mirror_table(tbl regclass) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     rel pg_catalog.pg_class%ROWTYPE;
-    fn  oid;
-    ext oid := (SELECT e.extnamespace FROM pg_catalog.pg_extension e WHERE e.extname = 'dbmirror');
+    fn  oid := '@extschema@.recordchange()'::pg_catalog.regprocedure;
 BEGIN
-    -- The search_path above does not include the extension's schema, so resolve the trigger
-    -- function through the extension itself.
-    SELECT p.oid INTO fn FROM pg_catalog.pg_proc p
-     WHERE p.proname = 'recordchange' AND p.pronamespace = ext AND p.pronargs = 0;
     SELECT * INTO rel FROM pg_catalog.pg_class WHERE oid = tbl;
-    IF rel.relnamespace = ext AND rel.relname LIKE 'dbmirror\_%' THEN
+    IF rel.relnamespace = '@extschema@'::pg_catalog.regnamespace AND rel.relname LIKE 'dbmirror\_%' THEN
         RAISE EXCEPTION 'cannot mirror dbmirror''s own table %', tbl
             USING ERRCODE = 'feature_not_supported';
     END IF;
@@ -159,13 +154,12 @@ $fn$;
 CREATE FUNCTION dbmirror_unmirror_table(tbl regclass) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
-    ext oid := (SELECT e.extnamespace FROM pg_catalog.pg_extension e WHERE e.extname = 'dbmirror');
     trg record;
     found boolean := false;
 BEGIN
     FOR trg IN
-        SELECT t.tgname FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
-         WHERE t.tgrelid = tbl AND p.proname = 'recordchange' AND p.pronamespace = ext
+        SELECT t.tgname FROM pg_catalog.pg_trigger t
+         WHERE t.tgrelid = tbl AND t.tgfoid = '@extschema@.recordchange()'::pg_catalog.regprocedure
     LOOP
         EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', trg.tgname, tbl);
         found := true;
@@ -180,8 +174,38 @@ $fn$;
 CREATE FUNCTION dbmirror_mirrored_tables() RETURNS SETOF regclass
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
     SELECT DISTINCT t.tgrelid::pg_catalog.regclass
-      FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
-     WHERE p.proname = 'recordchange'
-       AND p.pronamespace = (SELECT e.extnamespace FROM pg_catalog.pg_extension e WHERE e.extname = 'dbmirror')
+      FROM pg_catalog.pg_trigger t
+     WHERE t.tgfoid = '@extschema@.recordchange()'::pg_catalog.regprocedure
      ORDER BY 1
+$fn$;
+
+-- Purges the captured transactions among xids that every slave in dbmirror_MirrorHost has been
+-- sent (its file durably written), with their changes and sent-records. Returns how many.
+CREATE FUNCTION dbmirror_purge(xids bigint[]) RETURNS bigint
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $fn$
+    WITH done AS (
+        SELECT p.xid FROM @extschema@.dbmirror_Pending p
+         WHERE p.xid = ANY (xids)
+           -- With no slave registered nothing has been sent anywhere: keep everything.
+           AND EXISTS (SELECT 1 FROM @extschema@.dbmirror_MirrorHost)
+           AND NOT EXISTS (
+               SELECT 1 FROM @extschema@.dbmirror_MirrorHost h
+                WHERE NOT EXISTS (
+                    SELECT 1 FROM @extschema@.dbmirror_MirroredTransaction m
+                     WHERE m.SlaveName = h.SlaveName AND m.xid = p.xid AND m.sha256 IS NOT NULL))
+    ), changes AS (
+        DELETE FROM @extschema@.dbmirror_PendingData d USING done WHERE d.xid = done.xid
+    ), sent AS (
+        DELETE FROM @extschema@.dbmirror_MirroredTransaction m USING done WHERE m.xid = done.xid
+    ), purged AS (
+        DELETE FROM @extschema@.dbmirror_Pending p USING done WHERE p.xid = done.xid RETURNING 1
+    )
+    SELECT count(*) FROM purged
+$fn$;
+
+-- The seed's clean_pending.pl: purges every captured transaction that all current slaves have
+-- been sent, including those a removed slave held back. Returns how many were purged.
+CREATE FUNCTION dbmirror_clean() RETURNS bigint
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT @extschema@.dbmirror_purge(ARRAY(SELECT xid FROM @extschema@.dbmirror_Pending))
 $fn$;

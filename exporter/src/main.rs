@@ -1,0 +1,144 @@
+//! `dbmirror-export`: drains the changes captured on a master for one slave into one SQL file
+//! per master transaction (or applies them straight to the slave), and cleans up what every
+//! slave has been sent. The seed's DBMirror.pl and clean_pending.pl, done again.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+mod config;
+mod direct;
+mod error;
+mod export;
+mod fault;
+mod log;
+mod master;
+mod sql;
+mod status;
+
+use config::Config;
+use error::{Error, EXIT_CODES};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dbmirror-export",
+    version,
+    about = "Export the changes captured on a PostgreSQL master for one slave",
+    long_about = "Export the changes captured on a PostgreSQL master for one slave: one numbered, \
+                  checksummed SQL file per master transaction in the slave's transaction_file_directory, \
+                  or, with `slave` in the configuration, straight into the slave database.",
+    after_help = EXIT_CODES
+)]
+struct Cli {
+    /// Configuration file (TOML), one per slave
+    #[arg(long, short, value_name = "FILE")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Export everything pending for the slave, then exit
+    Once,
+    /// Export continuously, sleeping sleep_interval when idle; stop on SIGTERM or SIGINT
+    Run,
+    /// Purge captured changes that every slave has been sent (the seed's clean_pending.pl)
+    Clean,
+    /// Show what has been exported and what is waiting
+    Status {
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut alert_command = None;
+    match run(cli, &mut alert_command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error(&e.to_string());
+            if let Some(command) = alert_command {
+                alert(&command, &e);
+            }
+            ExitCode::from(e.kind().exit_code())
+        }
+    }
+}
+
+fn run(cli: Cli, alert_command: &mut Option<String>) -> Result<(), Error> {
+    let config = Config::load(&cli.config)?;
+    alert_command.clone_from(&config.alert_command);
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .map_err(|e| Error::runtime(format!("could not install a signal handler: {e}")))?;
+    }
+    match cli.command {
+        Command::Once => {
+            let summary = export::once(&config, &stop)?;
+            log::info(&format!(
+                "done: {} transactions ({} changes) exported for slave \"{}\", {} purged",
+                summary.transactions, summary.changes, config.slave_name, summary.purged
+            ));
+            Ok(())
+        }
+        Command::Run => {
+            let alert_each = |e: &Error| {
+                if let Some(command) = &config.alert_command {
+                    alert(command, e);
+                }
+            };
+            export::run(&config, &stop, &alert_each)
+        }
+        Command::Clean => {
+            let mut master = master::Master::connect(&config.master, &config.slave_name)?;
+            let purged = master.clean()?;
+            log::info(&format!("purged {purged} transactions that every slave has been sent"));
+            Ok(())
+        }
+        Command::Status { json } => status::show(&config, json),
+    }
+}
+
+/// Runs the configured alert command with the error on its standard input, as the seed
+/// e-mailed its errors. A failing alert is reported, never fatal.
+fn alert(command: &str, error: &Error) {
+    let spawned = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            if let Some(mut stdin) = child.stdin.take() {
+                writeln!(stdin, "dbmirror-export: {error}")?;
+            }
+            child.wait()
+        });
+    match spawned {
+        Ok(status) if status.success() => {}
+        Ok(status) => log::error(&format!("alert_command failed: {status}")),
+        Err(e) => log::error(&format!("could not run alert_command: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn help_documents_every_exit_code() {
+        let help = Cli::command().render_long_help().to_string();
+        for code in 0..=5 {
+            assert!(help.contains(&format!("\n  {code}  ")), "exit code {code} missing from --help");
+        }
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,380 @@
+//! The exporter's session on the master: every query it runs against the pending tables.
+//!
+//! # Which transactions, in which order
+//!
+//! The capture extension gives each committed transaction a `commit_seq` taken just before
+//! commit, under the transaction's row locks: a transaction that waited for another's locks
+//! always has the higher number. Ordering by `commit_seq` therefore applies conflicting
+//! transactions in master commit order. Transactions that do not conflict may commit in a
+//! different order than their numbers, which is harmless: their changes commute.
+//!
+//! A transaction is exported only once it is visible (committed). Nothing is skipped because it
+//! was still running: the exporter does not keep a high-water mark of numbers, it asks for
+//! every committed transaction not yet sent to this slave. To keep that question cheap it
+//! keeps, per slave, an xid horizon in the manner of PgQ's snapshot ticks: the `xmin` of the
+//! snapshot of an assignment that took everything visible. Every transaction below it had
+//! ended by then, and all the committed ones were assigned, so later scans start there.
+//!
+//! # Crash safety
+//!
+//! A batch is first *assigned* in one master transaction: numbers, the assignment time and the
+//! sequence values are stored in dbmirror_MirroredTransaction. Files are then written from
+//! that record alone, so rewriting them after a crash gives the same bytes. Only after the
+//! files are durably on disk is the batch marked *written* (with each file's checksum) and
+//! purged where every slave has it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+
+use chrono::{DateTime, Utc};
+use dbmirror_spool::sql::RENDER_SETTINGS;
+use dbmirror_spool::Checksum;
+use postgres::{Client, IsolationLevel, NoTls};
+
+use crate::error::{Error, Kind};
+use crate::sql::{quote_identifier, quote_literal, Change, SequenceValue, Table, Values};
+
+/// Rows fetched per round trip while streaming a transaction's changes.
+const FETCH_ROWS: i32 = 2000;
+
+/// Who the master is, as written in every file header.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub system_identifier: u64,
+    pub database: String,
+}
+
+/// A transaction with a number for this slave.
+#[derive(Debug, Clone)]
+pub struct Assigned {
+    pub xid: i64,
+    pub number: i64,
+    pub assigned_at: DateTime<Utc>,
+    pub changes: i64,
+    pub sequences: Vec<SequenceValue>,
+}
+
+/// What `status` reports about the master side.
+#[derive(Debug, serde::Serialize)]
+pub struct MasterStatus {
+    pub last_number: i64,
+    pub unwritten: i64,
+    pub waiting_transactions: i64,
+    pub waiting_changes: i64,
+}
+
+pub struct Master {
+    client: Client,
+    /// Quoted schema of the extension's objects.
+    schema: String,
+    slave: String,
+    pub identity: Identity,
+    tables: HashMap<i64, Rc<Table>>,
+}
+
+impl Master {
+    /// Connects, puts the session in canonical settings and checks the extension is there.
+    pub fn connect(config: &postgres::Config, slave: &str) -> Result<Self, Error> {
+        let mut config = config.clone();
+        config.application_name("dbmirror-export");
+        let mut client = config.connect(NoTls).map_err(|e| Error::from(e).context("could not connect to the master"))?;
+        let settings: String =
+            RENDER_SETTINGS.iter().map(|(name, value)| format!("SET {name} = {};", quote_literal(value))).collect();
+        client.batch_execute(&settings)?;
+        let row = client.query_opt(
+            "SELECT n.nspname, (SELECT system_identifier FROM pg_catalog.pg_control_system())::text, \
+                    pg_catalog.current_database() \
+               FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace \
+              WHERE e.extname = 'dbmirror'",
+            &[],
+        )?;
+        let Some(row) = row else {
+            return Err(Error::new(Kind::NotPrepared, "extension \"dbmirror\" is not installed in the master database")
+                .with_hint("Run CREATE EXTENSION dbmirror; in the master database."));
+        };
+        let schema: String = row.get(0);
+        let system_identifier: String = row.get(1);
+        let identity = Identity {
+            system_identifier: system_identifier
+                .parse()
+                .map_err(|_| Error::runtime(format!("unexpected system identifier \"{system_identifier}\"")))?,
+            database: row.get(2),
+        };
+        Ok(Self { client, schema: quote_identifier(&schema), slave: slave.to_string(), identity, tables: HashMap::new() })
+    }
+
+    fn table(&self, name: &str) -> String {
+        format!("{}.{name}", self.schema)
+    }
+
+    /// Takes the session lock that makes this the only exporter for the slave.
+    pub fn lock(&mut self) -> Result<(), Error> {
+        let locked: bool = self
+            .client
+            .query_one("SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtext('dbmirror-export'), pg_catalog.hashtext($1))", &[&self.slave])?
+            .get(0);
+        if !locked {
+            return Err(Error::new(Kind::Busy, format!("another dbmirror-export is running for slave \"{}\"", self.slave))
+                .with_hint("Only one exporter may run per slave; stop the other one or wait for it."));
+        }
+        Ok(())
+    }
+
+    /// The last number assigned and the checksum of the last file written; fails if the slave
+    /// is not registered.
+    pub fn slave_row(&mut self) -> Result<(i64, Option<Checksum>), Error> {
+        let query = format!("SELECT last_number, last_sha256 FROM {} WHERE SlaveName = $1", self.table("dbmirror_MirrorHost"));
+        let Some(row) = self.client.query_opt(&query, &[&self.slave])? else {
+            return Err(Error::new(Kind::NotPrepared, format!("slave \"{}\" is not in dbmirror_MirrorHost", self.slave))
+                .with_hint(format!(
+                    "Register it on the master: INSERT INTO dbmirror_MirrorHost (SlaveName) VALUES ({});",
+                    quote_literal(&self.slave)
+                )));
+        };
+        let sha: Option<String> = row.get(1);
+        let sha = sha
+            .map(|s| Checksum::parse(&s))
+            .transpose()
+            .map_err(|_| Error::runtime("dbmirror_MirrorHost.last_sha256 is not a sha256"))?;
+        Ok((row.get(0), sha))
+    }
+
+    /// Transactions that have a number but whose file was not recorded as written: a crash
+    /// came between assignment and the end of writing. They are written first, again.
+    pub fn unwritten(&mut self) -> Result<Vec<Assigned>, Error> {
+        let query = format!(
+            "SELECT m.xid, m.number, m.assigned_at, m.sequences, p.changes \
+               FROM {} m JOIN {} p ON p.xid = m.xid \
+              WHERE m.SlaveName = $1 AND m.sha256 IS NULL ORDER BY m.number",
+            self.table("dbmirror_MirroredTransaction"),
+            self.table("dbmirror_Pending")
+        );
+        self.client.query(&query, &[&self.slave])?.iter().map(assigned).collect()
+    }
+
+    /// Assigns numbers to up to `limit` committed transactions not yet sent to this slave, in
+    /// commit order, and stores the assignment.
+    pub fn assign(&mut self, limit: usize) -> Result<Vec<Assigned>, Error> {
+        let mut tx = self.client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).start()?;
+        let host = tx.query_one(
+            &format!(
+                "SELECT last_number, xid_horizon, pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())::text::bigint, \
+                        pg_catalog.clock_timestamp() FROM {} WHERE SlaveName = $1 FOR UPDATE",
+                format_args!("{}.dbmirror_MirrorHost", self.schema)
+            ),
+            &[&self.slave],
+        )?;
+        let (last_number, horizon, xmin, now): (i64, i64, i64, DateTime<Utc>) =
+            (host.get(0), host.get(1), host.get(2), host.get(3));
+        // Microseconds are what PostgreSQL stores: keep exactly what will be read back.
+        let now = DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
+        let rows = tx.query(
+            &format!(
+                "SELECT p.xid, p.relids, p.changes FROM {}.dbmirror_Pending p \
+                  WHERE p.xid >= $2 AND NOT EXISTS (SELECT 1 FROM {}.dbmirror_MirroredTransaction m \
+                                                     WHERE m.SlaveName = $1 AND m.xid = p.xid) \
+                  ORDER BY p.commit_seq LIMIT $3",
+                self.schema, self.schema
+            ),
+            &[&self.slave, &horizon, &(limit as i64)],
+        )?;
+        let relids: Vec<u32> = {
+            let mut all: Vec<u32> = rows.iter().flat_map(|r| r.get::<_, Vec<u32>>(1)).collect();
+            all.sort_unstable();
+            all.dedup();
+            all
+        };
+        let sequences = sequences_of(&mut tx, &relids)?;
+        let mut batch = Vec::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            let tables: Vec<u32> = row.get(1);
+            let mut values: Vec<SequenceValue> =
+                tables.iter().flat_map(|t| sequences.get(t).into_iter().flatten().cloned()).collect();
+            values.sort_by(|a, b| a.sequence.cmp(&b.sequence));
+            values.dedup();
+            batch.push(Assigned {
+                xid: row.get(0),
+                number: last_number + 1 + i as i64,
+                assigned_at: now,
+                changes: row.get(2),
+                sequences: values,
+            });
+        }
+        if !batch.is_empty() {
+            let xids: Vec<i64> = batch.iter().map(|a| a.xid).collect();
+            let numbers: Vec<i64> = batch.iter().map(|a| a.number).collect();
+            let sequences: Vec<String> = batch
+                .iter()
+                .map(|a| serde_json::to_string(&a.sequences).expect("sequence values always serialise"))
+                .collect();
+            tx.execute(
+                &format!(
+                    "INSERT INTO {}.dbmirror_MirroredTransaction (SlaveName, xid, number, assigned_at, sequences) \
+                     SELECT $1, u.xid, u.number, $5, u.sequences::jsonb \
+                       FROM pg_catalog.unnest($2::bigint[], $3::bigint[], $4::text[]) AS u(xid, number, sequences)",
+                    self.schema
+                ),
+                &[&self.slave, &xids, &numbers, &sequences, &now],
+            )?;
+        }
+        // Everything visible was assigned only if the batch was not cut short.
+        let horizon = if batch.len() < limit { xmin.max(horizon) } else { horizon };
+        tx.execute(
+            &format!("UPDATE {}.dbmirror_MirrorHost SET last_number = $2, xid_horizon = $3 WHERE SlaveName = $1", self.schema),
+            &[&self.slave, &(last_number + batch.len() as i64), &horizon],
+        )?;
+        tx.commit()?;
+        Ok(batch)
+    }
+
+    /// Streams the changes of one transaction, in the order they happened.
+    pub fn changes(&mut self, xid: i64, mut sink: impl FnMut(Change) -> Result<(), Error>) -> Result<i64, Error> {
+        let schema = self.schema.clone();
+        let tables = &mut self.tables;
+        let mut tx = self.client.transaction()?;
+        let statement = tx.prepare(&format!(
+            "SELECT op, shape, {schema}.dbmirror_values(shape, key, true), {schema}.dbmirror_values(shape, data, false), unchanged \
+               FROM {schema}.dbmirror_PendingData WHERE xid = $1 ORDER BY cid, seq"
+        ))?;
+        let portal = tx.bind(&statement, &[&xid])?;
+        let mut count = 0;
+        loop {
+            let rows = tx.query_portal(&portal, FETCH_ROWS)?;
+            for row in &rows {
+                let op: i8 = row.get(0);
+                let shape: i64 = row.get(1);
+                let table = match tables.get(&shape) {
+                    Some(table) => table.clone(),
+                    None => {
+                        let table = Rc::new(load_table(&mut tx, &schema, shape)?);
+                        tables.insert(shape, table.clone());
+                        table
+                    }
+                };
+                let key: Option<Values> = row.get(2);
+                let values: Option<Values> = row.get(3);
+                let unchanged: Option<Vec<u8>> = row.get(4);
+                let missing = |what: &str| Error::runtime(format!("captured change of transaction {xid} has no {what}"));
+                let change = match op as u8 {
+                    b'i' => Change::Insert { table, values: values.ok_or_else(|| missing("row"))? },
+                    b'u' => Change::Update { table, old_key: key, values: values.ok_or_else(|| missing("row"))?, unchanged },
+                    b'd' => Change::Delete { table, key: key.ok_or_else(|| missing("key"))? },
+                    b't' => Change::Truncate { table },
+                    other => return Err(Error::runtime(format!("captured change of transaction {xid} has unknown operation {other}"))),
+                };
+                sink(change)?;
+                count += 1;
+            }
+            if rows.len() < FETCH_ROWS as usize {
+                break;
+            }
+        }
+        tx.commit()?;
+        Ok(count)
+    }
+
+    /// Records a batch as durably written (with the checksums of the files' SQL), and purges
+    /// what every slave now has.
+    pub fn mark_written(&mut self, written: &[(i64, Checksum)]) -> Result<i64, Error> {
+        let Some((_, last)) = written.last() else { return Ok(0) };
+        let xids: Vec<i64> = written.iter().map(|(x, _)| *x).collect();
+        let shas: Vec<String> = written.iter().map(|(_, c)| c.to_string()).collect();
+        let schema = self.schema.clone();
+        let mut tx = self.client.transaction()?;
+        // Lock the transactions first, in a fixed order: two exporters finishing the same
+        // transaction for different slaves then purge it once, and never deadlock.
+        tx.execute(
+            &format!("SELECT 1 FROM {schema}.dbmirror_Pending WHERE xid = ANY ($1) ORDER BY xid FOR UPDATE"),
+            &[&xids],
+        )?;
+        tx.execute(
+            &format!(
+                "UPDATE {schema}.dbmirror_MirroredTransaction m SET sha256 = u.sha \
+                   FROM pg_catalog.unnest($2::bigint[], $3::text[]) AS u(xid, sha) \
+                  WHERE m.SlaveName = $1 AND m.xid = u.xid"
+            ),
+            &[&self.slave, &xids, &shas],
+        )?;
+        tx.execute(
+            &format!("UPDATE {schema}.dbmirror_MirrorHost SET last_sha256 = $2 WHERE SlaveName = $1"),
+            &[&self.slave, &last.to_string()],
+        )?;
+        let purged: i64 = tx.query_one(&format!("SELECT {schema}.dbmirror_purge($1)"), &[&xids])?.get(0);
+        tx.commit()?;
+        Ok(purged)
+    }
+
+    /// `clean`: purges everything all current slaves have.
+    pub fn clean(&mut self) -> Result<i64, Error> {
+        Ok(self.client.query_one(&format!("SELECT {}.dbmirror_clean()", self.schema), &[])?.get(0))
+    }
+
+    pub fn status(&mut self) -> Result<MasterStatus, Error> {
+        let (last_number, _) = self.slave_row()?;
+        let s = &self.schema;
+        let row = self.client.query_one(
+            &format!(
+                "SELECT (SELECT count(*) FROM {s}.dbmirror_MirroredTransaction WHERE SlaveName = $1 AND sha256 IS NULL), \
+                        count(*), coalesce(sum(p.changes), 0)::bigint \
+                   FROM {s}.dbmirror_Pending p \
+                  WHERE NOT EXISTS (SELECT 1 FROM {s}.dbmirror_MirroredTransaction m WHERE m.SlaveName = $1 AND m.xid = p.xid)"
+            ),
+            &[&self.slave],
+        )?;
+        Ok(MasterStatus { last_number, unwritten: row.get(0), waiting_transactions: row.get(1), waiting_changes: row.get(2) })
+    }
+}
+
+fn assigned(row: &postgres::Row) -> Result<Assigned, Error> {
+    let sequences: serde_json::Value = row.get(3);
+    Ok(Assigned {
+        xid: row.get(0),
+        number: row.get(1),
+        assigned_at: row.get(2),
+        sequences: serde_json::from_value(sequences)
+            .map_err(|e| Error::runtime(format!("dbmirror_MirroredTransaction.sequences is malformed: {e}")))?,
+        changes: row.get(4),
+    })
+}
+
+fn load_table(tx: &mut postgres::Transaction<'_>, schema: &str, shape: i64) -> Result<Table, Error> {
+    let row = tx
+        .query_opt(&format!("SELECT nspname, relname, columns, key FROM {schema}.dbmirror_Shape WHERE shape = $1"), &[&shape])?
+        .ok_or_else(|| Error::runtime(format!("shape {shape} of a captured change is missing from dbmirror_Shape")))?;
+    let columns: Vec<String> = row.get(2);
+    let key: Vec<i16> = row.get(3);
+    let key: Vec<usize> = key.iter().map(|&k| k as usize).filter(|&k| k < columns.len()).collect();
+    Ok(Table::new(row.get::<_, &str>(0), row.get::<_, &str>(1), &columns, &key))
+}
+
+/// Current positions of the sequences that the tables `relids` own or use in column defaults,
+/// by table. Sequences never used (`is_called` false) have nothing to mirror.
+fn sequences_of(tx: &mut postgres::Transaction<'_>, relids: &[u32]) -> Result<BTreeMap<u32, Vec<SequenceValue>>, Error> {
+    let mut map: BTreeMap<u32, Vec<SequenceValue>> = BTreeMap::new();
+    if relids.is_empty() {
+        return Ok(map);
+    }
+    let rows = tx.query(
+        "WITH used AS ( \
+            SELECT d.refobjid AS tbl, d.objid AS seq FROM pg_catalog.pg_depend d \
+             WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+               AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+               AND d.deptype IN ('a', 'i') AND d.refobjid = ANY ($1) \
+            UNION \
+            SELECT ad.adrelid, d.refobjid FROM pg_catalog.pg_attrdef ad \
+              JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND d.objid = ad.oid \
+               AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+             WHERE ad.adrelid = ANY ($1)) \
+         SELECT used.tbl, pg_catalog.format('%I.%I', n.nspname, c.relname), pg_catalog.pg_sequence_last_value(c.oid) \
+           FROM used JOIN pg_catalog.pg_class c ON c.oid = used.seq AND c.relkind = 'S' \
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace",
+        &[&relids],
+    )?;
+    for row in rows {
+        let value: Option<i64> = row.get(2);
+        if let Some(value) = value {
+            map.entry(row.get(0)).or_default().push(SequenceValue { sequence: row.get(1), value });
+        }
+    }
+    Ok(map)
+}

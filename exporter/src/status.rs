@@ -1,0 +1,61 @@
+//! `status`: what has been exported for the slave, what waits, and what the outbox holds.
+
+use dbmirror_spool::Entry;
+
+use crate::config::{Config, Output};
+use crate::error::Error;
+use crate::master::{Master, MasterStatus};
+
+#[derive(Debug, serde::Serialize)]
+struct Status {
+    slave: String,
+    #[serde(flatten)]
+    master: MasterStatus,
+    outbox: Option<Outbox>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Outbox {
+    directory: String,
+    files: usize,
+    manifests: usize,
+    temporary: usize,
+    unrecognized: usize,
+}
+
+pub fn show(config: &Config, json: bool) -> Result<(), Error> {
+    let mut master = Master::connect(&config.master, &config.slave_name)?;
+    let outbox = match &config.output {
+        Output::Files { directory, .. } => {
+            let entries = dbmirror_spool::scan(directory)?;
+            let count = |f: fn(&Entry) -> bool| entries.iter().filter(|e| f(e)).count();
+            Some(Outbox {
+                directory: directory.display().to_string(),
+                files: count(|e| matches!(e, Entry::Transaction { .. })),
+                manifests: count(|e| matches!(e, Entry::Manifest { .. })),
+                temporary: count(|e| matches!(e, Entry::Temporary(_))),
+                unrecognized: count(|e| matches!(e, Entry::Unrecognized { .. })),
+            })
+        }
+        Output::Direct { .. } => None,
+    };
+    let status = Status { slave: config.slave_name.clone(), master: master.status()?, outbox };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status).expect("status always serialises"));
+        return Ok(());
+    }
+    println!("slave:                 {}", status.slave);
+    println!("last file number:      {}", status.master.last_number);
+    println!("assigned, not written: {}", status.master.unwritten);
+    println!(
+        "waiting:               {} transactions, {} changes",
+        status.master.waiting_transactions, status.master.waiting_changes
+    );
+    if let Some(outbox) = &status.outbox {
+        println!(
+            "outbox:                {} ({} files, {} manifests, {} temporary, {} unrecognized)",
+            outbox.directory, outbox.files, outbox.manifests, outbox.temporary, outbox.unrecognized
+        );
+    }
+    Ok(())
+}

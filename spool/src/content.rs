@@ -1,0 +1,167 @@
+//! Writing and reading the SQL content of transaction files, compressed or not.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use crate::atomic::AtomicFile;
+use crate::checksum::{Checksum, HashingWriter};
+use crate::error::{Error, ErrorKind};
+use crate::name::TransactionFileName;
+use crate::ZSTD_LEVEL;
+
+enum Stored {
+    Plain(HashingWriter<AtomicFile>),
+    Zstd(zstd::stream::write::Encoder<'static, HashingWriter<AtomicFile>>),
+}
+
+impl Write for Stored {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stored::Plain(w) => w.write(buf),
+            Stored::Zstd(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stored::Plain(w) => w.flush(),
+            Stored::Zstd(w) => w.flush(),
+        }
+    }
+}
+
+/// A transaction file being written: SQL text in, compressed if the name says so, written
+/// atomically, with the checksums of both the SQL text and the stored bytes.
+pub struct SqlWriter {
+    sql: HashingWriter<Stored>,
+    path: PathBuf,
+}
+
+/// What [`SqlWriter::finish`] wrote.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub path: PathBuf,
+    /// sha256 of the SQL text (what the next file's `previous-sha256` names).
+    pub sql_sha256: Checksum,
+    /// sha256 of the file as stored (what the manifest lists).
+    pub stored_sha256: Checksum,
+    pub stored_bytes: u64,
+}
+
+impl SqlWriter {
+    /// Starts writing the file `name` in `dir`.
+    pub fn create(dir: &Path, name: &TransactionFileName) -> Result<Self, Error> {
+        let file = AtomicFile::create(dir, &name.file_name())?;
+        let path = file.path().to_owned();
+        let stored = HashingWriter::new(file);
+        let stored = if name.compressed {
+            let encoder = zstd::stream::write::Encoder::new(stored, ZSTD_LEVEL).map_err(|e| Error::io(&path, "start compressing", e))?;
+            Stored::Zstd(encoder)
+        } else {
+            Stored::Plain(stored)
+        };
+        Ok(Self { sql: HashingWriter::new(stored), path })
+    }
+
+    /// SQL bytes written so far.
+    pub fn sql_bytes(&self) -> u64 {
+        self.sql.byte_count()
+    }
+
+    /// Completes the file: flushes, fsyncs and renames it to its final name. If a file of that
+    /// name exists already with checksum `existing`, the new content must be the same: when it
+    /// is not, nothing is replaced and the error is a [`ErrorKind::Conflict`](crate::ErrorKind).
+    pub fn finish(self, existing: Option<Checksum>) -> Result<Written, Error> {
+        let path = self.path.clone();
+        let (stored, sql_sha256) = self.sql.finish();
+        let hashing = match stored {
+            Stored::Plain(w) => w,
+            Stored::Zstd(w) => w.finish().map_err(|e| Error::io(&path, "finish compressing", e))?,
+        };
+        let stored_bytes = hashing.byte_count();
+        let (file, stored_sha256) = hashing.finish();
+        if existing.is_some_and(|existing| existing != stored_sha256) {
+            file.abandon();
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("a different file already exists under this name (sha256 {stored_sha256} written, {} found)", existing.map_or_else(String::new, |c| c.to_string())),
+            )
+            .at(&path));
+        }
+        let path = file.commit()?;
+        Ok(Written { path, sql_sha256, stored_sha256, stored_bytes })
+    }
+}
+
+impl Write for SqlWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.sql.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.sql.flush()
+    }
+}
+
+/// Opens a transaction file for reading its SQL text, decompressing `.zst` files on the fly.
+pub fn open_sql(path: &Path, name: &TransactionFileName) -> Result<Box<dyn BufRead + Send>, Error> {
+    let file = File::open(path).map_err(|e| Error::io(path, "open", e))?;
+    if name.compressed {
+        let decoder = zstd::stream::read::Decoder::new(file).map_err(|e| Error::io(path, "start decompressing", e))?;
+        Ok(Box::new(BufReader::with_capacity(1 << 16, decoder)))
+    } else {
+        Ok(Box::new(BufReader::with_capacity(1 << 16, file)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+    use std::io::Read;
+
+    #[test]
+    fn writes_plain_and_compressed_files_with_both_checksums() {
+        let dir = tempfile::tempdir().unwrap();
+        let sql = "BEGIN;\nSELECT 1;\nCOMMIT;\n".repeat(1000);
+        for compressed in [false, true] {
+            let name = TransactionFileName {
+                number: 1,
+                time: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+                xid: 5,
+                compressed,
+            };
+            let mut writer = SqlWriter::create(dir.path(), &name).unwrap();
+            writer.write_all(sql.as_bytes()).unwrap();
+            let written = writer.finish(None).unwrap();
+            assert_eq!(written.path, dir.path().join(name.file_name()));
+            assert_eq!(written.sql_sha256, Checksum::of(sql.as_bytes()));
+            let stored = std::fs::read(&written.path).unwrap();
+            assert_eq!(written.stored_sha256, Checksum::of(&stored));
+            assert_eq!(written.stored_bytes, stored.len() as u64);
+            assert_eq!(compressed, stored.len() < sql.len());
+            let mut back = String::new();
+            open_sql(&written.path, &name).unwrap().read_to_string(&mut back).unwrap();
+            assert_eq!(back, sql);
+        }
+    }
+
+    #[test]
+    fn never_replaces_a_file_with_different_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = TransactionFileName { number: 1, time: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(), xid: 5, compressed: false };
+        let write = |text: &str, existing| {
+            let mut writer = SqlWriter::create(dir.path(), &name).unwrap();
+            writer.write_all(text.as_bytes()).unwrap();
+            writer.finish(existing)
+        };
+        let first = write("SELECT 1;\n", None).unwrap();
+        // The same bytes again: fine.
+        write("SELECT 1;\n", Some(first.stored_sha256)).unwrap();
+        let err = write("SELECT 2;\n", Some(first.stored_sha256)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Conflict);
+        assert_eq!(std::fs::read_to_string(&first.path).unwrap(), "SELECT 1;\n");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "the temporary file is removed");
+    }
+}

@@ -1,0 +1,55 @@
+//! Names and settings that transaction files use on the slave, shared by the exporter that
+//! writes them and the applier that checks and runs them. The objects are created by
+//! `sql/slave_setup.sql`.
+
+/// Schema of dbmirror's objects on a slave.
+pub const SLAVE_SCHEMA: &str = "dbmirror";
+/// Table with one row per slave name: the last applied file.
+pub const SLAVE_STATE_TABLE: &str = "dbmirror.slave_state";
+/// `guard(slave, master, number, xid, previous_sha256)`: aborts a file unless it is the next one.
+pub const GUARD_FUNCTION: &str = "dbmirror.guard";
+/// `one_row(count, what)`: fails a file when an UPDATE or DELETE did not find exactly one row.
+pub const ONE_ROW_FUNCTION: &str = "dbmirror.one_row";
+/// `advance_sequence(sequence, value, is_called)`: moves a sequence forward, never back.
+pub const SEQUENCE_FUNCTION: &str = "dbmirror.advance_sequence";
+
+/// Settings a file sets for the session before its transaction starts: the encoding of the
+/// file, and how psql must read its string literals.
+pub const SESSION_SETTINGS: &[(&str, &str)] = &[("client_encoding", "UTF8"), ("standard_conforming_strings", "on")];
+
+/// Settings a file sets for its own transaction (`SET LOCAL`): the canonical settings the
+/// master rendered values under, so the slave's input functions read them back exactly, and
+/// the replica role, so the slave's own triggers and foreign-key actions do not fire a second
+/// time for changes the master's already made.
+pub const TRANSACTION_SETTINGS: &[(&str, &str)] = &[
+    ("DateStyle", "ISO, YMD"),
+    ("IntervalStyle", "postgres"),
+    ("TimeZone", "UTC"),
+    ("extra_float_digits", "3"),
+    ("bytea_output", "hex"),
+    ("lc_monetary", "C"),
+    ("xmloption", "content"),
+    ("session_replication_role", "replica"),
+];
+
+/// Settings under which the exporter's master session renders values (the capture extension's
+/// `dbmirror_values()` refuses to run without them).
+pub const RENDER_SETTINGS: &[(&str, &str)] = &[
+    ("DateStyle", "ISO, YMD"),
+    ("IntervalStyle", "postgres"),
+    ("TimeZone", "UTC"),
+    ("extra_float_digits", "3"),
+    ("bytea_output", "hex"),
+    ("lc_monetary", "C"),
+];
+
+/// SQLSTATE of the guard's "already applied".
+pub const ALREADY_APPLIED: &str = "DM001";
+/// SQLSTATE of the guard's "out of order".
+pub const OUT_OF_ORDER: &str = "DM002";
+/// SQLSTATE of the guard's "another master".
+pub const OTHER_MASTER: &str = "DM003";
+/// SQLSTATE of the guard's "does not follow the previous file".
+pub const BROKEN_CHAIN: &str = "DM004";
+/// SQLSTATE of `one_row()`: the slave has drifted.
+pub const DRIFT: &str = "DM005";

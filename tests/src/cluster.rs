@@ -1,0 +1,179 @@
+//! A throwaway PostgreSQL cluster.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use postgres::{Client, NoTls};
+
+use crate::{describe, pg_bin, run_ok, running_as_root};
+
+/// The cluster user, also used to run the servers when the tests run as root.
+const SUPERUSER: &str = "postgres";
+
+/// A running cluster in a temporary directory, reachable only through its Unix socket.
+pub struct Cluster {
+    name: String,
+    /// Holds the data directory and the socket.
+    dir: PathBuf,
+    keep: bool,
+}
+
+impl Cluster {
+    /// initdb's and starts a new cluster, with the `dbmirror` extension available.
+    pub fn start(name: &str) -> Cluster {
+        Self::start_with(name, &[])
+    }
+
+    /// Like [`start`](Self::start), with extra lines for postgresql.conf (`name = value`).
+    pub fn start_with(name: &str, settings: &[&str]) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("dbmirror-test-{name}-"))
+            .tempdir()
+            .expect("a temporary directory can be created")
+            .keep();
+        if running_as_root() {
+            run_ok(Command::new("chown").arg(format!("{SUPERUSER}:")).arg(&dir));
+        }
+        let cluster = Cluster { name: name.to_string(), dir, keep: false };
+        let mut initdb = cluster.as_server_user(&pg_bin().join("initdb"));
+        initdb.args(["--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--username", SUPERUSER, "--no-sync", "-D"]);
+        initdb.arg(cluster.data_dir());
+        run_ok(&mut initdb);
+        // Settings go into postgresql.conf, so that a restart after a crash keeps them. fsync is
+        // off: tests crash servers, never the machine, and PostgreSQL survives that without it.
+        let mut conf = format!(
+            "\nlisten_addresses = ''\nunix_socket_directories = '{}'\nfsync = off\nfull_page_writes = off\n\
+             max_connections = 40\nlc_messages = 'C'\n",
+            cluster.dir.display()
+        );
+        for setting in settings {
+            conf.push_str(setting);
+            conf.push('\n');
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(cluster.data_dir().join("postgresql.conf"))
+            .expect("initdb wrote postgresql.conf");
+        std::io::Write::write_all(&mut file, conf.as_bytes()).expect("postgresql.conf is writable");
+        let mut start = cluster.as_server_user(&pg_bin().join("pg_ctl"));
+        start.arg("start").arg("-w").arg("-D").arg(cluster.data_dir()).arg("-l").arg(cluster.log_file());
+        let output = start.output().expect("pg_ctl runs");
+        assert!(
+            output.status.success(),
+            "could not start cluster {name}:\n{}\n--- server log ---\n{}",
+            describe(&output),
+            std::fs::read_to_string(cluster.log_file()).unwrap_or_default()
+        );
+        cluster
+    }
+
+    fn as_server_user(&self, program: &Path) -> Command {
+        if running_as_root() {
+            let mut command = Command::new("runuser");
+            command.args(["-u", SUPERUSER, "--"]).arg(program);
+            command
+        } else {
+            Command::new(program)
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn log_file(&self) -> PathBuf {
+        self.dir.join("server.log")
+    }
+
+    /// The directory holding the server's socket.
+    pub fn socket_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A libpq connection string for database `postgres`.
+    pub fn conninfo(&self) -> String {
+        format!("host={} port=5432 user={SUPERUSER} dbname=postgres", self.dir.display())
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(&self.conninfo(), NoTls)
+            .unwrap_or_else(|e| panic!("could not connect to cluster {}: {e}", self.name))
+    }
+
+    /// Runs SQL (any number of statements) and fails the test if it fails.
+    pub fn execute(&self, sql: &str) {
+        self.client().batch_execute(sql).unwrap_or_else(|e| panic!("on cluster {}: {e}\nSQL: {sql}", self.name));
+    }
+
+    /// One value of a query that returns one row and one text-compatible column.
+    pub fn query_value(&self, sql: &str) -> String {
+        let row = self.client().query_one(sql, &[]).unwrap_or_else(|e| panic!("on cluster {}: {e}\nSQL: {sql}", self.name));
+        row.get(0)
+    }
+
+    /// Runs psql against the cluster with `args`; returns its output whether it failed or not.
+    pub fn psql(&self, args: &[&str]) -> Output {
+        Command::new(pg_bin().join("psql"))
+            .args(["-X", "-q", "-h"])
+            .arg(&self.dir)
+            .args(["-U", SUPERUSER, "-d", "postgres"])
+            .args(args)
+            .output()
+            .expect("psql runs")
+    }
+
+    /// Creates the capture extension, failing with a hint if it is not installed.
+    pub fn create_extension(&self) {
+        if let Err(e) = self.client().batch_execute("CREATE EXTENSION dbmirror") {
+            panic!(
+                "CREATE EXTENSION dbmirror failed on cluster {}: {e}\n\
+                 HINT: install the extension into this PostgreSQL with scripts/install (cargo pgrx install)",
+                self.name
+            );
+        }
+    }
+
+    /// Prepares the cluster as a slave by hand, as the README says: psql -f sql/slave_setup.sql.
+    pub fn slave_setup(&self) {
+        let file = crate::repository().join("sql/slave_setup.sql");
+        let output = self.psql(&["-v", "ON_ERROR_STOP=1", "-f", &file.display().to_string()]);
+        assert!(output.status.success(), "slave setup failed on cluster {}:\n{}", self.name, describe(&output));
+    }
+
+    /// Stops the server at once, as a crash would.
+    pub fn crash(&self) {
+        run_ok(self.as_server_user(&pg_bin().join("pg_ctl")).args(["stop", "-m", "immediate", "-D"]).arg(self.data_dir()));
+    }
+
+    /// Starts the server again after [`crash`](Self::crash).
+    pub fn restart(&self) {
+        let mut start = self.as_server_user(&pg_bin().join("pg_ctl"));
+        start.args(["start", "-w", "-D"]).arg(self.data_dir()).arg("-l").arg(self.log_file());
+        run_ok(&mut start);
+    }
+
+    /// Keeps the cluster after the test, for inspection.
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.keep || std::thread::panicking() {
+            eprintln!(
+                "cluster {} kept for inspection: psql -h {} -U {SUPERUSER} postgres (log: {})",
+                self.name,
+                self.dir.display(),
+                self.log_file().display()
+            );
+            return;
+        }
+        let _ = self
+            .as_server_user(&pg_bin().join("pg_ctl"))
+            .args(["stop", "-m", "immediate", "-D"])
+            .arg(self.data_dir())
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

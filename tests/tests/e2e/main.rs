@@ -1,0 +1,3 @@
+//! The end-to-end tests: one binary, real clusters, real binaries.
+
+mod capture;

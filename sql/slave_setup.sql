@@ -75,11 +75,11 @@ $fn$;
 
 -- Fails the file when an UPDATE or DELETE did not find exactly its one row: the slave has
 -- drifted from the master, and going on would hide it.
-CREATE OR REPLACE FUNCTION dbmirror.one_row(found bigint, what text)
+CREATE OR REPLACE FUNCTION dbmirror.one_row(matched bigint, what text)
 RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
-    IF found <> 1 THEN
-        RAISE EXCEPTION '% matched % rows on the slave instead of 1', what, found
+    IF matched <> 1 THEN
+        RAISE EXCEPTION '% matched % rows on the slave instead of 1', what, matched
             USING ERRCODE = 'DM005',
                   HINT = 'The slave no longer equals the master for this table; compare them with dbmirror-export verify.';
     END IF;

@@ -48,13 +48,19 @@ pub struct Config {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, Error> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::config(format!("could not read configuration file \"{}\": {e}", path.display())))?;
-        Self::parse(&text).map_err(|e| e.context(&format!("configuration file \"{}\"", path.display())))
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::config(format!(
+                "could not read configuration file \"{}\": {e}",
+                path.display()
+            ))
+        })?;
+        Self::parse(&text)
+            .map_err(|e| e.context(&format!("configuration file \"{}\"", path.display())))
     }
 
     pub fn parse(text: &str) -> Result<Self, Error> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| Error::config(e.message().to_string()))?;
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| Error::config(e.message().to_string()))?;
         if raw.slave_name.trim().is_empty() {
             return Err(Error::config("slave_name must not be empty"));
         }
@@ -62,7 +68,11 @@ impl Config {
         let compress = match raw.compression.as_deref() {
             None | Some("none") => false,
             Some("zstd") => true,
-            Some(other) => return Err(Error::config(format!("compression must be \"none\" or \"zstd\", not \"{other}\""))),
+            Some(other) => {
+                return Err(Error::config(format!(
+                    "compression must be \"none\" or \"zstd\", not \"{other}\""
+                )))
+            }
         };
         let output = match (raw.transaction_file_directory, raw.slave) {
             (Some(directory), None) => {
@@ -92,7 +102,9 @@ impl Config {
         };
         let sleep_interval = raw.sleep_interval.unwrap_or(DEFAULT_SLEEP_INTERVAL);
         if !(sleep_interval.is_finite() && sleep_interval > 0.0) {
-            return Err(Error::config("sleep_interval must be a positive number of seconds"));
+            return Err(Error::config(
+                "sleep_interval must be a positive number of seconds",
+            ));
         }
         let batch_size = raw.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
         if batch_size == 0 {
@@ -111,8 +123,11 @@ impl Config {
 
 /// Parses a libpq connection string (`host=... dbname=...`) or URL (`postgresql://...`).
 pub fn parse_connection(what: &str, text: &str) -> Result<postgres::Config, Error> {
-    text.parse::<postgres::Config>()
-        .map_err(|e| Error::config(format!("{what} is not a valid connection string or URL: {e}")))
+    text.parse::<postgres::Config>().map_err(|e| {
+        Error::config(format!(
+            "{what} is not a valid connection string or URL: {e}"
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -132,7 +147,10 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(config.slave_name, "backup_system");
-        assert!(matches!(config.output, Output::Files { compress: true, .. }));
+        assert!(matches!(
+            config.output,
+            Output::Files { compress: true, .. }
+        ));
         assert_eq!(config.sleep_interval, Duration::from_millis(2500));
         assert_eq!(config.alert_command.as_deref(), Some("sendmail ops"));
         assert_eq!(config.batch_size, DEFAULT_BATCH_SIZE);
@@ -161,7 +179,10 @@ mod tests {
         ];
         for (text, expected) in cases {
             let err = Config::parse(&text).expect_err(&text).to_string();
-            assert!(err.contains(expected), "{err:?} should contain {expected:?}");
+            assert!(
+                err.contains(expected),
+                "{err:?} should contain {expected:?}"
+            );
         }
     }
 }

@@ -44,7 +44,11 @@ pub struct Error {
 
 impl Error {
     pub fn new(kind: Kind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), hint: None }
+        Self {
+            kind,
+            message: message.into(),
+            hint: None,
+        }
     }
 
     pub fn config(message: impl Into<String>) -> Self {
@@ -69,14 +73,6 @@ impl Error {
     pub fn kind(&self) -> Kind {
         self.kind
     }
-
-    pub fn hint(&self) -> Option<&str> {
-        self.hint.as_deref()
-    }
-
-    pub fn message(&self) -> &str {
-        &self.message
-    }
 }
 
 impl fmt::Display for Error {
@@ -96,7 +92,10 @@ impl From<postgres::Error> for Error {
         match e.as_db_error() {
             Some(db) => Error {
                 kind: Kind::Runtime,
-                message: format!("{}: {}", db.severity().to_lowercase(), db.message()),
+                message: match db.detail() {
+                    Some(detail) => format!("{}\nDETAIL:  {detail}", db.message()),
+                    None => db.message().to_string(),
+                },
                 hint: db.hint().map(str::to_string),
             },
             None => Error::runtime(format!("database connection: {e}")),

@@ -100,7 +100,9 @@ fn run(cli: Cli, alert_command: &mut Option<String>) -> Result<(), Error> {
         Command::Clean => {
             let mut master = master::Master::connect(&config.master, &config.slave_name)?;
             let purged = master.clean()?;
-            log::info(&format!("purged {purged} transactions that every slave has been sent"));
+            log::info(&format!(
+                "purged {purged} transactions that every slave has been sent"
+            ));
             Ok(())
         }
         Command::Status { json } => status::show(&config, json),
@@ -137,7 +139,10 @@ mod tests {
     fn help_documents_every_exit_code() {
         let help = Cli::command().render_long_help().to_string();
         for code in 0..=5 {
-            assert!(help.contains(&format!("\n  {code}  ")), "exit code {code} missing from --help");
+            assert!(
+                help.contains(&format!("\n  {code}  ")),
+                "exit code {code} missing from --help"
+            );
         }
         Cli::command().debug_assert();
     }

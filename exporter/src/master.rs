@@ -77,9 +77,13 @@ impl Master {
     pub fn connect(config: &postgres::Config, slave: &str) -> Result<Self, Error> {
         let mut config = config.clone();
         config.application_name("dbmirror-export");
-        let mut client = config.connect(NoTls).map_err(|e| Error::from(e).context("could not connect to the master"))?;
-        let settings: String =
-            RENDER_SETTINGS.iter().map(|(name, value)| format!("SET {name} = {};", quote_literal(value))).collect();
+        let mut client = config
+            .connect(NoTls)
+            .map_err(|e| Error::from(e).context("could not connect to the master"))?;
+        let settings: String = RENDER_SETTINGS
+            .iter()
+            .map(|(name, value)| format!("SET {name} = {};", quote_literal(value)))
+            .collect();
         client.batch_execute(&settings)?;
         let row = client.query_opt(
             "SELECT n.nspname, (SELECT system_identifier FROM pg_catalog.pg_control_system())::text, \
@@ -89,18 +93,29 @@ impl Master {
             &[],
         )?;
         let Some(row) = row else {
-            return Err(Error::new(Kind::NotPrepared, "extension \"dbmirror\" is not installed in the master database")
-                .with_hint("Run CREATE EXTENSION dbmirror; in the master database."));
+            return Err(Error::new(
+                Kind::NotPrepared,
+                "extension \"dbmirror\" is not installed in the master database",
+            )
+            .with_hint("Run CREATE EXTENSION dbmirror; in the master database."));
         };
         let schema: String = row.get(0);
         let system_identifier: String = row.get(1);
         let identity = Identity {
-            system_identifier: system_identifier
-                .parse()
-                .map_err(|_| Error::runtime(format!("unexpected system identifier \"{system_identifier}\"")))?,
+            system_identifier: system_identifier.parse().map_err(|_| {
+                Error::runtime(format!(
+                    "unexpected system identifier \"{system_identifier}\""
+                ))
+            })?,
             database: row.get(2),
         };
-        Ok(Self { client, schema: quote_identifier(&schema), slave: slave.to_string(), identity, tables: HashMap::new() })
+        Ok(Self {
+            client,
+            schema: quote_identifier(&schema),
+            slave: slave.to_string(),
+            identity,
+            tables: HashMap::new(),
+        })
     }
 
     fn table(&self, name: &str) -> String {
@@ -114,8 +129,14 @@ impl Master {
             .query_one("SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtext('dbmirror-export'), pg_catalog.hashtext($1))", &[&self.slave])?
             .get(0);
         if !locked {
-            return Err(Error::new(Kind::Busy, format!("another dbmirror-export is running for slave \"{}\"", self.slave))
-                .with_hint("Only one exporter may run per slave; stop the other one or wait for it."));
+            return Err(Error::new(
+                Kind::Busy,
+                format!(
+                    "another dbmirror-export is running for slave \"{}\"",
+                    self.slave
+                ),
+            )
+            .with_hint("Only one exporter may run per slave; stop the other one or wait for it."));
         }
         Ok(())
     }
@@ -123,7 +144,10 @@ impl Master {
     /// The last number assigned and the checksum of the last file written; fails if the slave
     /// is not registered.
     pub fn slave_row(&mut self) -> Result<(i64, Option<Checksum>), Error> {
-        let query = format!("SELECT last_number, last_sha256 FROM {} WHERE SlaveName = $1", self.table("dbmirror_MirrorHost"));
+        let query = format!(
+            "SELECT last_number, last_sha256 FROM {} WHERE SlaveName = $1",
+            self.table("dbmirror_MirrorHost")
+        );
         let Some(row) = self.client.query_opt(&query, &[&self.slave])? else {
             return Err(Error::new(Kind::NotPrepared, format!("slave \"{}\" is not in dbmirror_MirrorHost", self.slave))
                 .with_hint(format!(
@@ -149,13 +173,21 @@ impl Master {
             self.table("dbmirror_MirroredTransaction"),
             self.table("dbmirror_Pending")
         );
-        self.client.query(&query, &[&self.slave])?.iter().map(assigned).collect()
+        self.client
+            .query(&query, &[&self.slave])?
+            .iter()
+            .map(assigned)
+            .collect()
     }
 
     /// Assigns numbers to up to `limit` committed transactions not yet sent to this slave, in
     /// commit order, and stores the assignment.
     pub fn assign(&mut self, limit: usize) -> Result<Vec<Assigned>, Error> {
-        let mut tx = self.client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).start()?;
+        let mut tx = self
+            .client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .start()?;
         let host = tx.query_one(
             &format!(
                 "SELECT last_number, xid_horizon, pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())::text::bigint, \
@@ -188,8 +220,10 @@ impl Master {
         let mut batch = Vec::with_capacity(rows.len());
         for (i, row) in rows.iter().enumerate() {
             let tables: Vec<u32> = row.get(1);
-            let mut values: Vec<SequenceValue> =
-                tables.iter().flat_map(|t| sequences.get(t).into_iter().flatten().cloned()).collect();
+            let mut values: Vec<SequenceValue> = tables
+                .iter()
+                .flat_map(|t| sequences.get(t).into_iter().flatten().cloned())
+                .collect();
             values.sort_by(|a, b| a.sequence.cmp(&b.sequence));
             values.dedup();
             batch.push(Assigned {
@@ -205,20 +239,26 @@ impl Master {
             let numbers: Vec<i64> = batch.iter().map(|a| a.number).collect();
             let sequences: Vec<String> = batch
                 .iter()
-                .map(|a| serde_json::to_string(&a.sequences).expect("sequence values always serialise"))
+                .map(|a| {
+                    serde_json::to_string(&a.sequences).expect("sequence values always serialise")
+                })
                 .collect();
             tx.execute(
                 &format!(
                     "INSERT INTO {}.dbmirror_MirroredTransaction (SlaveName, xid, number, assigned_at, sequences) \
                      SELECT $1, u.xid, u.number, $5, u.sequences::jsonb \
-                       FROM pg_catalog.unnest($2::bigint[], $3::bigint[], $4::text[]) AS u(xid, number, sequences)",
+                       FROM unnest($2::bigint[], $3::bigint[], $4::text[]) AS u(xid, number, sequences)",
                     self.schema
                 ),
                 &[&self.slave, &xids, &numbers, &sequences, &now],
             )?;
         }
         // Everything visible was assigned only if the batch was not cut short.
-        let horizon = if batch.len() < limit { xmin.max(horizon) } else { horizon };
+        let horizon = if batch.len() < limit {
+            xmin.max(horizon)
+        } else {
+            horizon
+        };
         tx.execute(
             &format!("UPDATE {}.dbmirror_MirrorHost SET last_number = $2, xid_horizon = $3 WHERE SlaveName = $1", self.schema),
             &[&self.slave, &(last_number + batch.len() as i64), &horizon],
@@ -228,7 +268,11 @@ impl Master {
     }
 
     /// Streams the changes of one transaction, in the order they happened.
-    pub fn changes(&mut self, xid: i64, mut sink: impl FnMut(Change) -> Result<(), Error>) -> Result<i64, Error> {
+    pub fn changes(
+        &mut self,
+        xid: i64,
+        mut sink: impl FnMut(Change) -> Result<(), Error>,
+    ) -> Result<i64, Error> {
         let schema = self.schema.clone();
         let tables = &mut self.tables;
         let mut tx = self.client.transaction()?;
@@ -254,14 +298,32 @@ impl Master {
                 let key: Option<Values> = row.get(2);
                 let values: Option<Values> = row.get(3);
                 let unchanged: Option<Vec<u8>> = row.get(4);
-                let missing = |what: &str| Error::runtime(format!("captured change of transaction {xid} has no {what}"));
-                let change = match op as u8 {
-                    b'i' => Change::Insert { table, values: values.ok_or_else(|| missing("row"))? },
-                    b'u' => Change::Update { table, old_key: key, values: values.ok_or_else(|| missing("row"))?, unchanged },
-                    b'd' => Change::Delete { table, key: key.ok_or_else(|| missing("key"))? },
-                    b't' => Change::Truncate { table },
-                    other => return Err(Error::runtime(format!("captured change of transaction {xid} has unknown operation {other}"))),
+                let missing = |what: &str| {
+                    Error::runtime(format!(
+                        "captured change of transaction {xid} has no {what}"
+                    ))
                 };
+                let change =
+                    match op as u8 {
+                        b'i' => Change::Insert {
+                            table,
+                            values: values.ok_or_else(|| missing("row"))?,
+                        },
+                        b'u' => Change::Update {
+                            table,
+                            old_key: key,
+                            values: values.ok_or_else(|| missing("row"))?,
+                            unchanged,
+                        },
+                        b'd' => Change::Delete {
+                            table,
+                            key: key.ok_or_else(|| missing("key"))?,
+                        },
+                        b't' => Change::Truncate { table },
+                        other => return Err(Error::runtime(format!(
+                            "captured change of transaction {xid} has unknown operation {other}"
+                        ))),
+                    };
                 sink(change)?;
                 count += 1;
             }
@@ -276,7 +338,9 @@ impl Master {
     /// Records a batch as durably written (with the checksums of the files' SQL), and purges
     /// what every slave now has.
     pub fn mark_written(&mut self, written: &[(i64, Checksum)]) -> Result<i64, Error> {
-        let Some((_, last)) = written.last() else { return Ok(0) };
+        let Some((_, last)) = written.last() else {
+            return Ok(0);
+        };
         let xids: Vec<i64> = written.iter().map(|(x, _)| *x).collect();
         let shas: Vec<String> = written.iter().map(|(_, c)| c.to_string()).collect();
         let schema = self.schema.clone();
@@ -290,23 +354,30 @@ impl Master {
         tx.execute(
             &format!(
                 "UPDATE {schema}.dbmirror_MirroredTransaction m SET sha256 = u.sha \
-                   FROM pg_catalog.unnest($2::bigint[], $3::text[]) AS u(xid, sha) \
+                   FROM unnest($2::bigint[], $3::text[]) AS u(xid, sha) \
                   WHERE m.SlaveName = $1 AND m.xid = u.xid"
             ),
             &[&self.slave, &xids, &shas],
         )?;
         tx.execute(
-            &format!("UPDATE {schema}.dbmirror_MirrorHost SET last_sha256 = $2 WHERE SlaveName = $1"),
+            &format!(
+                "UPDATE {schema}.dbmirror_MirrorHost SET last_sha256 = $2 WHERE SlaveName = $1"
+            ),
             &[&self.slave, &last.to_string()],
         )?;
-        let purged: i64 = tx.query_one(&format!("SELECT {schema}.dbmirror_purge($1)"), &[&xids])?.get(0);
+        let purged: i64 = tx
+            .query_one(&format!("SELECT {schema}.dbmirror_purge($1)"), &[&xids])?
+            .get(0);
         tx.commit()?;
         Ok(purged)
     }
 
     /// `clean`: purges everything all current slaves have.
     pub fn clean(&mut self) -> Result<i64, Error> {
-        Ok(self.client.query_one(&format!("SELECT {}.dbmirror_clean()", self.schema), &[])?.get(0))
+        Ok(self
+            .client
+            .query_one(&format!("SELECT {}.dbmirror_clean()", self.schema), &[])?
+            .get(0))
     }
 
     pub fn status(&mut self) -> Result<MasterStatus, Error> {
@@ -321,7 +392,12 @@ impl Master {
             ),
             &[&self.slave],
         )?;
-        Ok(MasterStatus { last_number, unwritten: row.get(0), waiting_transactions: row.get(1), waiting_changes: row.get(2) })
+        Ok(MasterStatus {
+            last_number,
+            unwritten: row.get(0),
+            waiting_transactions: row.get(1),
+            waiting_changes: row.get(2),
+        })
     }
 }
 
@@ -331,25 +407,44 @@ fn assigned(row: &postgres::Row) -> Result<Assigned, Error> {
         xid: row.get(0),
         number: row.get(1),
         assigned_at: row.get(2),
-        sequences: serde_json::from_value(sequences)
-            .map_err(|e| Error::runtime(format!("dbmirror_MirroredTransaction.sequences is malformed: {e}")))?,
+        sequences: serde_json::from_value(sequences).map_err(|e| {
+            Error::runtime(format!(
+                "dbmirror_MirroredTransaction.sequences is malformed: {e}"
+            ))
+        })?,
         changes: row.get(4),
     })
 }
 
-fn load_table(tx: &mut postgres::Transaction<'_>, schema: &str, shape: i64) -> Result<Table, Error> {
+fn load_table(
+    tx: &mut postgres::Transaction<'_>,
+    schema: &str,
+    shape: i64,
+) -> Result<Table, Error> {
     let row = tx
         .query_opt(&format!("SELECT nspname, relname, columns, key FROM {schema}.dbmirror_Shape WHERE shape = $1"), &[&shape])?
         .ok_or_else(|| Error::runtime(format!("shape {shape} of a captured change is missing from dbmirror_Shape")))?;
     let columns: Vec<String> = row.get(2);
     let key: Vec<i16> = row.get(3);
-    let key: Vec<usize> = key.iter().map(|&k| k as usize).filter(|&k| k < columns.len()).collect();
-    Ok(Table::new(row.get::<_, &str>(0), row.get::<_, &str>(1), &columns, &key))
+    let key: Vec<usize> = key
+        .iter()
+        .map(|&k| k as usize)
+        .filter(|&k| k < columns.len())
+        .collect();
+    Ok(Table::new(
+        row.get::<_, &str>(0),
+        row.get::<_, &str>(1),
+        &columns,
+        &key,
+    ))
 }
 
 /// Current positions of the sequences that the tables `relids` own or use in column defaults,
 /// by table. Sequences never used (`is_called` false) have nothing to mirror.
-fn sequences_of(tx: &mut postgres::Transaction<'_>, relids: &[u32]) -> Result<BTreeMap<u32, Vec<SequenceValue>>, Error> {
+fn sequences_of(
+    tx: &mut postgres::Transaction<'_>,
+    relids: &[u32],
+) -> Result<BTreeMap<u32, Vec<SequenceValue>>, Error> {
     let mut map: BTreeMap<u32, Vec<SequenceValue>> = BTreeMap::new();
     if relids.is_empty() {
         return Ok(map);
@@ -373,7 +468,10 @@ fn sequences_of(tx: &mut postgres::Transaction<'_>, relids: &[u32]) -> Result<BT
     for row in rows {
         let value: Option<i64> = row.get(2);
         if let Some(value) = value {
-            map.entry(row.get(0)).or_default().push(SequenceValue { sequence: row.get(1), value });
+            map.entry(row.get(0)).or_default().push(SequenceValue {
+                sequence: row.get(1),
+                value,
+            });
         }
     }
     Ok(map)

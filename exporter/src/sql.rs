@@ -11,7 +11,9 @@
 use std::io::{self, Write};
 use std::rc::Rc;
 
-use dbmirror_spool::sql::{GUARD_FUNCTION, ONE_ROW_FUNCTION, SEQUENCE_FUNCTION, SESSION_SETTINGS, TRANSACTION_SETTINGS};
+use dbmirror_spool::sql::{
+    GUARD_FUNCTION, ONE_ROW_FUNCTION, SEQUENCE_FUNCTION, SESSION_SETTINGS, TRANSACTION_SETTINGS,
+};
 use dbmirror_spool::Header;
 
 /// Inserts in a row into one table from which on COPY is used instead of INSERT: below it,
@@ -45,12 +47,25 @@ pub type Values = Vec<Option<String>>;
 /// One captured change, decoded.
 #[derive(Debug)]
 pub enum Change {
-    Insert { table: Rc<Table>, values: Values },
+    Insert {
+        table: Rc<Table>,
+        values: Values,
+    },
     /// `values` holds the key columns and the changed columns; `unchanged` marks the others.
     /// `old_key` is set when the key itself changed.
-    Update { table: Rc<Table>, old_key: Option<Values>, values: Values, unchanged: Option<Vec<u8>> },
-    Delete { table: Rc<Table>, key: Values },
-    Truncate { table: Rc<Table> },
+    Update {
+        table: Rc<Table>,
+        old_key: Option<Values>,
+        values: Values,
+        unchanged: Option<Vec<u8>>,
+    },
+    Delete {
+        table: Rc<Table>,
+        key: Values,
+    },
+    Truncate {
+        table: Rc<Table>,
+    },
 }
 
 /// A sequence position to mirror.
@@ -72,7 +87,9 @@ pub fn quote_literal(value: &str) -> String {
 }
 
 fn literal(value: &Option<String>) -> String {
-    value.as_deref().map_or_else(|| "NULL".to_string(), quote_literal)
+    value
+        .as_deref()
+        .map_or_else(|| "NULL".to_string(), quote_literal)
 }
 
 /// Appends `value` escaped for COPY's text format.
@@ -120,7 +137,9 @@ impl<W: Write> FileWriter<W> {
         for (name, value) in TRANSACTION_SETTINGS {
             writeln!(out, "SET LOCAL {name} = {};", quote_literal(value))?;
         }
-        let previous = header.previous_sha256.map_or_else(|| "NULL".to_string(), |c| quote_literal(&c.to_string()));
+        let previous = header
+            .previous_sha256
+            .map_or_else(|| "NULL".to_string(), |c| quote_literal(&c.to_string()));
         writeln!(
             out,
             "SELECT {GUARD_FUNCTION}({}, {}, {}, {}, {previous});",
@@ -129,7 +148,12 @@ impl<W: Write> FileWriter<W> {
             header.number,
             header.xid,
         )?;
-        Ok(Self { out, run: None, truncates: Vec::new(), line: Vec::new() })
+        Ok(Self {
+            out,
+            run: None,
+            truncates: Vec::new(),
+            line: Vec::new(),
+        })
     }
 
     /// Writes one change.
@@ -144,7 +168,12 @@ impl<W: Write> FileWriter<W> {
                 self.truncates.push(table);
                 Ok(())
             }
-            Change::Update { table, old_key, values, unchanged } => {
+            Change::Update {
+                table,
+                old_key,
+                values,
+                unchanged,
+            } => {
                 self.flush_pending()?;
                 self.update(&table, old_key.as_ref(), &values, unchanged.as_deref())
             }
@@ -165,7 +194,12 @@ impl<W: Write> FileWriter<W> {
     pub fn finish(mut self, sequences: &[SequenceValue]) -> io::Result<W> {
         self.flush_pending()?;
         for s in sequences {
-            writeln!(self.out, "SELECT {SEQUENCE_FUNCTION}({}, {}, true);", quote_literal(&s.sequence), s.value)?;
+            writeln!(
+                self.out,
+                "SELECT {SEQUENCE_FUNCTION}({}, {}, true);",
+                quote_literal(&s.sequence),
+                s.value
+            )?;
         }
         self.out.write_all(b"COMMIT;\n")?;
         self.out.flush()?;
@@ -173,17 +207,30 @@ impl<W: Write> FileWriter<W> {
     }
 
     fn insert(&mut self, table: Rc<Table>, values: Values) -> io::Result<()> {
-        if self.run.as_ref().is_some_and(|run| !Rc::ptr_eq(&run.table, &table)) {
+        if self
+            .run
+            .as_ref()
+            .is_some_and(|run| !Rc::ptr_eq(&run.table, &table))
+        {
             self.flush_run()?;
         }
-        let run = self.run.get_or_insert_with(|| InsertRun { table, held: Vec::new(), copying: false });
+        let run = self.run.get_or_insert_with(|| InsertRun {
+            table,
+            held: Vec::new(),
+            copying: false,
+        });
         if run.copying {
             return write_copy_row(&mut self.out, &mut self.line, &values);
         }
         run.held.push(values);
         if run.held.len() >= COPY_THRESHOLD {
             run.copying = true;
-            writeln!(self.out, "COPY {} ({}) FROM STDIN;", run.table.name, run.table.columns.join(", "))?;
+            writeln!(
+                self.out,
+                "COPY {} ({}) FROM STDIN;",
+                run.table.name,
+                run.table.columns.join(", ")
+            )?;
             for values in std::mem::take(&mut run.held) {
                 write_copy_row(&mut self.out, &mut self.line, &values)?;
             }
@@ -191,8 +238,16 @@ impl<W: Write> FileWriter<W> {
         Ok(())
     }
 
-    fn update(&mut self, table: &Table, old_key: Option<&Values>, values: &Values, unchanged: Option<&[u8]>) -> io::Result<()> {
-        let is_unchanged = |i: usize| unchanged.is_some_and(|bits| bits.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0));
+    fn update(
+        &mut self,
+        table: &Table,
+        old_key: Option<&Values>,
+        values: &Values,
+        unchanged: Option<&[u8]>,
+    ) -> io::Result<()> {
+        let is_unchanged = |i: usize| {
+            unchanged.is_some_and(|bits| bits.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0))
+        };
         let set: Vec<String> = (0..table.columns.len())
             .filter(|&i| !is_unchanged(i))
             .map(|i| format!("{} = {}", table.columns[i], literal(&values[i])))
@@ -217,7 +272,9 @@ impl<W: Write> FileWriter<W> {
     }
 
     fn flush_run(&mut self) -> io::Result<()> {
-        let Some(run) = self.run.take() else { return Ok(()) };
+        let Some(run) = self.run.take() else {
+            return Ok(());
+        };
         if run.copying {
             return self.out.write_all(b"\\.\n");
         }
@@ -290,7 +347,12 @@ mod tests {
     }
 
     fn table() -> Rc<Table> {
-        Rc::new(Table::new("public", "My \"T\"", &["id".into(), "Name".into(), "n".into()], &[0]))
+        Rc::new(Table::new(
+            "public",
+            "My \"T\"",
+            &["id".into(), "Name".into(), "n".into()],
+            &[0],
+        ))
     }
 
     fn body(changes: Vec<Change>) -> String {
@@ -298,7 +360,12 @@ mod tests {
         for change in changes {
             writer.change(change).unwrap();
         }
-        let out = writer.finish(&[SequenceValue { sequence: "\"public\".\"s\"".into(), value: 41 }]).unwrap();
+        let out = writer
+            .finish(&[SequenceValue {
+                sequence: "\"public\".\"s\"".into(),
+                value: 41,
+            }])
+            .unwrap();
         let text = String::from_utf8(out).unwrap();
         let start = text.find("SELECT dbmirror.guard").unwrap();
         text[start..].to_string()
@@ -328,7 +395,10 @@ mod tests {
     #[test]
     fn short_insert_runs_are_inserts_and_long_ones_copy() {
         let t = table();
-        let ins = |id: &str, name: Option<&str>| Change::Insert { table: t.clone(), values: row(&[Some(id), name, Some("1.5")]) };
+        let ins = |id: &str, name: Option<&str>| Change::Insert {
+            table: t.clone(),
+            values: row(&[Some(id), name, Some("1.5")]),
+        };
         let text = body(vec![ins("1", Some("a'b")), ins("2", None)]);
         assert_eq!(
             text.lines().skip(1).take(2).collect::<Vec<_>>(),
@@ -362,9 +432,22 @@ mod tests {
     fn updates_set_changed_columns_and_find_the_row_by_key() {
         let t = table();
         let text = body(vec![
-            Change::Update { table: t.clone(), old_key: None, values: row(&[Some("1"), None, Some("2")]), unchanged: Some(vec![0b010]) },
-            Change::Update { table: t.clone(), old_key: Some(row(&[Some("1")])), values: row(&[Some("9"), None, None]), unchanged: Some(vec![0b110]) },
-            Change::Delete { table: t.clone(), key: row(&[Some("9")]) },
+            Change::Update {
+                table: t.clone(),
+                old_key: None,
+                values: row(&[Some("1"), None, Some("2")]),
+                unchanged: Some(vec![0b010]),
+            },
+            Change::Update {
+                table: t.clone(),
+                old_key: Some(row(&[Some("1")])),
+                values: row(&[Some("9"), None, None]),
+                unchanged: Some(vec![0b110]),
+            },
+            Change::Delete {
+                table: t.clone(),
+                key: row(&[Some("9")]),
+            },
         ]);
         let q = "\"public\".\"My \"\"T\"\"\"";
         assert_eq!(
@@ -375,7 +458,9 @@ mod tests {
                 format!("WITH m AS (DELETE FROM {q} WHERE \"id\" = '9' RETURNING 1) SELECT dbmirror.one_row(count(*), 'delete from \"public\".\"My \"\"T\"\"\"') FROM m;"),
             ]
         );
-        assert!(text.ends_with("SELECT dbmirror.advance_sequence('\"public\".\"s\"', 41, true);\nCOMMIT;\n"));
+        assert!(text.ends_with(
+            "SELECT dbmirror.advance_sequence('\"public\".\"s\"', 41, true);\nCOMMIT;\n"
+        ));
     }
 
     #[test]
@@ -385,11 +470,17 @@ mod tests {
         let text = body(vec![
             Change::Truncate { table: a.clone() },
             Change::Truncate { table: b.clone() },
-            Change::Insert { table: b.clone(), values: row(&[Some("1")]) },
+            Change::Insert {
+                table: b.clone(),
+                values: row(&[Some("1")]),
+            },
             Change::Truncate { table: b },
         ]);
         let lines: Vec<&str> = text.lines().skip(1).take(3).collect();
-        assert_eq!(lines[0], "TRUNCATE ONLY \"public\".\"My \"\"T\"\"\", \"s\".\"b\";");
+        assert_eq!(
+            lines[0],
+            "TRUNCATE ONLY \"public\".\"My \"\"T\"\"\", \"s\".\"b\";"
+        );
         assert!(lines[1].starts_with("INSERT INTO \"s\".\"b\""));
         assert_eq!(lines[2], "TRUNCATE ONLY \"s\".\"b\";");
     }

@@ -56,12 +56,16 @@ impl SqlWriter {
         let path = file.path().to_owned();
         let stored = HashingWriter::new(file);
         let stored = if name.compressed {
-            let encoder = zstd::stream::write::Encoder::new(stored, ZSTD_LEVEL).map_err(|e| Error::io(&path, "start compressing", e))?;
+            let encoder = zstd::stream::write::Encoder::new(stored, ZSTD_LEVEL)
+                .map_err(|e| Error::io(&path, "start compressing", e))?;
             Stored::Zstd(encoder)
         } else {
             Stored::Plain(stored)
         };
-        Ok(Self { sql: HashingWriter::new(stored), path })
+        Ok(Self {
+            sql: HashingWriter::new(stored),
+            path,
+        })
     }
 
     /// SQL bytes written so far.
@@ -77,7 +81,9 @@ impl SqlWriter {
         let (stored, sql_sha256) = self.sql.finish();
         let hashing = match stored {
             Stored::Plain(w) => w,
-            Stored::Zstd(w) => w.finish().map_err(|e| Error::io(&path, "finish compressing", e))?,
+            Stored::Zstd(w) => w
+                .finish()
+                .map_err(|e| Error::io(&path, "finish compressing", e))?,
         };
         let stored_bytes = hashing.byte_count();
         let (file, stored_sha256) = hashing.finish();
@@ -90,7 +96,12 @@ impl SqlWriter {
             .at(&path));
         }
         let path = file.commit()?;
-        Ok(Written { path, sql_sha256, stored_sha256, stored_bytes })
+        Ok(Written {
+            path,
+            sql_sha256,
+            stored_sha256,
+            stored_bytes,
+        })
     }
 }
 
@@ -108,7 +119,8 @@ impl Write for SqlWriter {
 pub fn open_sql(path: &Path, name: &TransactionFileName) -> Result<Box<dyn BufRead + Send>, Error> {
     let file = File::open(path).map_err(|e| Error::io(path, "open", e))?;
     if name.compressed {
-        let decoder = zstd::stream::read::Decoder::new(file).map_err(|e| Error::io(path, "start decompressing", e))?;
+        let decoder = zstd::stream::read::Decoder::new(file)
+            .map_err(|e| Error::io(path, "start decompressing", e))?;
         Ok(Box::new(BufReader::with_capacity(1 << 16, decoder)))
     } else {
         Ok(Box::new(BufReader::with_capacity(1 << 16, file)))
@@ -142,7 +154,10 @@ mod tests {
             assert_eq!(written.stored_bytes, stored.len() as u64);
             assert_eq!(compressed, stored.len() < sql.len());
             let mut back = String::new();
-            open_sql(&written.path, &name).unwrap().read_to_string(&mut back).unwrap();
+            open_sql(&written.path, &name)
+                .unwrap()
+                .read_to_string(&mut back)
+                .unwrap();
             assert_eq!(back, sql);
         }
     }
@@ -150,7 +165,12 @@ mod tests {
     #[test]
     fn never_replaces_a_file_with_different_content() {
         let dir = tempfile::tempdir().unwrap();
-        let name = TransactionFileName { number: 1, time: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(), xid: 5, compressed: false };
+        let name = TransactionFileName {
+            number: 1,
+            time: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+            xid: 5,
+            compressed: false,
+        };
         let write = |text: &str, existing| {
             let mut writer = SqlWriter::create(dir.path(), &name).unwrap();
             writer.write_all(text.as_bytes()).unwrap();
@@ -162,6 +182,10 @@ mod tests {
         let err = write("SELECT 2;\n", Some(first.stored_sha256)).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Conflict);
         assert_eq!(std::fs::read_to_string(&first.path).unwrap(), "SELECT 1;\n");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "the temporary file is removed");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "the temporary file is removed"
+        );
     }
 }

@@ -11,13 +11,22 @@ use crate::{MANIFEST_EXTENSION, SQL_EXTENSION, TEMPORARY_SUFFIX, ZSTD_EXTENSION}
 /// One entry of a spool directory.
 #[derive(Debug)]
 pub enum Entry {
-    Transaction { name: TransactionFileName, path: PathBuf },
-    Manifest { name: ManifestName, path: PathBuf },
+    Transaction {
+        name: TransactionFileName,
+        path: PathBuf,
+    },
+    Manifest {
+        name: ManifestName,
+        path: PathBuf,
+    },
     /// A file being written (or left behind by a crash).
     Temporary(PathBuf),
     /// A name that claims to be a spool file (by its extension) but is not well formed, such
     /// as a renamed file. Never read; worth reporting.
-    Unrecognized { path: PathBuf, error: Error },
+    Unrecognized {
+        path: PathBuf,
+        error: Error,
+    },
 }
 
 impl Entry {
@@ -49,15 +58,23 @@ pub fn scan(dir: &Path) -> Result<Vec<Entry>, Error> {
         }
         if name.ends_with(TEMPORARY_SUFFIX) {
             entries.push(Entry::Temporary(path));
-        } else if name.ends_with(&format!(".{SQL_EXTENSION}")) || name.ends_with(&format!(".{SQL_EXTENSION}.{ZSTD_EXTENSION}")) {
+        } else if name.ends_with(&format!(".{SQL_EXTENSION}"))
+            || name.ends_with(&format!(".{SQL_EXTENSION}.{ZSTD_EXTENSION}"))
+        {
             entries.push(match TransactionFileName::parse(&name) {
                 Ok(name) => Entry::Transaction { name, path },
-                Err(error) => Entry::Unrecognized { error: error.at(&path), path },
+                Err(error) => Entry::Unrecognized {
+                    error: error.at(&path),
+                    path,
+                },
             });
         } else if name.ends_with(&format!(".{MANIFEST_EXTENSION}")) {
             entries.push(match ManifestName::parse(&name) {
                 Ok(name) => Entry::Manifest { name, path },
-                Err(error) => Entry::Unrecognized { error: error.at(&path), path },
+                Err(error) => Entry::Unrecognized {
+                    error: error.at(&path),
+                    path,
+                },
             });
         }
     }
@@ -90,8 +107,13 @@ mod tests {
             .map(|e| match e {
                 Entry::Transaction { name, .. } => format!("transaction {}", name.number),
                 Entry::Manifest { name, .. } => format!("manifest {}-{}", name.first, name.last),
-                Entry::Temporary(p) => format!("temporary {}", p.file_name().unwrap().to_string_lossy()),
-                Entry::Unrecognized { path, .. } => format!("unrecognized {}", path.file_name().unwrap().to_string_lossy()),
+                Entry::Temporary(p) => {
+                    format!("temporary {}", p.file_name().unwrap().to_string_lossy())
+                }
+                Entry::Unrecognized { path, .. } => format!(
+                    "unrecognized {}",
+                    path.file_name().unwrap().to_string_lossy()
+                ),
             })
             .collect();
         assert_eq!(

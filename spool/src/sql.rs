@@ -15,7 +15,10 @@ pub const SEQUENCE_FUNCTION: &str = "dbmirror.advance_sequence";
 
 /// Settings a file sets for the session before its transaction starts: the encoding of the
 /// file, and how psql must read its string literals.
-pub const SESSION_SETTINGS: &[(&str, &str)] = &[("client_encoding", "UTF8"), ("standard_conforming_strings", "on")];
+pub const SESSION_SETTINGS: &[(&str, &str)] = &[
+    ("client_encoding", "UTF8"),
+    ("standard_conforming_strings", "on"),
+];
 
 /// Settings a file sets for its own transaction (`SET LOCAL`): the canonical settings the
 /// master rendered values under, so the slave's input functions read them back exactly, and

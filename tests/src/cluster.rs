@@ -34,9 +34,21 @@ impl Cluster {
         if running_as_root() {
             run_ok(Command::new("chown").arg(format!("{SUPERUSER}:")).arg(&dir));
         }
-        let cluster = Cluster { name: name.to_string(), dir, keep: false };
+        let cluster = Cluster {
+            name: name.to_string(),
+            dir,
+            keep: false,
+        };
         let mut initdb = cluster.as_server_user(&pg_bin().join("initdb"));
-        initdb.args(["--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--username", SUPERUSER, "--no-sync", "-D"]);
+        initdb.args([
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C.UTF-8",
+            "--username",
+            SUPERUSER,
+            "--no-sync",
+            "-D",
+        ]);
         initdb.arg(cluster.data_dir());
         run_ok(&mut initdb);
         // Settings go into postgresql.conf, so that a restart after a crash keeps them. fsync is
@@ -56,7 +68,13 @@ impl Cluster {
             .expect("initdb wrote postgresql.conf");
         std::io::Write::write_all(&mut file, conf.as_bytes()).expect("postgresql.conf is writable");
         let mut start = cluster.as_server_user(&pg_bin().join("pg_ctl"));
-        start.arg("start").arg("-w").arg("-D").arg(cluster.data_dir()).arg("-l").arg(cluster.log_file());
+        start
+            .arg("start")
+            .arg("-w")
+            .arg("-D")
+            .arg(cluster.data_dir())
+            .arg("-l")
+            .arg(cluster.log_file());
         let output = start.output().expect("pg_ctl runs");
         assert!(
             output.status.success(),
@@ -92,7 +110,10 @@ impl Cluster {
 
     /// A libpq connection string for database `postgres`.
     pub fn conninfo(&self) -> String {
-        format!("host={} port=5432 user={SUPERUSER} dbname=postgres", self.dir.display())
+        format!(
+            "host={} port=5432 user={SUPERUSER} dbname=postgres",
+            self.dir.display()
+        )
     }
 
     pub fn client(&self) -> Client {
@@ -102,12 +123,17 @@ impl Cluster {
 
     /// Runs SQL (any number of statements) and fails the test if it fails.
     pub fn execute(&self, sql: &str) {
-        self.client().batch_execute(sql).unwrap_or_else(|e| panic!("on cluster {}: {e}\nSQL: {sql}", self.name));
+        self.client()
+            .batch_execute(sql)
+            .unwrap_or_else(|e| panic!("on cluster {}: {e}\nSQL: {sql}", self.name));
     }
 
     /// One value of a query that returns one row and one text-compatible column.
     pub fn query_value(&self, sql: &str) -> String {
-        let row = self.client().query_one(sql, &[]).unwrap_or_else(|e| panic!("on cluster {}: {e}\nSQL: {sql}", self.name));
+        let row = self
+            .client()
+            .query_one(sql, &[])
+            .unwrap_or_else(|e| panic!("on cluster {}: {e}\nSQL: {sql}", self.name));
         row.get(0)
     }
 
@@ -137,18 +163,31 @@ impl Cluster {
     pub fn slave_setup(&self) {
         let file = crate::repository().join("sql/slave_setup.sql");
         let output = self.psql(&["-v", "ON_ERROR_STOP=1", "-f", &file.display().to_string()]);
-        assert!(output.status.success(), "slave setup failed on cluster {}:\n{}", self.name, describe(&output));
+        assert!(
+            output.status.success(),
+            "slave setup failed on cluster {}:\n{}",
+            self.name,
+            describe(&output)
+        );
     }
 
     /// Stops the server at once, as a crash would.
     pub fn crash(&self) {
-        run_ok(self.as_server_user(&pg_bin().join("pg_ctl")).args(["stop", "-m", "immediate", "-D"]).arg(self.data_dir()));
+        run_ok(
+            self.as_server_user(&pg_bin().join("pg_ctl"))
+                .args(["stop", "-m", "immediate", "-D"])
+                .arg(self.data_dir()),
+        );
     }
 
     /// Starts the server again after [`crash`](Self::crash).
     pub fn restart(&self) {
         let mut start = self.as_server_user(&pg_bin().join("pg_ctl"));
-        start.args(["start", "-w", "-D"]).arg(self.data_dir()).arg("-l").arg(self.log_file());
+        start
+            .args(["start", "-w", "-D"])
+            .arg(self.data_dir())
+            .arg("-l")
+            .arg(self.log_file());
         run_ok(&mut start);
     }
 

@@ -21,13 +21,18 @@ pub struct Captured {
 }
 
 fn render_settings() -> String {
-    RENDER_SETTINGS.iter().map(|(name, value)| format!("SET {name} = '{value}';")).collect()
+    RENDER_SETTINGS
+        .iter()
+        .map(|(name, value)| format!("SET {name} = '{value}';"))
+        .collect()
 }
 
 /// Every captured change of committed transactions, in export order.
 pub fn captured(master: &Cluster) -> Vec<Captured> {
     let mut client = master.client();
-    client.batch_execute(&render_settings()).expect("settings apply");
+    client
+        .batch_execute(&render_settings())
+        .expect("settings apply");
     let rows = client
         .query(
             "SELECT d.xid, d.op, s.nspname || '.' || s.relname, dbmirror_values(d.shape, d.key, true), \
@@ -52,7 +57,14 @@ pub fn captured(master: &Cluster) -> Vec<Captured> {
                         .collect()
                 })
                 .unwrap_or_default();
-            Captured { xid: row.get(0), op: op as u8 as char, table: row.get(2), key: row.get(3), values: row.get(4), unchanged }
+            Captured {
+                xid: row.get(0),
+                op: op as u8 as char,
+                table: row.get(2),
+                key: row.get(3),
+                values: row.get(4),
+                unchanged,
+            }
         })
         .collect()
 }
@@ -60,7 +72,9 @@ pub fn captured(master: &Cluster) -> Vec<Captured> {
 /// The rows of `table` as text, sorted, read under canonical settings.
 pub fn table_rows(cluster: &Cluster, table: &str) -> Vec<String> {
     let mut client = cluster.client();
-    client.batch_execute(&render_settings()).expect("settings apply");
+    client
+        .batch_execute(&render_settings())
+        .expect("settings apply");
     client
         .query(&format!("SELECT t::text FROM {table} t ORDER BY 1"), &[])
         .unwrap_or_else(|e| panic!("could not read {table}: {e}"))

@@ -11,8 +11,8 @@
 
 use std::ffi::CString;
 
-use pgrx::pg_sys::{self, Datum, Oid};
 use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::pg_sys::{self, Datum, Oid};
 use pgrx::prelude::*;
 use pgrx::varlena;
 use pgrx::PgMemoryContexts;
@@ -115,17 +115,22 @@ pub unsafe fn same_value(a: Datum, b: Datum, attr: &pg_sys::FormData_pg_attribut
         match attr.attlen {
             len if len > 0 => {
                 let (a, b) = (a.cast_mut_ptr::<u8>(), b.cast_mut_ptr::<u8>());
-                std::slice::from_raw_parts(a, len as usize) == std::slice::from_raw_parts(b, len as usize)
+                std::slice::from_raw_parts(a, len as usize)
+                    == std::slice::from_raw_parts(b, len as usize)
             }
             -1 => {
-                let (a, b) = (a.cast_mut_ptr::<pg_sys::varlena>(), b.cast_mut_ptr::<pg_sys::varlena>());
+                let (a, b) = (
+                    a.cast_mut_ptr::<pg_sys::varlena>(),
+                    b.cast_mut_ptr::<pg_sys::varlena>(),
+                );
                 let (la, lb) = (varlena::varsize_any(a), varlena::varsize_any(b));
                 la == lb
                     && std::slice::from_raw_parts(a as *const u8, la)
                         == std::slice::from_raw_parts(b as *const u8, lb)
             }
             _ => {
-                std::ffi::CStr::from_ptr(a.cast_mut_ptr()) == std::ffi::CStr::from_ptr(b.cast_mut_ptr())
+                std::ffi::CStr::from_ptr(a.cast_mut_ptr())
+                    == std::ffi::CStr::from_ptr(b.cast_mut_ptr())
             }
         }
     }
@@ -162,7 +167,10 @@ pub unsafe fn deform(desc: &Desc, content: &[u8], what: &str) -> (Vec<Datum>, Ve
         let data = raw as pg_sys::HeapTupleHeader;
         let natts = ((*data).t_infomask2 & pg_sys::HEAP_NATTS_MASK as u16) as usize;
         if natts != desc.natts() {
-            corrupt(&format!("{natts} attributes where the shape has {}", desc.natts()));
+            corrupt(&format!(
+                "{natts} attributes where the shape has {}",
+                desc.natts()
+            ));
         }
         if (*data).t_hoff as usize > len {
             corrupt("header longer than the image");
@@ -175,7 +183,12 @@ pub unsafe fn deform(desc: &Desc, content: &[u8], what: &str) -> (Vec<Datum>, Ve
         };
         let mut values = vec![Datum::from(0); natts];
         let mut nulls = vec![true; natts];
-        pg_sys::heap_deform_tuple(&mut tuple, desc.as_ptr(), values.as_mut_ptr(), nulls.as_mut_ptr());
+        pg_sys::heap_deform_tuple(
+            &mut tuple,
+            desc.as_ptr(),
+            values.as_mut_ptr(),
+            nulls.as_mut_ptr(),
+        );
         (values, nulls)
     }
 }

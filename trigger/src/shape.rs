@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use std::ffi::CStr;
 use std::rc::Rc;
 
-use pgrx::pg_sys::{self, Oid};
 use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
 use pgrx::spi::Spi;
 use sha2::{Digest, Sha256};
@@ -73,7 +73,11 @@ pub fn register_callbacks() {
 
 #[pg_guard]
 unsafe extern "C-unwind" fn relcache_callback(_arg: pg_sys::Datum, relid: Oid) {
-    invalidate(if relid == pg_sys::InvalidOid { None } else { Some(relid) });
+    invalidate(if relid == pg_sys::InvalidOid {
+        None
+    } else {
+        Some(relid)
+    });
     pending::forget_tables(relid);
 }
 
@@ -123,7 +127,10 @@ pub unsafe fn of_relation(rel: pg_sys::Relation, tables: &Tables) -> Rc<Shape> {
             // Built with no borrow held: building reads the catalogs, which can deliver
             // invalidations.
             let shape = Rc::new(unsafe { build(rel) });
-            SHAPES.get().borrow_mut().insert(relid.to_u32(), shape.clone());
+            SHAPES
+                .get()
+                .borrow_mut()
+                .insert(relid.to_u32(), shape.clone());
             shape
         }
     };
@@ -210,7 +217,10 @@ unsafe fn build(rel: pg_sys::Relation) -> Shape {
         })
         .collect::<Vec<_>>();
 
-    let spec = columns.iter().map(|c| (c.name.as_str(), c.typid, c.typmod)).collect::<Vec<_>>();
+    let spec = columns
+        .iter()
+        .map(|c| (c.name.as_str(), c.typid, c.typmod))
+        .collect::<Vec<_>>();
     let desc = unsafe { image::Desc::new(&spec) };
     let key_spec = key.iter().map(|&i| spec[i]).collect::<Vec<_>>();
     let key_desc = unsafe { image::Desc::new(&key_spec) };
@@ -247,7 +257,11 @@ fn shape_id(nspname: &str, relname: &str, columns: &[Column], key: &[usize]) -> 
         hash.update((*k as u32).to_le_bytes());
     }
     let digest = hash.finalize();
-    i64::from_le_bytes(digest[..8].try_into().expect("a sha256 digest has 32 bytes"))
+    i64::from_le_bytes(
+        digest[..8]
+            .try_into()
+            .expect("a sha256 digest has 32 bytes"),
+    )
 }
 
 /// Inserts the shape into dbmirror_Shape unless it is there, as the bootstrap superuser: the
@@ -280,7 +294,10 @@ fn store(shape: &Rc<Shape>, tables: &Tables) {
         .unwrap_or_else(|e| {
             ErrorReport::new(
                 PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-                format!("could not store the shape of table \"{}.{}\": {e}", shape.nspname, shape.relname),
+                format!(
+                    "could not store the shape of table \"{}.{}\": {e}",
+                    shape.nspname, shape.relname
+                ),
                 "recordchange",
             )
             .report(PgLogLevel::ERROR)

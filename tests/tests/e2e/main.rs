@@ -1,3 +1,4 @@
 //! The end-to-end tests: one binary, real clusters, real binaries.
 
 mod capture;
+mod export;

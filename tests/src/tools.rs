@@ -1,0 +1,137 @@
+//! Running the project's binaries and psql the way an operator would.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::{binary, describe, Cluster};
+
+/// A directory that lives as long as the test (kept if the test fails).
+pub struct Workdir {
+    path: PathBuf,
+}
+
+impl Workdir {
+    pub fn new(name: &str) -> Self {
+        let path = tempfile::Builder::new()
+            .prefix(&format!("dbmirror-test-{name}-"))
+            .tempdir()
+            .expect("a temporary directory can be created")
+            .keep();
+        Self { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A subdirectory, created if needed.
+    pub fn dir(&self, name: &str) -> PathBuf {
+        let dir = self.path.join(name);
+        std::fs::create_dir_all(&dir).expect("a directory can be created");
+        dir
+    }
+
+    /// Writes a file and returns its path.
+    pub fn file(&self, name: &str, content: &str) -> PathBuf {
+        let path = self.path.join(name);
+        std::fs::write(&path, content).expect("a file can be written");
+        path
+    }
+}
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "work directory kept for inspection: {}",
+                self.path.display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// An exporter configuration for `slave_name`, writing into `outbox`, with `extra` TOML lines.
+pub fn export_config(
+    work: &Workdir,
+    master: &Cluster,
+    slave_name: &str,
+    outbox: &Path,
+    extra: &str,
+) -> PathBuf {
+    work.file(
+        &format!("export-{slave_name}.toml"),
+        &format!(
+            "slave_name = \"{slave_name}\"\nmaster = \"{}\"\ntransaction_file_directory = \"{}\"\n{extra}\n",
+            master.conninfo(),
+            outbox.display()
+        ),
+    )
+}
+
+/// Runs `dbmirror-export --config CONFIG ARGS...`, returning its output whatever the result.
+pub fn export_command(config: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(binary("dbmirror-export"));
+    command.arg("--config").arg(config).args(args);
+    command
+}
+
+/// Runs `dbmirror-export --config CONFIG once` and fails the test if it fails.
+pub fn export_once(config: &Path) -> Output {
+    let output = export_command(config, &["once"])
+        .output()
+        .expect("dbmirror-export runs");
+    assert!(
+        output.status.success(),
+        "dbmirror-export once failed ({}):\n{}",
+        output.status,
+        describe(&output)
+    );
+    output
+}
+
+/// The transaction files of a spool directory, in name order.
+pub fn transaction_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("the spool directory can be read")
+        .map(|e| e.expect("a directory entry").path())
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            name.ends_with(".sql") || name.ends_with(".sql.zst")
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Replays one file by hand: `psql -v ON_ERROR_STOP=1 -f FILE`. Returns psql's output.
+pub fn psql_file(slave: &Cluster, file: &Path) -> Output {
+    slave.psql(&["-v", "ON_ERROR_STOP=1", "-f", &file.display().to_string()])
+}
+
+/// Replays every file of `dir` by hand, in name order, failing on the first error.
+pub fn replay_by_hand(slave: &Cluster, dir: &Path) -> usize {
+    let files = transaction_files(dir);
+    for file in &files {
+        let output = psql_file(slave, file);
+        assert!(
+            output.status.success(),
+            "psql -f {} failed:\n{}",
+            file.display(),
+            describe(&output)
+        );
+    }
+    files.len()
+}
+
+/// Copies every file of `from` into `to`, as rsync or a USB stick would.
+pub fn transfer(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).expect("the outbox can be read") {
+        let path = entry.expect("a directory entry").path();
+        if path.is_file() {
+            std::fs::copy(&path, to.join(path.file_name().expect("a file name")))
+                .expect("a file can be copied");
+        }
+    }
+}

@@ -1,0 +1,419 @@
+//! The exporter and the spool format, end to end: master, export, transfer, `psql -f` on the
+//! slave, compare.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use dbmirror_tests::tools::{
+    export_command, export_config, export_once, psql_file, replay_by_hand, transaction_files,
+    transfer, Workdir,
+};
+use dbmirror_tests::{assert_tables_equal, describe, table_rows, Cluster};
+
+pub const SCHEMA: &str = r#"
+    CREATE TABLE item (id serial PRIMARY KEY, name text, price numeric(10,2), tags text[], seen timestamptz);
+    CREATE TABLE "Order Line" ("Order" integer, "Line" integer, item integer REFERENCES item, qty integer,
+                               PRIMARY KEY ("Order", "Line"));
+"#;
+pub const TABLES: &[&str] = &["item", r#""Order Line""#];
+
+pub struct Setup {
+    pub master: Cluster,
+    pub slave: Cluster,
+    pub work: Workdir,
+    pub outbox: PathBuf,
+    pub config: PathBuf,
+}
+
+/// A master with the extension, the schema mirrored and slave `slave1` registered; a slave
+/// with the schema, prepared by hand with sql/slave_setup.sql.
+pub fn setup(extra_config: &str) -> Setup {
+    let master = Cluster::start("master");
+    master.create_extension();
+    master.execute(SCHEMA);
+    for table in TABLES {
+        master.execute(&format!(
+            "SELECT dbmirror_mirror_table('{}')",
+            table.replace('\'', "''")
+        ));
+    }
+    master.execute("INSERT INTO dbmirror_MirrorHost (SlaveName) VALUES ('slave1')");
+    let slave = Cluster::start("slave");
+    slave.execute(SCHEMA);
+    slave.slave_setup();
+    let work = Workdir::new("export");
+    let outbox = work.dir("outbox");
+    let config = export_config(&work, &master, "slave1", &outbox, extra_config);
+    Setup {
+        master,
+        slave,
+        work,
+        outbox,
+        config,
+    }
+}
+
+/// A few transactions touching every kind of change.
+pub fn workload(master: &Cluster) {
+    master.execute("INSERT INTO item (name, price, tags, seen) VALUES ('first', 1.5, '{a,b}', '2026-01-01 00:00+00')");
+    master.execute(
+        "BEGIN;
+         INSERT INTO item (name, price) SELECT 'bulk ' || g, g FROM generate_series(1, 50) g;
+         INSERT INTO \"Order Line\" VALUES (1, 1, 1, 3), (1, 2, 2, 1);
+         COMMIT;",
+    );
+    master.execute(
+        "BEGIN;
+         UPDATE item SET price = price * 2, tags = NULL WHERE id <= 10;
+         UPDATE \"Order Line\" SET \"Line\" = 3 WHERE \"Order\" = 1 AND \"Line\" = 2;
+         DELETE FROM item WHERE id BETWEEN 40 AND 45;
+         COMMIT;",
+    );
+    master.execute(
+        "UPDATE item SET name = E'tab\\there, quote '' and \\\\ backslash\\nnewline' WHERE id = 3",
+    );
+    master.execute(
+        "BEGIN; TRUNCATE \"Order Line\"; INSERT INTO \"Order Line\" VALUES (2, 1, 3, 9); COMMIT;",
+    );
+}
+
+#[test]
+fn exported_files_replayed_by_hand_give_an_equal_slave() {
+    let s = setup("");
+    workload(&s.master);
+    export_once(&s.config);
+
+    let files = transaction_files(&s.outbox);
+    assert_eq!(files.len(), 5, "one file per master transaction");
+    for (i, file) in files.iter().enumerate() {
+        let name = file.file_name().unwrap().to_str().unwrap();
+        assert!(name.starts_with(&format!("{:020}_", i + 1)), "{name}");
+    }
+    // Manifests are checked by standard tools, as they are.
+    let check = Command::new("sh")
+        .arg("-c")
+        .arg("sha256sum -c --strict *.sha256")
+        .current_dir(&s.outbox)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "sha256sum -c --strict failed:\n{}",
+        describe(&check)
+    );
+
+    assert_eq!(replay_by_hand(&s.slave, &s.outbox), 5);
+    assert_tables_equal(&s.master, &s.slave, TABLES);
+    // The slave's sequence is never behind the values used in replicated rows.
+    assert_eq!(
+        s.slave
+            .query_value("SELECT last_value::text FROM item_id_seq"),
+        "51"
+    );
+    // Everything every slave has is purged from the master.
+    assert_eq!(
+        s.master
+            .query_value("SELECT count(*)::text FROM dbmirror_pending"),
+        "0"
+    );
+    assert_eq!(
+        s.master
+            .query_value("SELECT count(*)::text FROM dbmirror_pendingdata"),
+        "0"
+    );
+}
+
+#[test]
+fn a_file_applied_twice_or_out_of_order_changes_nothing_and_says_why() {
+    let s = setup("");
+    for i in 1..=3 {
+        s.master
+            .execute(&format!("INSERT INTO item (name) VALUES ('row {i}')"));
+    }
+    export_once(&s.config);
+    let files = transaction_files(&s.outbox);
+    assert_eq!(files.len(), 3);
+
+    assert!(psql_file(&s.slave, &files[0]).status.success());
+    let before = table_rows(&s.slave, "item");
+    for (file, message) in [
+        (
+            &files[0],
+            "file 1 for slave \"slave1\" was already applied (last applied: 1)",
+        ),
+        (
+            &files[2],
+            "file 3 for slave \"slave1\" is out of order: the next file is 2",
+        ),
+    ] {
+        let output = psql_file(&s.slave, file);
+        assert!(
+            !output.status.success(),
+            "psql should fail for {}",
+            file.display()
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(message), "{stderr}");
+        assert_eq!(
+            table_rows(&s.slave, "item"),
+            before,
+            "the slave must not change"
+        );
+    }
+    assert!(psql_file(&s.slave, &files[1]).status.success());
+    assert!(psql_file(&s.slave, &files[2]).status.success());
+    assert_tables_equal(&s.master, &s.slave, TABLES);
+}
+
+#[test]
+fn an_update_that_finds_no_row_on_the_slave_fails_the_file() {
+    let s = setup("");
+    s.master
+        .execute("INSERT INTO item (name) VALUES ('a'), ('b')");
+    s.master.execute(
+        "UPDATE item SET name = 'changed' WHERE id = 2; INSERT INTO item (name) VALUES ('c');",
+    );
+    export_once(&s.config);
+    let files = transaction_files(&s.outbox);
+    assert!(psql_file(&s.slave, &files[0]).status.success());
+    // Drift: someone removed the row on the slave.
+    s.slave.execute("DELETE FROM item WHERE id = 2");
+    let output = psql_file(&s.slave, &files[1]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("update of \"public\".\"item\" matched 0 rows on the slave instead of 1"),
+        "{stderr}"
+    );
+    // Nothing of the file stayed: not the insert, not the guard's record.
+    assert_eq!(table_rows(&s.slave, "item"), ["(1,a,,,)"]);
+    assert_eq!(
+        s.slave
+            .query_value("SELECT last_number::text FROM dbmirror.slave_state"),
+        "1"
+    );
+}
+
+#[test]
+fn each_slave_has_its_own_numbering_and_pending_rows_stay_until_all_have_them() {
+    let s = setup("");
+    s.master
+        .execute("INSERT INTO dbmirror_MirrorHost (SlaveName) VALUES ('slave2')");
+    let outbox2 = s.work.dir("outbox2");
+    let config2 = export_config(&s.work, &s.master, "slave2", &outbox2, "");
+    s.master.execute("INSERT INTO item (name) VALUES ('one')");
+    export_once(&s.config);
+    assert_eq!(
+        s.master
+            .query_value("SELECT count(*)::text FROM dbmirror_pending"),
+        "1",
+        "slave2 has not been sent it"
+    );
+    s.master.execute("INSERT INTO item (name) VALUES ('two')");
+    export_once(&s.config);
+    export_once(&config2);
+    assert_eq!(
+        s.master
+            .query_value("SELECT count(*)::text FROM dbmirror_pending"),
+        "0"
+    );
+    let names = |dir: &Path| -> Vec<String> {
+        transaction_files(dir)
+            .iter()
+            .map(|f| f.file_name().unwrap().to_str().unwrap()[..20].to_string())
+            .collect()
+    };
+    assert_eq!(
+        names(&s.outbox),
+        [format!("{:020}", 1), format!("{:020}", 2)]
+    );
+    assert_eq!(
+        names(&outbox2),
+        [format!("{:020}", 1), format!("{:020}", 2)]
+    );
+
+    let slave2 = Cluster::start("slave2");
+    slave2.execute(SCHEMA);
+    slave2.slave_setup();
+    replay_by_hand(&slave2, &outbox2);
+    assert_tables_equal(&s.master, &slave2, TABLES);
+}
+
+#[test]
+fn clean_purges_what_a_removed_slave_held_back() {
+    let s = setup("");
+    s.master
+        .execute("INSERT INTO dbmirror_MirrorHost (SlaveName) VALUES ('gone')");
+    s.master.execute("INSERT INTO item (name) VALUES ('one')");
+    export_once(&s.config);
+    assert_eq!(
+        s.master
+            .query_value("SELECT count(*)::text FROM dbmirror_pending"),
+        "1"
+    );
+    let clean = || export_command(&s.config, &["clean"]).output().unwrap();
+    assert!(clean().status.success());
+    assert_eq!(
+        s.master
+            .query_value("SELECT count(*)::text FROM dbmirror_pending"),
+        "1",
+        "slave 'gone' still needs it"
+    );
+    s.master
+        .execute("DELETE FROM dbmirror_MirrorHost WHERE SlaveName = 'gone'");
+    let output = clean();
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("purged 1 transactions"),
+        "{}",
+        describe(&output)
+    );
+    assert_eq!(
+        s.master
+            .query_value("SELECT count(*)::text FROM dbmirror_pending"),
+        "0"
+    );
+    assert_eq!(s.master.query_value("SELECT dbmirror_clean()::text"), "0");
+}
+
+#[test]
+fn compressed_files_carry_the_same_sql() {
+    let s = setup("compression = \"zstd\"");
+    workload(&s.master);
+    export_once(&s.config);
+    let files = transaction_files(&s.outbox);
+    assert!(
+        files
+            .iter()
+            .all(|f| f.to_str().unwrap().ends_with(".sql.zst")),
+        "{files:?}"
+    );
+    for file in &files {
+        let plain = s.work.path().join("plain.sql");
+        let unzstd = Command::new("zstd")
+            .args(["-q", "-d", "-f", "-o"])
+            .arg(&plain)
+            .arg(file)
+            .output()
+            .expect("zstd runs");
+        assert!(unzstd.status.success(), "{}", describe(&unzstd));
+        assert!(psql_file(&s.slave, &plain).status.success());
+    }
+    assert_tables_equal(&s.master, &s.slave, TABLES);
+}
+
+#[test]
+fn direct_mode_applies_each_transaction_once() {
+    let s = setup("");
+    let config = s.work.file(
+        "direct.toml",
+        &format!(
+            "slave_name = \"slave1\"\nmaster = \"{}\"\nslave = \"{}\"\n",
+            s.master.conninfo(),
+            s.slave.conninfo()
+        ),
+    );
+    workload(&s.master);
+    export_once(&config);
+    assert_tables_equal(&s.master, &s.slave, TABLES);
+    s.master.execute("INSERT INTO item (name) VALUES ('later')");
+    export_once(&config);
+    assert_tables_equal(&s.master, &s.slave, TABLES);
+    assert_eq!(
+        s.slave
+            .query_value("SELECT last_number::text FROM dbmirror.slave_state"),
+        "6"
+    );
+    assert_eq!(
+        s.master
+            .query_value("SELECT count(*)::text FROM dbmirror_pending"),
+        "0"
+    );
+}
+
+#[test]
+fn the_exporter_refuses_an_unprepared_master_or_unknown_slave_with_a_hint() {
+    let s = setup("");
+    let unknown = export_config(&s.work, &s.master, "nobody", &s.outbox, "");
+    let output = export_command(&unknown, &["once"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(3), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("slave \"nobody\" is not in dbmirror_MirrorHost"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("HINT:  Register it on the master: INSERT INTO dbmirror_MirrorHost (SlaveName) VALUES ('nobody');"), "{stderr}");
+
+    let bare = Cluster::start("bare");
+    let config = export_config(&s.work, &bare, "slave1", &s.outbox, "");
+    let output = export_command(&config, &["once"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(3), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("extension \"dbmirror\" is not installed")
+    );
+
+    let bad = s.work.file("bad.toml", "slave_name = 1\n");
+    let output = export_command(&bad, &["once"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+}
+
+/// Kills the exporter at each injected point of a batch, restarts it, and checks that nothing
+/// is lost and that no file number ever had two different contents, even when the files
+/// written before the crash were carried off before the restart.
+#[test]
+fn a_crash_at_any_point_loses_nothing_and_never_changes_a_written_file() {
+    for point in [
+        "after-assign",
+        "before-rename",
+        "after-rename",
+        "after-manifest",
+        "before-mark-written",
+    ] {
+        let s = setup("batch_size = 3");
+        workload(&s.master);
+        let crashed = export_command(&s.config, &["once"])
+            .env("DBMIRROR_EXPORT_CRASH_AT", point)
+            .output()
+            .unwrap();
+        assert!(
+            !crashed.status.success(),
+            "{point}: the exporter should have crashed"
+        );
+        // The transfer runs while the exporter is down, and empties the outbox.
+        let inbound = s.work.dir("inbound");
+        let carried: Vec<(PathBuf, Vec<u8>)> = transaction_files(&s.outbox)
+            .into_iter()
+            .map(|f| (f.clone(), std::fs::read(&f).unwrap()))
+            .collect();
+        transfer(&s.outbox, &inbound);
+        for (file, _) in &carried {
+            std::fs::remove_file(file).unwrap();
+        }
+        export_once(&s.config);
+        for (file, bytes) in &carried {
+            if let Ok(again) = std::fs::read(file) {
+                assert_eq!(
+                    &again,
+                    bytes,
+                    "{point}: {} was written twice with different content",
+                    file.display()
+                );
+            }
+        }
+        transfer(&s.outbox, &inbound);
+        let applied = replay_by_hand(&s.slave, &inbound);
+        assert_eq!(applied, 5, "{point}: every transaction exactly once");
+        assert_tables_equal(&s.master, &s.slave, TABLES);
+        let tmp = std::fs::read_dir(&s.outbox)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .to_string_lossy()
+                    .ends_with(".tmp")
+            })
+            .count();
+        assert_eq!(tmp, 0, "{point}: no temporary file is left behind");
+    }
+}

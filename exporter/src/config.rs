@@ -32,7 +32,7 @@ pub enum Output {
     /// One file per transaction in this directory (the seed's file mode).
     Files { directory: PathBuf, compress: bool },
     /// Straight into the slave database (the seed's direct mode).
-    Direct { slave: postgres::Config },
+    Direct { slave: Box<postgres::Config> },
 }
 
 /// A checked configuration.
@@ -89,7 +89,7 @@ impl Config {
                 if raw.compression.is_some() {
                     return Err(Error::config("compression applies to files, not to direct mode"));
                 }
-                Output::Direct { slave: parse_connection("slave", &slave)? }
+                Output::Direct { slave: Box::new(parse_connection("slave", &slave)?) }
             }
             (Some(_), Some(_)) => {
                 return Err(Error::config(

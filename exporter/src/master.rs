@@ -303,27 +303,28 @@ impl Master {
                         "captured change of transaction {xid} has no {what}"
                     ))
                 };
-                let change =
-                    match op as u8 {
-                        b'i' => Change::Insert {
-                            table,
-                            values: values.ok_or_else(|| missing("row"))?,
-                        },
-                        b'u' => Change::Update {
-                            table,
-                            old_key: key,
-                            values: values.ok_or_else(|| missing("row"))?,
-                            unchanged,
-                        },
-                        b'd' => Change::Delete {
-                            table,
-                            key: key.ok_or_else(|| missing("key"))?,
-                        },
-                        b't' => Change::Truncate { table },
-                        other => return Err(Error::runtime(format!(
+                let change = match op as u8 {
+                    b'i' => Change::Insert {
+                        table,
+                        values: values.ok_or_else(|| missing("row"))?,
+                    },
+                    b'u' => Change::Update {
+                        table,
+                        old_key: key,
+                        values: values.ok_or_else(|| missing("row"))?,
+                        unchanged,
+                    },
+                    b'd' => Change::Delete {
+                        table,
+                        key: key.ok_or_else(|| missing("key"))?,
+                    },
+                    b't' => Change::Truncate { table },
+                    other => {
+                        return Err(Error::runtime(format!(
                             "captured change of transaction {xid} has unknown operation {other}"
-                        ))),
-                    };
+                        )))
+                    }
+                };
                 sink(change)?;
                 count += 1;
             }

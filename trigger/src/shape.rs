@@ -156,7 +156,7 @@ unsafe fn build(rel: pg_sys::Relation) -> Shape {
     };
     let qualified = format!("{nspname}.{relname}");
     // SAFETY: as above.
-    if unsafe { (*(*rel).rd_rel).relam } != Oid::from(pg_sys::HEAP_TABLE_AM_OID) {
+    if unsafe { (*(*rel).rd_rel).relam } != pg_sys::HEAP_TABLE_AM_OID {
         ErrorReport::new(
             PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
             format!("mirrored table \"{qualified}\" does not use the heap access method"),

@@ -9,23 +9,15 @@ fn master() -> Cluster {
     master
 }
 
-fn v(values: &[Option<&str>]) -> Option<Vec<Option<String>>> {
+fn v(values: &[Option<&str>]) -> Values {
     Some(values.iter().map(|v| v.map(str::to_string)).collect())
 }
 
-fn change(
-    op: char,
-    table: &str,
-    key: Option<Vec<Option<String>>>,
-    values: Option<Vec<Option<String>>>,
-    unchanged: &[&str],
-) -> (
-    char,
-    String,
-    Option<Vec<Option<String>>>,
-    Option<Vec<Option<String>>>,
-    Vec<String>,
-) {
+/// A captured change without its xid: (op, table, old key, new values, unchanged columns).
+type Change = (char, String, Values, Values, Vec<String>);
+type Values = Option<Vec<Option<String>>>;
+
+fn change(op: char, table: &str, key: Values, values: Values, unchanged: &[&str]) -> Change {
     (
         op,
         table.to_string(),
@@ -36,15 +28,7 @@ fn change(
 }
 
 /// The captured changes without xids, for comparing with expectations.
-fn changes(
-    master: &Cluster,
-) -> Vec<(
-    char,
-    String,
-    Option<Vec<Option<String>>>,
-    Option<Vec<Option<String>>>,
-    Vec<String>,
-)> {
+fn changes(master: &Cluster) -> Vec<Change> {
     captured(master)
         .into_iter()
         .map(|c| (c.op, c.table, c.key, c.values, c.unchanged))

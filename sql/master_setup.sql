@@ -67,8 +67,12 @@ CREATE TABLE dbmirror_PendingData (
 
 -- The shape of a mirrored table, content-addressed: shape is a hash of everything below, so a
 -- change of name, column, type or key makes a new shape and old changes keep theirs.
+-- Deliberately without a unique constraint: a backend inserts a shape it cannot see yet in the
+-- capturing transaction itself, and a unique index would make every other writer of the same
+-- table wait for that transaction to end. Two backends may thus store the same shape twice;
+-- the rows are identical, and readers take any one.
 CREATE TABLE dbmirror_Shape (
-    shape           bigint PRIMARY KEY,
+    shape           bigint NOT NULL,
     relid           oid NOT NULL,
     nspname         text NOT NULL,
     relname         text NOT NULL,
@@ -78,6 +82,7 @@ CREATE TABLE dbmirror_Shape (
     -- Primary key columns, as 0-based positions in columns.
     key             smallint[] NOT NULL
 );
+CREATE INDEX dbmirror_shape_shape ON dbmirror_Shape (shape);
 
 -- What each slave has been sent: the number assigned to a transaction, and once the file is
 -- durably written, the sha256 of its SQL text.

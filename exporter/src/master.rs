@@ -423,7 +423,7 @@ fn load_table(
     shape: i64,
 ) -> Result<Table, Error> {
     let row = tx
-        .query_opt(&format!("SELECT nspname, relname, columns, key FROM {schema}.dbmirror_Shape WHERE shape = $1"), &[&shape])?
+        .query_opt(&format!("SELECT nspname, relname, columns, key FROM {schema}.dbmirror_Shape WHERE shape = $1 LIMIT 1"), &[&shape])?
         .ok_or_else(|| Error::runtime(format!("shape {shape} of a captured change is missing from dbmirror_Shape")))?;
     let columns: Vec<String> = row.get(2);
     let key: Vec<i16> = row.get(3);

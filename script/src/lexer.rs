@@ -12,7 +12,7 @@
 
 use crate::error::ErrorKind;
 
-/// The lexer's start condition; the names of psqlscan.l are in the docs.
+/// The lexer's start condition; each variant names its psqlscan.l state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum State {
     /// Between tokens (`INITIAL`).

@@ -164,14 +164,17 @@ fn escape_strings() {
 #[test]
 fn number_tokens_extend_as_in_psql() {
     // `1e` is one token, so the quote opens a plain literal; `1e-` is one
-    // token, so `-x` is no comment; `1..2` is 1, `..`, 2.
+    // token, so `-x` is no comment; `1..2` is 1, `..`, 2; `1_000$$` is one
+    // token, so no dollar quote starts.
     assert_eq!(
-        items(b"SELECT 1e'\\'; SELECT 2;\nSELECT 1e--x;\nSELECT 1..2, .5e'\\';\n"),
+        items(b"SELECT 1e'\\'; SELECT 2;\nSELECT 1e--x;\nSELECT 1..2, .5e'\\';\nSELECT 1_000$$, 1.5e-3_x$$; SELECT 3;\n"),
         [
             stmt("SELECT 1e'\\';", 1),
             stmt("SELECT 2;", 1),
             stmt("SELECT 1e--x;", 2),
             stmt("SELECT 1..2, .5e'\\';", 3),
+            stmt("SELECT 1_000$$, 1.5e-3_x$$;", 4),
+            stmt("SELECT 3;", 4),
         ]
     );
 }
@@ -229,6 +232,30 @@ fn routine_bodies_hold_semicolons() {
             stmt("SELECT 1;", 9),
             stmt("END;", 10),
         ]
+    );
+}
+
+#[test]
+fn routine_heuristic_quirks_match_psql() {
+    // psql counts `begin` after a lone `$` as a word, but not inside the
+    // number token `1begin`.
+    assert_eq!(
+        items(b"CREATE FUNCTION f() RETURNS int $begin; SELECT 1; END;\nCREATE FUNCTION g() RETURNS int 1begin; SELECT 1;\n"),
+        [
+            stmt("CREATE FUNCTION f() RETURNS int $begin; SELECT 1; END;", 1),
+            stmt("CREATE FUNCTION g() RETURNS int 1begin;", 2),
+            stmt("SELECT 1;", 2),
+        ]
+    );
+}
+
+#[test]
+fn carriage_return_and_vertical_tab_are_whitespace() {
+    // A bare `\r` ends a `--` comment inside a line; a vertical tab is
+    // whitespace from psql 17 on.
+    assert_eq!(
+        items(b"-- c\rSELECT 1 -- d\rFROM t;\n\x0b\x0cSELECT 2;\n"),
+        [stmt("SELECT 1 -- d\rFROM t;", 1), stmt("SELECT 2;", 2)]
     );
 }
 

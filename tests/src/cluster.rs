@@ -53,9 +53,10 @@ impl Cluster {
         run_ok(&mut initdb);
         // Settings go into postgresql.conf, so that a restart after a crash keeps them. fsync is
         // off: tests crash servers, never the machine, and PostgreSQL survives that without it.
+        // lock_timeout turns a lock wait that should not happen into a failure, not a hang.
         let mut conf = format!(
             "\nlisten_addresses = ''\nunix_socket_directories = '{}'\nfsync = off\nfull_page_writes = off\n\
-             max_connections = 40\nlc_messages = 'C'\n",
+             max_connections = 40\nlc_messages = 'C'\nlock_timeout = '60s'\n",
             cluster.dir.display()
         );
         for setting in settings {

@@ -37,7 +37,8 @@ pub fn captured(master: &Cluster) -> Vec<Captured> {
         .query(
             "SELECT d.xid, d.op, s.nspname || '.' || s.relname, dbmirror_values(d.shape, d.key, true), \
                     dbmirror_values(d.shape, d.data, false), d.unchanged, s.columns \
-               FROM dbmirror_pendingdata d JOIN dbmirror_shape s USING (shape) JOIN dbmirror_pending p USING (xid) \
+               FROM dbmirror_pendingdata d JOIN dbmirror_pending p USING (xid) \
+               CROSS JOIN LATERAL (SELECT * FROM dbmirror_shape s WHERE s.shape = d.shape LIMIT 1) s \
               ORDER BY p.commit_seq, d.cid, d.seq",
             &[],
         )

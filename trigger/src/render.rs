@@ -157,7 +157,7 @@ fn decoder(shape: i64, schema: Oid) -> Rc<Decoder> {
         .to_string_lossy()
         .into_owned();
     let query = format!(
-        "SELECT columns, types, typmods, key FROM {}.{} WHERE shape = $1",
+        "SELECT columns, types, typmods, key FROM {}.{} WHERE shape = $1 LIMIT 1",
         quote_identifier(&schema_name),
         crate::names::SHAPE
     );

@@ -264,14 +264,15 @@ fn shape_id(nspname: &str, relname: &str, columns: &[Column], key: &[usize]) -> 
     )
 }
 
-/// Inserts the shape into dbmirror_Shape unless it is there, as the bootstrap superuser: the
-/// users whose changes are captured have no privileges on the extension's tables.
+/// Inserts the shape into dbmirror_Shape unless this transaction can see it there already, as
+/// the bootstrap superuser: the users whose changes are captured have no privileges on the
+/// extension's tables. (No unique index, so that concurrent first writers never wait on each
+/// other; see sql/master_setup.sql.)
 fn store(shape: &Rc<Shape>, tables: &Tables) {
     let query = format!(
-        "INSERT INTO {}.{} (shape, relid, nspname, relname, columns, types, typmods, key) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (shape) DO NOTHING",
-        quote_identifier(&tables.schema_name),
-        crate::names::SHAPE
+        "INSERT INTO {table} (shape, relid, nspname, relname, columns, types, typmods, key) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE shape = $1)",
+        table = format_args!("{}.{}", quote_identifier(&tables.schema_name), crate::names::SHAPE)
     );
     let names: Vec<String> = shape.columns.iter().map(|c| c.name.clone()).collect();
     let types: Vec<Oid> = shape.columns.iter().map(|c| c.typid).collect();

@@ -417,3 +417,26 @@ fn values_do_not_depend_on_the_writers_session_settings() {
         ])
     );
 }
+
+/// Regression guard: the first change of a table in one open transaction must not make another
+/// transaction's first change of the same table wait for it (a unique index on dbmirror_Shape
+/// did, since both stored the table's shape).
+#[test]
+fn first_changes_of_a_table_in_concurrent_transactions_do_not_wait_for_each_other() {
+    let master = master();
+    master.execute("CREATE TABLE t (id integer PRIMARY KEY); SELECT dbmirror_mirror_table('t');");
+    let mut first = master.client();
+    first
+        .batch_execute("BEGIN; INSERT INTO t VALUES (1)")
+        .unwrap();
+    let mut second = master.client();
+    second
+        .batch_execute("SET statement_timeout = '10s'; INSERT INTO t VALUES (2)")
+        .expect("the second writer must not wait for the first one's transaction");
+    first.batch_execute("COMMIT").unwrap();
+    let ids: Vec<_> = captured(&master)
+        .iter()
+        .map(|c| c.values.as_ref().unwrap()[0].clone().unwrap())
+        .collect();
+    assert_eq!(ids, ["2", "1"], "in commit order");
+}

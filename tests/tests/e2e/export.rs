@@ -417,3 +417,131 @@ fn a_crash_at_any_point_loses_nothing_and_never_changes_a_written_file() {
         assert_eq!(tmp, 0, "{point}: no temporary file is left behind");
     }
 }
+
+/// Regression guard for the seed's ordering by transaction id: the transaction with the lower
+/// xid commits last, after changing the same row, and must be applied last.
+#[test]
+fn conflicting_transactions_apply_in_commit_order_not_xid_order() {
+    let s = setup("");
+    s.master.execute("INSERT INTO item (name) VALUES ('start')");
+    let mut older = s.master.client();
+    older
+        .batch_execute("BEGIN; INSERT INTO item (name) VALUES ('older takes its xid first')")
+        .unwrap();
+    s.master
+        .execute("UPDATE item SET name = 'younger' WHERE id = 1");
+    older
+        .batch_execute("UPDATE item SET name = 'older, committed last' WHERE id = 1; COMMIT")
+        .unwrap();
+    export_once(&s.config);
+    replay_by_hand(&s.slave, &s.outbox);
+    assert_tables_equal(&s.master, &s.slave, TABLES);
+    assert_eq!(
+        s.slave.query_value("SELECT name FROM item WHERE id = 1"),
+        "older, committed last"
+    );
+}
+
+/// A transaction still running during an export is exported by a later one, never skipped,
+/// even though a younger transaction was exported before it.
+#[test]
+fn a_transaction_running_during_an_export_is_not_skipped() {
+    let s = setup("");
+    let mut running = s.master.client();
+    running
+        .batch_execute("BEGIN; INSERT INTO item (name) VALUES ('slow')")
+        .unwrap();
+    s.master.execute("INSERT INTO item (name) VALUES ('fast')");
+    export_once(&s.config);
+    assert_eq!(transaction_files(&s.outbox).len(), 1);
+    running.batch_execute("COMMIT").unwrap();
+    s.master.execute("INSERT INTO item (name) VALUES ('after')");
+    export_once(&s.config);
+    assert_eq!(transaction_files(&s.outbox).len(), 3);
+    replay_by_hand(&s.slave, &s.outbox);
+    assert_tables_equal(&s.master, &s.slave, TABLES);
+}
+
+#[test]
+fn run_exports_as_changes_come_and_stops_on_sigterm() {
+    let s = setup("sleep_interval = 0.2");
+    let mut child = export_command(&s.config, &["run"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for i in 1..=3 {
+        s.master
+            .execute(&format!("INSERT INTO item (name) VALUES ('run {i}')"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while transaction_files(&s.outbox).len() < i {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "run did not export transaction {i}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("stopping on signal"),
+        "{}",
+        describe(&output)
+    );
+    replay_by_hand(&s.slave, &s.outbox);
+    assert_tables_equal(&s.master, &s.slave, TABLES);
+}
+
+#[test]
+fn alert_command_receives_each_error() {
+    let s = setup("");
+    let alerts = s.work.path().join("alerts.txt");
+    let config = export_config(
+        &s.work,
+        &s.master,
+        "nobody",
+        &s.outbox,
+        &format!("alert_command = \"cat >> {}\"", alerts.display()),
+    );
+    let output = export_command(&config, &["once"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    let text = std::fs::read_to_string(&alerts).unwrap();
+    assert!(
+        text.contains("slave \"nobody\" is not in dbmirror_MirrorHost"),
+        "{text}"
+    );
+}
+
+#[test]
+fn status_shows_what_waits_and_what_was_written() {
+    let s = setup("");
+    s.master
+        .execute("INSERT INTO item (name) VALUES ('one'); INSERT INTO item (name) VALUES ('two');");
+    s.master.execute("INSERT INTO item (name) VALUES ('three')");
+    let status = |args: &[&str]| {
+        let output = export_command(&s.config, args).output().unwrap();
+        assert!(output.status.success(), "{}", describe(&output));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let text = status(&["status"]);
+    assert!(
+        text.contains("waiting:               2 transactions, 3 changes"),
+        "{text}"
+    );
+    export_once(&s.config);
+    let json = status(&["status", "--json"]);
+    for expected in [
+        "\"last_number\": 2",
+        "\"waiting_transactions\": 0",
+        "\"files\": 2",
+        "\"manifests\": 1",
+    ] {
+        assert!(json.contains(expected), "{expected} missing from {json}");
+    }
+}

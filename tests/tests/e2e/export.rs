@@ -465,7 +465,7 @@ fn a_transaction_running_during_an_export_is_not_skipped() {
 #[test]
 fn run_exports_as_changes_come_and_stops_on_sigterm() {
     let s = setup("sleep_interval = 0.2");
-    let mut child = export_command(&s.config, &["run"])
+    let child = export_command(&s.config, &["run"])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();

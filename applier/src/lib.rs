@@ -1,8 +1,11 @@
-//! The slave side of dbmirror: replaying transaction files on a slave database.
+//! The slave side of dbmirror, and what both tools share.
 //!
-//! [`replay`] runs one file the way `psql -v ON_ERROR_STOP=1 -f` does; [`slave`] knows the
-//! applied-state table that `sql/slave_setup.sql` creates. The exporter's direct mode uses both,
-//! so a transaction means the same whether it reaches the slave as a file or directly.
+//! [`replay`] runs one transaction file the way `psql -v ON_ERROR_STOP=1 -f` does; [`slave`]
+//! knows the applied-state table that `sql/slave_setup.sql` creates. The exporter's direct mode
+//! uses both, so a transaction means the same whether it reaches the slave as a file or
+//! directly. [`error`] and [`log`] are how both tools report.
 
+pub mod error;
+pub mod log;
 pub mod replay;
 pub mod slave;

@@ -20,9 +20,9 @@ use crate::config::{Config, Output};
 use crate::direct::Direct;
 use crate::error::{Error, Kind};
 use crate::fault;
-use crate::log;
 use crate::master::{Assigned, Master};
 use crate::sql::FileWriter;
+use dbmirror_apply::log;
 
 /// What one `once` did.
 #[derive(Debug, Default)]
@@ -148,7 +148,7 @@ fn write_files(
         fault::point("before-rename");
         let file = out.finish(existing).map_err(|e| {
             if e.kind() == dbmirror_spool::ErrorKind::Conflict {
-                Error::new(Kind::Inconsistent, e.to_string()).with_hint(
+                Error::new(Kind::BadFile, e.to_string()).with_hint(
                     "The outbox holds a different file under this number. Keep both for inspection, and report this as a bug.",
                 )
             } else {

@@ -15,12 +15,12 @@ mod direct;
 mod error;
 mod export;
 mod fault;
-mod log;
 mod master;
 mod sql;
 mod status;
 
 use config::Config;
+use dbmirror_apply::log;
 use error::{Error, EXIT_CODES};
 
 #[derive(Debug, Parser)]

@@ -135,3 +135,49 @@ pub fn transfer(from: &Path, to: &Path) {
         }
     }
 }
+
+/// An applier configuration for `slave_name`, reading `spool`, with `extra` TOML lines.
+pub fn apply_config(
+    work: &Workdir,
+    slave: &Cluster,
+    slave_name: &str,
+    spool: &Path,
+    extra: &str,
+) -> PathBuf {
+    work.file(
+        &format!("apply-{slave_name}.toml"),
+        &format!(
+            "slave_name = \"{slave_name}\"\nslave = \"{}\"\nspool = \"{}\"\n{extra}\n",
+            slave.conninfo(),
+            spool.display()
+        ),
+    )
+}
+
+/// `dbmirror-apply --config CONFIG ARGS...`.
+pub fn apply_command(config: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(binary("dbmirror-apply"));
+    command.arg("--config").arg(config).args(args);
+    command
+}
+
+/// Runs `dbmirror-apply --config CONFIG ARGS...` and returns its output whatever the result.
+pub fn apply(config: &Path, args: &[&str]) -> Output {
+    apply_command(config, args)
+        .output()
+        .expect("dbmirror-apply runs")
+}
+
+/// Names of the files in `dir`, sorted.
+pub fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .map(|e| e.expect("a directory entry"))
+            .filter(|e| e.path().is_file())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    names
+}

@@ -1,5 +1,6 @@
 //! The end-to-end tests: one binary, real clusters, real binaries.
 
+mod apply;
 mod capture;
 mod export;
 mod golden;

@@ -1,0 +1,281 @@
+//! `once` and `watch`: apply every file that is next in order, verified, exactly once.
+//!
+//! The slave's own `dbmirror.slave_state` says which number comes next; the spool is scanned,
+//! and files are applied one after the other, each in one slave transaction (the guard inside
+//! the file makes that exactly-once even against a concurrent `psql -f`), then moved to the
+//! archive. The applier stops at the first file that must not be applied, after moving it to
+//! quarantine with the reason beside it; files that are only incomplete or missing are waited for.
+
+use std::fs::File;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use dbmirror_apply::error::{Error, Kind};
+use dbmirror_apply::replay::{replay, ReplayError};
+use dbmirror_apply::{log, slave};
+use dbmirror_spool::open_sql;
+use dbmirror_spool::sql::{ALREADY_APPLIED, OUT_OF_ORDER};
+use postgres::{Client, NoTls};
+
+use crate::config::Config;
+use crate::inbox::{quarantine, Inbox, Next, Verified};
+
+/// Name of the lock file in the spool that keeps a second applier away (dot-files are not part
+/// of the spool).
+pub const LOCK_FILE: &str = ".dbmirror-apply.lock";
+
+/// What one pass did.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub applied: u64,
+    pub last: u64,
+    /// Why the pass stopped without reaching the end, if it waits for something.
+    pub waiting: Option<String>,
+}
+
+/// Holds the spool's lock for as long as it lives.
+pub struct Lock(#[allow(dead_code)] File);
+
+/// Takes the spool's lock, or fails with [`Kind::Busy`].
+pub fn lock(config: &Config) -> Result<Lock, Error> {
+    let path = config.spool.join(LOCK_FILE);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| {
+            Error::runtime(format!(
+                "could not open lock file \"{}\": {e}",
+                path.display()
+            ))
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(Lock(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::new(
+            Kind::Busy,
+            format!(
+                "another dbmirror-apply is running on spool \"{}\"",
+                config.spool.display()
+            ),
+        )
+        .with_hint("Only one applier may run per spool; stop the other one or wait for it.")),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::runtime(format!(
+            "could not lock \"{}\": {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// Connects to the slave and checks that it is prepared.
+pub fn connect(config: &Config) -> Result<Client, Error> {
+    let mut slave = config.slave.clone();
+    slave.application_name("dbmirror-apply");
+    let mut client = slave
+        .connect(NoTls)
+        .map_err(|e| Error::from(e).context("could not connect to the slave"))?;
+    if !slave::is_prepared(&mut client)? {
+        return Err(Error::new(
+            Kind::NotPrepared,
+            "the slave database is not prepared for dbmirror",
+        )
+        .with_hint(
+            "Run dbmirror-apply init (or psql -f sql/slave_setup.sql) on the slave database.",
+        ));
+    }
+    Ok(client)
+}
+
+/// `init`: prepares the slave, with the same SQL as `sql/slave_setup.sql`.
+pub fn init(config: &Config) -> Result<(), Error> {
+    let mut slave = config.slave.clone();
+    slave.application_name("dbmirror-apply");
+    let mut client = slave
+        .connect(NoTls)
+        .map_err(|e| Error::from(e).context("could not connect to the slave"))?;
+    client.batch_execute(slave::SLAVE_SETUP_SQL)?;
+    Ok(())
+}
+
+/// `once`: one pass over the spool.
+pub fn once(config: &Config, stop: &AtomicBool) -> Result<Summary, Error> {
+    let _lock = lock(config)?;
+    let mut client = connect(config)?;
+    pass(config, &mut client, stop)
+}
+
+/// Applies every file that is next in order, until one is missing or bad, or `stop` is set.
+pub fn pass(config: &Config, client: &mut Client, stop: &AtomicBool) -> Result<Summary, Error> {
+    let mut last = slave::last_applied(client, &config.slave_name)?.map_or(0, |n| n as u64);
+    let mut inbox = Inbox::scan(config, false)?;
+    inbox.set_aside_applied(last)?;
+    let mut summary = Summary {
+        last,
+        ..Summary::default()
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let number = last + 1;
+        match inbox.next(number)? {
+            Next::Ready(file) => {
+                let started = Instant::now();
+                apply_file(config, client, &file)?;
+                last = number;
+                summary.applied += 1;
+                summary.last = last;
+                inbox.set_aside_applied(last)?;
+                log::info(&format!(
+                    "applied file {number} (master transaction {}, {} changes) in {:.3}s",
+                    file.header.xid,
+                    file.header.changes,
+                    started.elapsed().as_secs_f64()
+                ));
+            }
+            Next::Waiting(reason) => {
+                summary.waiting = reason;
+                break;
+            }
+            Next::Quarantined { path, reason } => return Err(stopped_at(number, &path, &reason)),
+        }
+    }
+    Ok(summary)
+}
+
+fn stopped_at(number: u64, path: &std::path::Path, reason: &str) -> Error {
+    Error::new(Kind::BadFile, format!("stopped at file {number}: \"{}\" was moved to quarantine: {reason}", path.display()))
+        .with_hint(format!(
+            "Put a good copy of file {number} (and its manifest, if that was the problem) into the spool, then run the applier again."
+        ))
+}
+
+/// SQLSTATE classes of failures that are not the file's fault: the slave went away, was shut
+/// down, cancelled the statement, ran out of resources, or a concurrent transaction conflicted.
+fn transient(code: &str) -> bool {
+    ["08", "53", "57", "58", "40"]
+        .iter()
+        .any(|class| code.starts_with(class))
+}
+
+fn apply_file(config: &Config, client: &mut Client, file: &Verified) -> Result<(), Error> {
+    let number = file.header.number;
+    let sql = open_sql(&file.path, &file.name)?;
+    let record = slave::record_checksum_sql(&config.slave_name, &file.sql_sha256);
+    let error = match replay(client, sql, Some(&record)) {
+        Ok(_) => return Ok(()),
+        Err(error) => error,
+    };
+    let code = error.code().unwrap_or("");
+    if error.is_connection() || transient(code) {
+        return Err(Error::runtime(format!(
+            "file {number} could not be applied, and will be tried again: {error}"
+        )));
+    }
+    if code == ALREADY_APPLIED || code == OUT_OF_ORDER {
+        // Someone applied files by hand meanwhile; the next pass starts from the new state.
+        return Err(Error::runtime(format!(
+            "the slave's state changed while applying file {number}: {error}"
+        )));
+    }
+    let reason = match &error {
+        ReplayError::Statement { .. } => {
+            format!("it failed on the slave and was rolled back: {error}")
+        }
+        _ => format!("it could not be read as SQL: {error}"),
+    };
+    quarantine(config, &file.path, &reason)?;
+    Err(stopped_at(number, &file.path, &reason))
+}
+
+/// `watch`: applies files as they arrive, until SIGTERM or SIGINT. File-system events from
+/// `notify` start a pass at once; a rescan every `poll_interval` catches what events miss (USB
+/// mounts, network file systems). A lost slave connection is retried with a growing pause.
+pub fn watch(config: &Config, stop: &AtomicBool) -> Result<(), Error> {
+    let _lock = lock(config)?;
+    let (events, arrived) = mpsc::channel();
+    let watcher = notify::recommended_watcher(move |_| {
+        let _ = events.send(());
+    })
+    .and_then(|mut watcher| {
+        notify::Watcher::watch(
+            &mut watcher,
+            &config.spool,
+            notify::RecursiveMode::NonRecursive,
+        )
+        .map(|()| watcher)
+    });
+    let _watcher = match watcher {
+        Ok(watcher) => Some(watcher),
+        Err(e) => {
+            log::warning(&format!(
+                "cannot watch \"{}\" for events ({e}); rescanning every {:?}",
+                config.spool.display(),
+                config.poll_interval
+            ));
+            None
+        }
+    };
+    let mut client: Option<Client> = None;
+    let mut failures = 0u32;
+    let mut said: Option<String> = None;
+    log::info(&format!(
+        "watching \"{}\" for slave \"{}\"",
+        config.spool.display(),
+        config.slave_name
+    ));
+    while !stop.load(Ordering::Relaxed) {
+        let result = match client.as_mut().filter(|c| !c.is_closed()) {
+            Some(client) => pass(config, client, stop),
+            None => connect(config).and_then(|mut c| {
+                let result = pass(config, &mut c, stop);
+                client = Some(c);
+                result
+            }),
+        };
+        let pause = match result {
+            Ok(summary) => {
+                failures = 0;
+                if summary.waiting != said {
+                    if let Some(reason) = &summary.waiting {
+                        log::info(reason);
+                    }
+                    said = summary.waiting;
+                }
+                config.poll_interval
+            }
+            Err(e) if e.kind() == Kind::Runtime => {
+                failures += 1;
+                client = None;
+                let pause = Duration::from_secs(1u64 << failures.min(6));
+                log::error(&format!(
+                    "{e}\n(attempt {failures}; retrying in {}s)",
+                    pause.as_secs()
+                ));
+                pause
+            }
+            Err(e) => return Err(e),
+        };
+        wait(&arrived, pause, stop);
+    }
+    log::info("stopping on signal");
+    Ok(())
+}
+
+/// Waits up to `pause` for a file-system event, waking early on `stop`.
+fn wait(arrived: &mpsc::Receiver<()>, pause: Duration, stop: &AtomicBool) {
+    let until = Instant::now() + pause;
+    while !stop.load(Ordering::Relaxed) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        if arrived
+            .recv_timeout(left.min(Duration::from_millis(100)))
+            .is_ok()
+        {
+            // Let a burst of events (a copy in progress) settle into one pass.
+            std::thread::sleep(Duration::from_millis(50));
+            while arrived.try_recv().is_ok() {}
+            return;
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! The inbound spool as the applier sees it: which file comes next, whether it has fully
+//! arrived and is intact, and moving files to the archive or to quarantine.
+//!
+//! A file is a candidate only when a complete manifest covers it and the file's checksum
+//! matches the manifest. A file whose checksum does not match is taken for a copy in progress
+//! while it was modified less than `settle_seconds` ago, and for damage after that. Nothing is
+//! ever deleted: applied files go to the archive, bad ones to quarantine with a `.reason` file
+//! beside them.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use dbmirror_apply::error::{Error, Kind};
+use dbmirror_apply::log;
+use dbmirror_spool::{
+    open_sql, sha256_of, Checksum, Entry, HashingReader, Header, Manifest, ManifestEntry,
+    TransactionFileName, REASON_SUFFIX,
+};
+
+use crate::config::Config;
+
+/// Largest manifest read; a manifest for 1,000 files is about 130 kB.
+const MAX_MANIFEST_BYTES: u64 = 64 << 20;
+
+/// A file ready to apply: complete, intact, and with a well-formed header.
+#[derive(Debug)]
+pub struct Verified {
+    pub path: PathBuf,
+    pub name: TransactionFileName,
+    pub header: Header,
+    /// sha256 of the file's SQL text (what the next file's `previous-sha256` names).
+    pub sql_sha256: Checksum,
+}
+
+/// What the spool offers as file number `n`.
+#[derive(Debug)]
+pub enum Next {
+    Ready(Box<Verified>),
+    /// Not (yet) there; the reason says what is awaited, `None` when nothing later is in the spool.
+    Waiting(Option<String>),
+    /// The file must not be applied; it is in quarantine now.
+    Quarantined {
+        path: PathBuf,
+        reason: String,
+    },
+}
+
+/// What one scan of the spool found.
+pub struct Inbox<'a> {
+    config: &'a Config,
+    /// Manifest entries by file number, with the manifest that lists them.
+    covered: BTreeMap<u64, (ManifestEntry, PathBuf)>,
+    /// Transaction files by number (more than one if names disagree).
+    files: BTreeMap<u64, Vec<(TransactionFileName, PathBuf)>>,
+    manifests: Vec<(dbmirror_spool::ManifestName, PathBuf)>,
+    /// Manifests still arriving, and other things worth saying while waiting.
+    notes: Vec<String>,
+    /// Numbers covered by manifests that disagree with each other.
+    disputed: BTreeMap<u64, String>,
+    /// Only look (for `status`): move nothing.
+    inspect: bool,
+}
+
+impl<'a> Inbox<'a> {
+    /// Reads the spool directory and its manifests. Manifests that are damaged (and no longer
+    /// arriving) go to quarantine, unless `inspect` is set: then nothing is moved.
+    pub fn scan(config: &'a Config, inspect: bool) -> Result<Self, Error> {
+        let mut inbox = Inbox {
+            inspect,
+            config,
+            covered: BTreeMap::new(),
+            files: BTreeMap::new(),
+            manifests: Vec::new(),
+            notes: Vec::new(),
+            disputed: BTreeMap::new(),
+        };
+        for entry in dbmirror_spool::scan(&config.spool)? {
+            match entry {
+                Entry::Transaction { name, path } => inbox
+                    .files
+                    .entry(name.number)
+                    .or_default()
+                    .push((name, path)),
+                Entry::Manifest { name, path } => inbox.read_manifest(name, path)?,
+                Entry::Temporary(_) => {}
+                Entry::Unrecognized { path, error } => {
+                    inbox
+                        .notes
+                        .push(format!("ignoring \"{}\": {error}", path.display()));
+                }
+            }
+        }
+        Ok(inbox)
+    }
+
+    fn read_manifest(
+        &mut self,
+        name: dbmirror_spool::ManifestName,
+        path: PathBuf,
+    ) -> Result<(), Error> {
+        let mut text = Vec::new();
+        fs::File::open(&path)
+            .and_then(|f| f.take(MAX_MANIFEST_BYTES + 1).read_to_end(&mut text))
+            .map_err(|e| {
+                Error::runtime(format!(
+                    "could not read manifest \"{}\": {e}",
+                    path.display()
+                ))
+            })?;
+        let manifest = if text.len() as u64 > MAX_MANIFEST_BYTES {
+            Err(format!(
+                "manifest is larger than {MAX_MANIFEST_BYTES} bytes"
+            ))
+        } else {
+            Manifest::parse(&name, &text).map_err(|e| e.to_string())
+        };
+        match manifest {
+            Ok(manifest) => {
+                for entry in manifest.entries {
+                    let number = entry.file.number;
+                    match self.covered.get(&number) {
+                        Some((other, other_path)) if *other != entry => {
+                            self.disputed.insert(
+                                number,
+                                format!(
+                                    "manifests \"{}\" and \"{}\" disagree about file {number}",
+                                    other_path.display(),
+                                    path.display()
+                                ),
+                            );
+                        }
+                        Some(_) => {}
+                        None => {
+                            self.covered.insert(number, (entry, path.clone()));
+                        }
+                    }
+                }
+                self.manifests.push((name, path));
+            }
+            Err(reason) if self.inspect => self.notes.push(format!(
+                "manifest \"{}\" is unusable: {reason}",
+                path.display()
+            )),
+            Err(reason) if self.settled(&path)? => {
+                quarantine(self.config, &path, &reason)?;
+            }
+            Err(_) => self
+                .notes
+                .push(format!("manifest \"{}\" is still arriving", path.display())),
+        }
+        Ok(())
+    }
+
+    /// Whether `path` has been left alone long enough to be taken as complete.
+    fn settled(&self, path: &Path) -> Result<bool, Error> {
+        let modified = fs::metadata(path)
+            .and_then(|m| m.modified())
+            .map_err(|e| Error::runtime(format!("could not stat \"{}\": {e}", path.display())))?;
+        Ok(SystemTime::now()
+            .duration_since(modified)
+            .unwrap_or_default()
+            >= self.config.settle)
+    }
+
+    /// Moves every file numbered up to `last` (already applied), and every manifest whose files
+    /// are all applied, out of the way: to the archive, or to quarantine for a stray copy of an
+    /// applied number under another name than its manifest gives.
+    pub fn set_aside_applied(&mut self, last: u64) -> Result<(), Error> {
+        let numbers: Vec<u64> = self.files.range(..=last).map(|(n, _)| *n).collect();
+        for number in numbers {
+            for (name, path) in self.files.remove(&number).unwrap_or_default() {
+                match self.covered.get(&number) {
+                    Some((entry, _)) if entry.file != name => {
+                        quarantine(
+                            self.config,
+                            &path,
+                            &format!(
+                                "file {number} was already applied from \"{}\"",
+                                entry.file.file_name()
+                            ),
+                        )?;
+                    }
+                    _ => {
+                        archive(self.config, &path)?;
+                    }
+                }
+            }
+        }
+        for (name, path) in std::mem::take(&mut self.manifests) {
+            if name.last <= last {
+                archive(self.config, &path)?;
+            } else {
+                self.manifests.push((name, path));
+            }
+        }
+        Ok(())
+    }
+
+    /// What the spool offers as file number `number`.
+    pub fn next(&mut self, number: u64) -> Result<Next, Error> {
+        if let Some(reason) = self.disputed.get(&number) {
+            return Err(Error::new(Kind::BadFile, reason.clone())
+                .with_hint("Someone changed a manifest: compare both with the exporter's outbox, and keep only the right one in the spool."));
+        }
+        let Some((entry, _manifest)) = self.covered.get(&number).cloned() else {
+            let waiting = if self.files.contains_key(&number) {
+                Some(format!("waiting for the manifest of file {number}"))
+            } else if self.files.range(number..).next().is_some()
+                || self.covered.range(number..).next().is_some()
+            {
+                Some(format!("waiting for file {number}"))
+            } else {
+                self.notes.first().cloned()
+            };
+            return Ok(Next::Waiting(waiting));
+        };
+        let path = self.config.spool.join(entry.file.file_name());
+        if !path.is_file() {
+            return Ok(Next::Waiting(Some(format!(
+                "waiting for file {number} (\"{}\"; its manifest has arrived)",
+                entry.file.file_name()
+            ))));
+        }
+        let (stored, _) = sha256_of(fs::File::open(&path)?)
+            .map_err(|e| Error::runtime(format!("could not read \"{}\": {e}", path.display())))?;
+        if stored != entry.checksum {
+            if !self.settled(&path)? {
+                return Ok(Next::Waiting(Some(format!(
+                    "file {number} is still arriving (its checksum does not match yet)"
+                ))));
+            }
+            let reason = format!(
+                "checksum mismatch: the manifest says sha256 {}, the file has {stored}",
+                entry.checksum
+            );
+            return self.refuse(&path, reason);
+        }
+        let (header, sql_sha256) = match read_header(&path, &entry.file) {
+            Ok(read) => read,
+            Err(reason) => return self.refuse(&path, reason),
+        };
+        if header.number != number {
+            return self.refuse(
+                &path,
+                format!(
+                    "its header says it is file {}, its name says {number}",
+                    header.number
+                ),
+            );
+        }
+        if header.slave != self.config.slave_name {
+            return self.refuse(
+                &path,
+                format!(
+                    "it is for slave \"{}\", this applier serves \"{}\"",
+                    header.slave, self.config.slave_name
+                ),
+            );
+        }
+        if let Some(master) = self.config.master.filter(|m| *m != header.master) {
+            return self.refuse(
+                &path,
+                format!(
+                    "it comes from master {}, this slave follows master {master}",
+                    header.master
+                ),
+            );
+        }
+        Ok(Next::Ready(Box::new(Verified {
+            path,
+            name: entry.file,
+            header,
+            sql_sha256,
+        })))
+    }
+
+    fn refuse(&mut self, path: &Path, reason: String) -> Result<Next, Error> {
+        quarantine(self.config, path, &reason)?;
+        Ok(Next::Quarantined {
+            path: path.to_owned(),
+            reason,
+        })
+    }
+
+    /// Numbers of the transaction files present.
+    pub fn present(&self) -> Vec<u64> {
+        self.files.keys().copied().collect()
+    }
+
+    /// Number of manifests present.
+    pub fn manifest_count(&self) -> usize {
+        self.manifests.len()
+    }
+
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    pub fn is_covered(&self, number: u64) -> bool {
+        self.covered.contains_key(&number)
+    }
+}
+
+/// Reads a file's header and the checksum of its SQL text, decompressing if needed.
+fn read_header(path: &Path, name: &TransactionFileName) -> Result<(Header, Checksum), String> {
+    let sql = open_sql(path, name).map_err(|e| e.to_string())?;
+    let mut reader = std::io::BufReader::new(HashingReader::new(sql));
+    let header = Header::read(&mut reader).map_err(|e| e.to_string())?;
+    std::io::copy(&mut reader, &mut std::io::sink())
+        .map_err(|e| format!("could not read the file: {e}"))?;
+    Ok((header, reader.get_ref().checksum()))
+}
+
+/// Moves `path` into `dir`, under its own name or, if that is taken, with `.1`, `.2`... added.
+fn move_into(dir: &Path, path: &Path) -> Result<PathBuf, Error> {
+    fs::create_dir_all(dir)
+        .map_err(|e| Error::runtime(format!("could not create \"{}\": {e}", dir.display())))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut target = dir.join(&name);
+    let mut n = 0;
+    while target.exists() {
+        n += 1;
+        target = dir.join(format!("{name}.{n}"));
+    }
+    fs::rename(path, &target).map_err(|e| {
+        Error::runtime(format!(
+            "could not move \"{}\" to \"{}\": {e}",
+            path.display(),
+            target.display()
+        ))
+    })?;
+    Ok(target)
+}
+
+/// Moves an applied file (or manifest) to the archive.
+pub fn archive(config: &Config, path: &Path) -> Result<PathBuf, Error> {
+    move_into(&config.archive, path)
+}
+
+/// Moves a file that must not be applied to quarantine, and writes why beside it.
+pub fn quarantine(config: &Config, path: &Path, reason: &str) -> Result<PathBuf, Error> {
+    let target = move_into(&config.quarantine, path)?;
+    let reason_path = PathBuf::from(format!("{}{REASON_SUFFIX}", target.display()));
+    let text = format!(
+        "{}\nquarantined at {} by dbmirror-apply: {reason}\n\
+         To apply it after all, put a good copy back into the spool; the applier then goes on from it.\n",
+        target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    );
+    fs::File::create(&reason_path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| {
+            Error::runtime(format!(
+                "could not write \"{}\": {e}",
+                reason_path.display()
+            ))
+        })?;
+    log::warning(&format!(
+        "moved \"{}\" to quarantine: {reason}",
+        path.display()
+    ));
+    Ok(target)
+}
+
+/// The quarantined files and the first line of their reason.
+pub fn quarantined(config: &Config) -> Vec<(String, String)> {
+    let Ok(entries) = fs::read_dir(&config.quarantine) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(String, String)> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| !p.to_string_lossy().ends_with(REASON_SUFFIX))
+        .map(|p| {
+            let reason = fs::read_to_string(format!("{}{REASON_SUFFIX}", p.display()))
+                .ok()
+                .and_then(|text| text.lines().nth(1).map(str::to_string))
+                .unwrap_or_default();
+            (
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                reason,
+            )
+        })
+        .collect();
+    found.sort();
+    found
+}

@@ -1,0 +1,121 @@
+//! `dbmirror-apply`: replays the transaction files that arrive in a slave's inbound spool, in
+//! order and exactly once, after checking them against their manifests.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use dbmirror_apply::error::Error;
+use dbmirror_apply::log;
+
+mod apply;
+mod config;
+mod inbox;
+mod status;
+
+use config::Config;
+
+/// The exit codes of `dbmirror-apply`, as documented in `--help` and the README.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success: every complete file in order was applied (files still arriving are waited for)
+  1  failure that retrying may cure: slave connection lost, database or I/O error
+  2  bad command line or configuration
+  3  the slave is not prepared: run `dbmirror-apply init` (or psql -f sql/slave_setup.sql)
+  4  another applier is running on this spool
+  5  stopped at a bad file: it was moved to quarantine, with the reason beside it";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dbmirror-apply",
+    version,
+    about = "Apply dbmirror transaction files from an inbound spool to a slave database",
+    long_about = "Apply dbmirror transaction files from an inbound spool to a slave database: only files \
+                  whose manifest has arrived and whose checksum matches, in number order, each exactly once \
+                  and in one transaction. Applied files go to the archive; bad files to quarantine, with the \
+                  reason beside them.",
+    after_help = EXIT_CODES
+)]
+struct Cli {
+    /// Configuration file (TOML)
+    #[arg(long, short, value_name = "FILE")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Prepare the slave database (the same SQL as sql/slave_setup.sql); harmless to repeat
+    Init,
+    /// Apply every file that is next in order and complete, then exit
+    Once,
+    /// Apply files as they arrive, until SIGTERM or SIGINT
+    Watch,
+    /// Show the last applied file, what the spool holds, gaps and quarantined files
+    Status {
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error(&e.to_string());
+            ExitCode::from(e.kind().exit_code())
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Error> {
+    let config = Config::load(&cli.config)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .map_err(|e| Error::runtime(format!("could not install a signal handler: {e}")))?;
+    }
+    match cli.command {
+        Command::Init => {
+            apply::init(&config)?;
+            log::info("slave prepared");
+            Ok(())
+        }
+        Command::Once => {
+            let summary = apply::once(&config, &stop)?;
+            log::info(&format!(
+                "applied {} files; last applied: {}",
+                summary.applied, summary.last
+            ));
+            if let Some(reason) = summary.waiting {
+                log::info(&reason);
+            }
+            Ok(())
+        }
+        Command::Watch => apply::watch(&config, &stop),
+        Command::Status { json } => status::show(&config, json),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn help_documents_every_exit_code() {
+        let help = Cli::command().render_long_help().to_string();
+        for code in 0..=5 {
+            assert!(
+                help.contains(&format!("\n  {code}  ")),
+                "exit code {code} missing from --help"
+            );
+        }
+        Cli::command().debug_assert();
+    }
+}

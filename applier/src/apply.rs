@@ -114,31 +114,75 @@ pub fn pass(config: &Config, client: &mut Client, stop: &AtomicBool) -> Result<S
         last,
         ..Summary::default()
     };
+    let mut progress = Progress::new(last);
     while !stop.load(Ordering::Relaxed) {
         let number = last + 1;
         match inbox.next(number)? {
             Next::Ready(file) => {
-                let started = Instant::now();
                 apply_file(config, client, &file)?;
                 last = number;
                 summary.applied += 1;
                 summary.last = last;
+                progress.applied(last, file.header.changes);
                 inbox.set_aside_applied(last)?;
-                log::info(&format!(
-                    "applied file {number} (master transaction {}, {} changes) in {:.3}s",
-                    file.header.xid,
-                    file.header.changes,
-                    started.elapsed().as_secs_f64()
-                ));
             }
             Next::Waiting(reason) => {
                 summary.waiting = reason;
                 break;
             }
-            Next::Quarantined { path, reason } => return Err(stopped_at(number, &path, &reason)),
+            Next::Quarantined { path, reason } => {
+                progress.report();
+                return Err(stopped_at(number, &path, &reason));
+            }
         }
     }
+    progress.report();
     Ok(summary)
+}
+
+/// Progress lines: at most one every few seconds, so a large backlog shows it moves without a
+/// line per file.
+struct Progress {
+    first: u64,
+    last: u64,
+    changes: u64,
+    since: Instant,
+}
+
+impl Progress {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    fn new(last: u64) -> Self {
+        Self {
+            first: last + 1,
+            last,
+            changes: 0,
+            since: Instant::now(),
+        }
+    }
+
+    fn applied(&mut self, number: u64, changes: u64) {
+        self.last = number;
+        self.changes += changes;
+        if self.since.elapsed() >= Self::EVERY {
+            self.report();
+        }
+    }
+
+    fn report(&mut self) {
+        if self.last >= self.first {
+            let count = self.last - self.first + 1;
+            let seconds = self.since.elapsed().as_secs_f64();
+            log::info(&format!(
+                "applied files {}-{} ({count} files, {} changes, {:.0} files/s)",
+                self.first,
+                self.last,
+                self.changes,
+                count as f64 / seconds.max(1e-6)
+            ));
+        }
+        *self = Self::new(self.last);
+    }
 }
 
 fn stopped_at(number: u64, path: &std::path::Path, reason: &str) -> Error {

@@ -16,7 +16,7 @@ use dbmirror_apply::replay::{replay, ReplayError};
 use dbmirror_apply::{log, slave};
 use dbmirror_spool::open_sql;
 use dbmirror_spool::sql::{ALREADY_APPLIED, OUT_OF_ORDER};
-use postgres::{Client, NoTls};
+use postgres::Client;
 
 use crate::config::Config;
 use crate::inbox::{quarantine, Inbox, Next, Verified};
@@ -70,31 +70,13 @@ pub fn lock(config: &Config) -> Result<Lock, Error> {
 
 /// Connects to the slave and checks that it is prepared.
 pub fn connect(config: &Config) -> Result<Client, Error> {
-    let mut slave = config.slave.clone();
-    slave.application_name("dbmirror-apply");
-    let mut client = slave
-        .connect(NoTls)
-        .map_err(|e| Error::from(e).context("could not connect to the slave"))?;
-    if !slave::is_prepared(&mut client)? {
-        return Err(Error::new(
-            Kind::NotPrepared,
-            "the slave database is not prepared for dbmirror",
-        )
-        .with_hint(
-            "Run dbmirror-apply init (or psql -f sql/slave_setup.sql) on the slave database.",
-        ));
-    }
-    Ok(client)
+    slave::connect(&config.slave, "dbmirror-apply")
 }
 
 /// `init`: prepares the slave, with the same SQL as `sql/slave_setup.sql`.
 pub fn init(config: &Config) -> Result<(), Error> {
-    let mut slave = config.slave.clone();
-    slave.application_name("dbmirror-apply");
-    let mut client = slave
-        .connect(NoTls)
-        .map_err(|e| Error::from(e).context("could not connect to the slave"))?;
-    client.batch_execute(slave::SLAVE_SETUP_SQL)?;
+    slave::connect_unchecked(&config.slave, "dbmirror-apply")?
+        .batch_execute(slave::SLAVE_SETUP_SQL)?;
     Ok(())
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use dbmirror_spool::{ARCHIVE_DIR, QUARANTINE_DIR};
 use serde::Deserialize;
 
+use dbmirror_apply::configuration;
 use dbmirror_apply::error::Error;
 
 /// Seconds a file must have been left alone before a checksum mismatch counts as damage rather
@@ -47,27 +48,13 @@ pub struct Config {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, Error> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::config(format!(
-                "could not read configuration file \"{}\": {e}",
-                path.display()
-            ))
-        })?;
-        Self::parse(&text)
-            .map_err(|e| e.context(&format!("configuration file \"{}\"", path.display())))
+        configuration::load(path, Self::parse)
     }
 
     pub fn parse(text: &str) -> Result<Self, Error> {
-        let raw: RawConfig =
-            toml::from_str(text).map_err(|e| Error::config(e.message().to_string()))?;
-        if raw.slave_name.trim().is_empty() {
-            return Err(Error::config("slave_name must not be empty"));
-        }
-        let slave = raw.slave.parse::<postgres::Config>().map_err(|e| {
-            Error::config(format!(
-                "slave is not a valid connection string or URL: {e}"
-            ))
-        })?;
+        let raw: RawConfig = configuration::from_toml(text)?;
+        configuration::slave_name(&raw.slave_name)?;
+        let slave = configuration::connection("slave", &raw.slave)?;
         if !raw.spool.is_dir() {
             return Err(Error::config(format!(
                 "spool \"{}\" is not a directory",
@@ -75,15 +62,6 @@ impl Config {
             ))
             .with_hint("Create the inbound spool directory first."));
         }
-        let seconds = |name: &str, value: Option<f64>, default: f64| -> Result<Duration, Error> {
-            let value = value.unwrap_or(default);
-            if !(value.is_finite() && value >= 0.0) {
-                return Err(Error::config(format!(
-                    "{name} must be a number of seconds, at least 0"
-                )));
-            }
-            Ok(Duration::from_secs_f64(value))
-        };
         let master = raw
             .master
             .map(|m| {
@@ -103,8 +81,18 @@ impl Config {
                 .unwrap_or_else(|| raw.spool.join(QUARANTINE_DIR)),
             spool: raw.spool,
             master,
-            settle: seconds("settle_seconds", raw.settle_seconds, DEFAULT_SETTLE_SECONDS)?,
-            poll_interval: seconds("poll_interval", raw.poll_interval, DEFAULT_POLL_INTERVAL)?,
+            settle: configuration::seconds(
+                "settle_seconds",
+                raw.settle_seconds,
+                DEFAULT_SETTLE_SECONDS,
+                true,
+            )?,
+            poll_interval: configuration::seconds(
+                "poll_interval",
+                raw.poll_interval,
+                DEFAULT_POLL_INTERVAL,
+                false,
+            )?,
         })
     }
 }
@@ -138,7 +126,7 @@ mod tests {
             ("slave_name = \"s\"\nslave = \"host=x\"\nspool = \"/nonexistent\"\n".to_string(), "is not a directory"),
             (format!("slave_name = \"s\"\nslave = \"port=x\"\nspool = \"{d}\"\n"), "slave is not a valid connection"),
             (format!("slave_name = \"s\"\nslave = \"host=x\"\nspool = \"{d}\"\nmaster = \"abc\"\n"), "master must be a system identifier"),
-            (format!("slave_name = \"s\"\nslave = \"host=x\"\nspool = \"{d}\"\nsettle_seconds = -1\n"), "settle_seconds"),
+            (format!("slave_name = \"s\"\nslave = \"host=x\"\nspool = \"{d}\"\nsettle_seconds = -1\n"), "settle_seconds must be a number of seconds"),
             (format!("slave_name = \"s\"\nslave = \"host=x\"\nspool = \"{d}\"\nextra = 1\n"), "unknown field `extra`"),
         ];
         for (text, expected) in cases {

@@ -3,9 +3,11 @@
 //! [`replay`] runs one transaction file the way `psql -v ON_ERROR_STOP=1 -f` does; [`slave`]
 //! knows the applied-state table that `sql/slave_setup.sql` creates. The exporter's direct mode
 //! uses both, so a transaction means the same whether it reaches the slave as a file or
-//! directly. [`error`] and [`log`] are how both tools report.
+//! directly. [`error`], [`log`], [`configuration`] and [`signals`] are what both tools share.
 
+pub mod configuration;
 pub mod error;
 pub mod log;
 pub mod replay;
+pub mod signals;
 pub mod slave;

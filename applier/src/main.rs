@@ -3,8 +3,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use dbmirror_apply::error::Error;
@@ -75,11 +73,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Error> {
     let config = Config::load(&cli.config)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .map_err(|e| Error::runtime(format!("could not install a signal handler: {e}")))?;
-    }
+    let stop = dbmirror_apply::signals::stop_flag()?;
     match cli.command {
         Command::Init => {
             apply::init(&config)?;

@@ -2,7 +2,9 @@
 
 use dbmirror_spool::sql::SLAVE_STATE_TABLE;
 use dbmirror_spool::Checksum;
-use postgres::Client;
+use postgres::{Client, NoTls};
+
+use crate::error::{Error, Kind};
 
 /// The SQL setup of a slave, the same file an operator runs with psql.
 pub const SLAVE_SETUP_SQL: &str = include_str!("../../sql/slave_setup.sql");
@@ -37,4 +39,31 @@ pub fn last_applied(client: &mut Client, slave: &str) -> Result<Option<i64>, pos
         &[&slave],
     )?;
     Ok(row.map(|r| r.get(0)))
+}
+
+/// Connects to a slave database as `application_name` and checks that it is prepared.
+pub fn connect(config: &postgres::Config, application_name: &str) -> Result<Client, Error> {
+    let mut client = connect_unchecked(config, application_name)?;
+    if !is_prepared(&mut client)? {
+        return Err(Error::new(
+            Kind::NotPrepared,
+            "the slave database is not prepared for dbmirror",
+        )
+        .with_hint(
+            "Run dbmirror-apply init (or psql -f sql/slave_setup.sql) on the slave database.",
+        ));
+    }
+    Ok(client)
+}
+
+/// Connects to a slave database as `application_name`, prepared or not.
+pub fn connect_unchecked(
+    config: &postgres::Config,
+    application_name: &str,
+) -> Result<Client, Error> {
+    let mut config = config.clone();
+    config.application_name(application_name);
+    config
+        .connect(NoTls)
+        .map_err(|e| Error::from(e).context("could not connect to the slave"))
 }

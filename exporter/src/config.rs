@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use dbmirror_apply::configuration;
+
 use crate::error::Error;
 
 /// Transactions assigned, written and recorded per round trip, unless configured.
@@ -48,23 +50,13 @@ pub struct Config {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, Error> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::config(format!(
-                "could not read configuration file \"{}\": {e}",
-                path.display()
-            ))
-        })?;
-        Self::parse(&text)
-            .map_err(|e| e.context(&format!("configuration file \"{}\"", path.display())))
+        configuration::load(path, Self::parse)
     }
 
     pub fn parse(text: &str) -> Result<Self, Error> {
-        let raw: RawConfig =
-            toml::from_str(text).map_err(|e| Error::config(e.message().to_string()))?;
-        if raw.slave_name.trim().is_empty() {
-            return Err(Error::config("slave_name must not be empty"));
-        }
-        let master = parse_connection("master", &raw.master)?;
+        let raw: RawConfig = configuration::from_toml(text)?;
+        configuration::slave_name(&raw.slave_name)?;
+        let master = configuration::connection("master", &raw.master)?;
         let compress = match raw.compression.as_deref() {
             None | Some("none") => false,
             Some("zstd") => true,
@@ -89,7 +81,7 @@ impl Config {
                 if raw.compression.is_some() {
                     return Err(Error::config("compression applies to files, not to direct mode"));
                 }
-                Output::Direct { slave: Box::new(parse_connection("slave", &slave)?) }
+                Output::Direct { slave: Box::new(configuration::connection("slave", &slave)?) }
             }
             (Some(_), Some(_)) => {
                 return Err(Error::config(
@@ -100,12 +92,6 @@ impl Config {
                 return Err(Error::config("set transaction_file_directory (file mode) or slave (direct mode)"))
             }
         };
-        let sleep_interval = raw.sleep_interval.unwrap_or(DEFAULT_SLEEP_INTERVAL);
-        if !(sleep_interval.is_finite() && sleep_interval > 0.0) {
-            return Err(Error::config(
-                "sleep_interval must be a positive number of seconds",
-            ));
-        }
         let batch_size = raw.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
         if batch_size == 0 {
             return Err(Error::config("batch_size must be at least 1"));
@@ -114,20 +100,16 @@ impl Config {
             slave_name: raw.slave_name,
             master,
             output,
-            sleep_interval: Duration::from_secs_f64(sleep_interval),
+            sleep_interval: configuration::seconds(
+                "sleep_interval",
+                raw.sleep_interval,
+                DEFAULT_SLEEP_INTERVAL,
+                false,
+            )?,
             alert_command: raw.alert_command.filter(|c| !c.trim().is_empty()),
             batch_size,
         })
     }
-}
-
-/// Parses a libpq connection string (`host=... dbname=...`) or URL (`postgresql://...`).
-pub fn parse_connection(what: &str, text: &str) -> Result<postgres::Config, Error> {
-    text.parse::<postgres::Config>().map_err(|e| {
-        Error::config(format!(
-            "{what} is not a valid connection string or URL: {e}"
-        ))
-    })
 }
 
 #[cfg(test)]

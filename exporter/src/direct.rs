@@ -10,9 +10,9 @@ use std::io::{BufReader, BufWriter, Seek, SeekFrom};
 
 use dbmirror_apply::{replay, slave};
 use dbmirror_spool::{Checksum, HashingWriter, Header};
-use postgres::{Client, NoTls};
+use postgres::Client;
 
-use crate::error::{Error, Kind};
+use crate::error::Error;
 
 pub struct Direct {
     client: Client,
@@ -21,22 +21,8 @@ pub struct Direct {
 
 impl Direct {
     pub fn connect(config: &postgres::Config, slave_name: &str) -> Result<Self, Error> {
-        let mut config = config.clone();
-        config.application_name("dbmirror-export");
-        let mut client = config
-            .connect(NoTls)
-            .map_err(|e| Error::from(e).context("could not connect to the slave"))?;
-        if !slave::is_prepared(&mut client)? {
-            return Err(Error::new(
-                Kind::NotPrepared,
-                "the slave database is not prepared for dbmirror",
-            )
-            .with_hint(
-                "Run psql -f sql/slave_setup.sql (or dbmirror-apply init) on the slave database.",
-            ));
-        }
         Ok(Self {
-            client,
+            client: slave::connect(config, "dbmirror-export")?,
             slave: slave_name.to_string(),
         })
     }

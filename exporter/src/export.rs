@@ -22,7 +22,7 @@ use crate::error::{Error, Kind};
 use crate::fault;
 use crate::master::{Assigned, Master};
 use crate::sql::FileWriter;
-use dbmirror_apply::log;
+use dbmirror_apply::{log, signals};
 
 /// What one `once` did.
 #[derive(Debug, Default)]
@@ -212,7 +212,7 @@ pub fn run(config: &Config, stop: &AtomicBool, alert: &dyn Fn(&Error)) -> Result
             Ok(summary) => {
                 failures = 0;
                 if summary.transactions == 0 {
-                    sleep(config.sleep_interval, stop);
+                    signals::sleep(config.sleep_interval, stop);
                 }
             }
             Err(e) if e.kind() == Kind::Runtime => {
@@ -224,22 +224,11 @@ pub fn run(config: &Config, stop: &AtomicBool, alert: &dyn Fn(&Error)) -> Result
                     pause.as_secs()
                 ));
                 alert(&e);
-                sleep(pause, stop);
+                signals::sleep(pause, stop);
             }
             Err(e) => return Err(e),
         }
     }
     log::info("stopping on signal");
     Ok(())
-}
-
-fn sleep(duration: Duration, stop: &AtomicBool) {
-    let until = Instant::now() + duration;
-    while !stop.load(Ordering::Relaxed) {
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        std::thread::sleep(left.min(Duration::from_millis(100)));
-    }
 }

@@ -5,8 +5,6 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
@@ -75,11 +73,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli, alert_command: &mut Option<String>) -> Result<(), Error> {
     let config = Config::load(&cli.config)?;
     alert_command.clone_from(&config.alert_command);
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .map_err(|e| Error::runtime(format!("could not install a signal handler: {e}")))?;
-    }
+    let stop = dbmirror_apply::signals::stop_flag()?;
     match cli.command {
         Command::Once => {
             let summary = export::once(&config, &stop)?;

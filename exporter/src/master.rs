@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use chrono::{DateTime, Utc};
-use dbmirror_spool::sql::RENDER_SETTINGS;
+use dbmirror_spool::sql::CANONICAL_SETTINGS;
 use dbmirror_spool::Checksum;
 use postgres::{Client, IsolationLevel, NoTls};
 
@@ -80,7 +80,7 @@ impl Master {
         let mut client = config
             .connect(NoTls)
             .map_err(|e| Error::from(e).context("could not connect to the master"))?;
-        let settings: String = RENDER_SETTINGS
+        let settings: String = CANONICAL_SETTINGS
             .iter()
             .map(|(name, value)| format!("SET {name} = {};", quote_literal(value)))
             .collect();

@@ -12,7 +12,8 @@ use std::io::{self, Write};
 use std::rc::Rc;
 
 use dbmirror_spool::sql::{
-    GUARD_FUNCTION, ONE_ROW_FUNCTION, SEQUENCE_FUNCTION, SESSION_SETTINGS, TRANSACTION_SETTINGS,
+    APPLY_SETTINGS, CANONICAL_SETTINGS, GUARD_FUNCTION, ONE_ROW_FUNCTION, SEQUENCE_FUNCTION,
+    SESSION_SETTINGS,
 };
 use dbmirror_spool::Header;
 
@@ -134,7 +135,7 @@ impl<W: Write> FileWriter<W> {
             writeln!(out, "SET {name} = {};", quote_literal(value))?;
         }
         out.write_all(b"BEGIN;\n")?;
-        for (name, value) in TRANSACTION_SETTINGS {
+        for (name, value) in CANONICAL_SETTINGS.iter().chain(APPLY_SETTINGS) {
             writeln!(out, "SET LOCAL {name} = {};", quote_literal(value))?;
         }
         let previous = header

@@ -20,30 +20,25 @@ pub const SESSION_SETTINGS: &[(&str, &str)] = &[
     ("standard_conforming_strings", "on"),
 ];
 
-/// Settings a file sets for its own transaction (`SET LOCAL`): the canonical settings the
-/// master rendered values under, so the slave's input functions read them back exactly, and
-/// the replica role, so the slave's own triggers and foreign-key actions do not fire a second
-/// time for changes the master's already made.
-pub const TRANSACTION_SETTINGS: &[(&str, &str)] = &[
+/// The canonical settings: the master renders values under them (the capture extension's
+/// `dbmirror_values()` refuses to run without them), and every file sets them for its own
+/// transaction (`SET LOCAL`), so that the slave's input functions read back exactly the values
+/// the master had, whatever either side's defaults.
+pub const CANONICAL_SETTINGS: &[(&str, &str)] = &[
     ("DateStyle", "ISO, YMD"),
     ("IntervalStyle", "postgres"),
     ("TimeZone", "UTC"),
     ("extra_float_digits", "3"),
     ("bytea_output", "hex"),
     ("lc_monetary", "C"),
-    ("xmloption", "content"),
-    ("session_replication_role", "replica"),
 ];
 
-/// Settings under which the exporter's master session renders values (the capture extension's
-/// `dbmirror_values()` refuses to run without them).
-pub const RENDER_SETTINGS: &[(&str, &str)] = &[
-    ("DateStyle", "ISO, YMD"),
-    ("IntervalStyle", "postgres"),
-    ("TimeZone", "UTC"),
-    ("extra_float_digits", "3"),
-    ("bytea_output", "hex"),
-    ("lc_monetary", "C"),
+/// Further settings a file sets for its own transaction: how XML values are read, and the
+/// replica role, so that the slave's own triggers and foreign-key actions do not fire a second
+/// time for changes the master's already made.
+pub const APPLY_SETTINGS: &[(&str, &str)] = &[
+    ("xmloption", "content"),
+    ("session_replication_role", "replica"),
 ];
 
 /// SQLSTATE of the guard's "already applied".

@@ -1,6 +1,6 @@
 //! Reading what the master captured, and comparing tables between clusters.
 
-use dbmirror_spool::sql::RENDER_SETTINGS;
+use dbmirror_spool::sql::CANONICAL_SETTINGS;
 
 use crate::Cluster;
 
@@ -21,7 +21,7 @@ pub struct Captured {
 }
 
 fn render_settings() -> String {
-    RENDER_SETTINGS
+    CANONICAL_SETTINGS
         .iter()
         .map(|(name, value)| format!("SET {name} = '{value}';"))
         .collect()

@@ -20,8 +20,10 @@ use crate::image::{self, Desc};
 use crate::pending::BackendLocal;
 use crate::shape::quote_identifier;
 
-/// The settings under which values are rendered, as (name, required value). The transaction
-/// files set the same values on the slave.
+/// The settings under which values are rendered, as (name, required value). The same list as
+/// `dbmirror_spool::sql::CANONICAL_SETTINGS`, which the exporter sets and the transaction files
+/// set on the slave (the extension does not depend on the spool crate): if the two differed,
+/// this function would refuse the exporter's session and every end-to-end test would fail.
 pub const CANONICAL_SETTINGS: &[(&str, &str)] = &[
     ("DateStyle", "ISO, YMD"),
     ("IntervalStyle", "postgres"),

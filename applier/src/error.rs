@@ -17,6 +17,8 @@ pub enum Kind {
     Busy,
     /// A file on disk is wrong and needs an operator. Exit code 5.
     BadFile,
+    /// A comparison found differences. Exit code 6.
+    Differs,
 }
 
 impl Kind {
@@ -27,6 +29,7 @@ impl Kind {
             Kind::NotPrepared => 3,
             Kind::Busy => 4,
             Kind::BadFile => 5,
+            Kind::Differs => 6,
         }
     }
 }

@@ -16,6 +16,7 @@ mod fault;
 mod master;
 mod sql;
 mod status;
+mod verify;
 
 use config::Config;
 use dbmirror_apply::log;
@@ -49,6 +50,15 @@ enum Command {
     Clean,
     /// Show what has been exported and what is waiting
     Status {
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare every mirrored table of master and slave (row count and hash per table)
+    Verify {
+        /// The slave database (libpq connection string or URL); default: `slave` of the configuration
+        #[arg(long, value_name = "CONNINFO")]
+        slave: Option<String>,
         /// Print JSON instead of text
         #[arg(long)]
         json: bool,
@@ -100,6 +110,18 @@ fn run(cli: Cli, alert_command: &mut Option<String>) -> Result<(), Error> {
             Ok(())
         }
         Command::Status { json } => status::show(&config, json),
+        Command::Verify { slave, json } => {
+            let slave = match (slave, &config.output) {
+                (Some(text), _) => dbmirror_apply::configuration::connection("--slave", &text)?,
+                (None, config::Output::Direct { slave }) => (**slave).clone(),
+                (None, config::Output::Files { .. }) => {
+                    return Err(Error::config("verify needs the slave database")
+                        .with_hint("Pass --slave CONNINFO, or set slave in the configuration."))
+                }
+            };
+            let mut master = master::Master::connect(&config.master, &config.slave_name)?;
+            verify::report(&verify::compare(&mut master, &slave)?, json)
+        }
     }
 }
 
@@ -132,7 +154,7 @@ mod tests {
     #[test]
     fn help_documents_every_exit_code() {
         let help = Cli::command().render_long_help().to_string();
-        for code in 0..=5 {
+        for code in 0..=6 {
             assert!(
                 help.contains(&format!("\n  {code}  ")),
                 "exit code {code} missing from --help"

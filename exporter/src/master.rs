@@ -118,6 +118,16 @@ impl Master {
         })
     }
 
+    /// The session, for queries of other modules (verify).
+    pub fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    /// The quoted schema of the extension's objects.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
     fn table(&self, name: &str) -> String {
         format!("{}.{name}", self.schema)
     }

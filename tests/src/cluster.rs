@@ -126,7 +126,7 @@ impl Cluster {
     pub fn execute(&self, sql: &str) {
         self.client()
             .batch_execute(sql)
-            .unwrap_or_else(|e| panic!("on cluster {}: {e}\nSQL: {sql}", self.name));
+            .unwrap_or_else(|e| panic!("on cluster {}: {}\nSQL: {sql}", self.name, explain(&e)));
     }
 
     /// One value of a query that returns one row and one text-compatible column.
@@ -134,7 +134,7 @@ impl Cluster {
         let row = self
             .client()
             .query_one(sql, &[])
-            .unwrap_or_else(|e| panic!("on cluster {}: {e}\nSQL: {sql}", self.name));
+            .unwrap_or_else(|e| panic!("on cluster {}: {}\nSQL: {sql}", self.name, explain(&e)));
         row.get(0)
     }
 
@@ -215,5 +215,24 @@ impl Drop for Cluster {
             .arg(self.data_dir())
             .output();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A database error with its message, detail and hint (`Display` of postgres::Error only says
+/// "db error").
+pub fn explain(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!(
+            "{}: {}{}{}",
+            db.code().code(),
+            db.message(),
+            db.detail()
+                .map(|d| format!("\nDETAIL: {d}"))
+                .unwrap_or_default(),
+            db.hint()
+                .map(|h| format!("\nHINT: {h}"))
+                .unwrap_or_default()
+        ),
+        None => e.to_string(),
     }
 }

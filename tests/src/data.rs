@@ -77,7 +77,10 @@ pub fn table_rows(cluster: &Cluster, table: &str) -> Vec<String> {
         .batch_execute(&render_settings())
         .expect("settings apply");
     client
-        .query(&format!("SELECT t::text FROM {table} t ORDER BY 1"), &[])
+        .query(
+            &format!("SELECT dbmirror_row::text FROM {table} dbmirror_row ORDER BY 1"),
+            &[],
+        )
         .unwrap_or_else(|e| panic!("could not read {table}: {e}"))
         .iter()
         .map(|row| row.get(0))

@@ -3,4 +3,5 @@
 mod apply;
 mod capture;
 mod export;
+mod fidelity;
 mod golden;

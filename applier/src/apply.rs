@@ -45,26 +45,17 @@ pub fn lock(config: &Config) -> Result<Lock, Error> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| {
-            Error::runtime(format!(
-                "could not open lock file \"{}\": {e}",
-                path.display()
-            ))
-        })?;
+        .map_err(|e| Error::runtime(format!("could not open lock file \"{}\": {e}", path.display())))?;
     match file.try_lock() {
         Ok(()) => Ok(Lock(file)),
         Err(std::fs::TryLockError::WouldBlock) => Err(Error::new(
             Kind::Busy,
-            format!(
-                "another dbmirror-apply is running on spool \"{}\"",
-                config.spool.display()
-            ),
+            format!("another dbmirror-apply is running on spool \"{}\"", config.spool.display()),
         )
         .with_hint("Only one applier may run per spool; stop the other one or wait for it.")),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::runtime(format!(
-            "could not lock \"{}\": {e}",
-            path.display()
-        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(Error::runtime(format!("could not lock \"{}\": {e}", path.display())))
+        }
     }
 }
 
@@ -75,8 +66,7 @@ pub fn connect(config: &Config) -> Result<Client, Error> {
 
 /// `init`: prepares the slave, with the same SQL as `sql/slave_setup.sql`.
 pub fn init(config: &Config) -> Result<(), Error> {
-    slave::connect_unchecked(&config.slave, "dbmirror-apply")?
-        .batch_execute(slave::SLAVE_SETUP_SQL)?;
+    slave::connect_unchecked(&config.slave, "dbmirror-apply")?.batch_execute(slave::SLAVE_SETUP_SQL)?;
     Ok(())
 }
 
@@ -92,10 +82,7 @@ pub fn pass(config: &Config, client: &mut Client, stop: &AtomicBool) -> Result<S
     let mut last = slave::last_applied(client, &config.slave_name)?.map_or(0, |n| n as u64);
     let mut inbox = Inbox::scan(config, false)?;
     inbox.set_aside_applied(last)?;
-    let mut summary = Summary {
-        last,
-        ..Summary::default()
-    };
+    let mut summary = Summary { last, ..Summary::default() };
     let mut progress = Progress::new(last);
     while !stop.load(Ordering::Relaxed) {
         let number = last + 1;
@@ -135,12 +122,7 @@ impl Progress {
     const EVERY: Duration = Duration::from_secs(5);
 
     fn new(last: u64) -> Self {
-        Self {
-            first: last + 1,
-            last,
-            changes: 0,
-            since: Instant::now(),
-        }
+        Self { first: last + 1, last, changes: 0, since: Instant::now() }
     }
 
     fn applied(&mut self, number: u64, changes: u64) {
@@ -177,9 +159,7 @@ fn stopped_at(number: u64, path: &std::path::Path, reason: &str) -> Error {
 /// SQLSTATE classes of failures that are not the file's fault: the slave went away, was shut
 /// down, cancelled the statement, ran out of resources, or a concurrent transaction conflicted.
 fn transient(code: &str) -> bool {
-    ["08", "53", "57", "58", "40"]
-        .iter()
-        .any(|class| code.starts_with(class))
+    ["08", "53", "57", "58", "40"].iter().any(|class| code.starts_with(class))
 }
 
 fn apply_file(config: &Config, client: &mut Client, file: &Verified) -> Result<(), Error> {
@@ -192,15 +172,11 @@ fn apply_file(config: &Config, client: &mut Client, file: &Verified) -> Result<(
     };
     let code = error.code().unwrap_or("");
     if error.is_connection() || transient(code) {
-        return Err(Error::runtime(format!(
-            "file {number} could not be applied, and will be tried again: {error}"
-        )));
+        return Err(Error::runtime(format!("file {number} could not be applied, and will be tried again: {error}")));
     }
     if code == ALREADY_APPLIED || code == OUT_OF_ORDER {
         // Someone applied files by hand meanwhile; the next pass starts from the new state.
-        return Err(Error::runtime(format!(
-            "the slave's state changed while applying file {number}: {error}"
-        )));
+        return Err(Error::runtime(format!("the slave's state changed while applying file {number}: {error}")));
     }
     let reason = match &error {
         ReplayError::Statement { .. } => {
@@ -222,12 +198,7 @@ pub fn watch(config: &Config, stop: &AtomicBool) -> Result<(), Error> {
         let _ = events.send(());
     })
     .and_then(|mut watcher| {
-        notify::Watcher::watch(
-            &mut watcher,
-            &config.spool,
-            notify::RecursiveMode::NonRecursive,
-        )
-        .map(|()| watcher)
+        notify::Watcher::watch(&mut watcher, &config.spool, notify::RecursiveMode::NonRecursive).map(|()| watcher)
     });
     let _watcher = match watcher {
         Ok(watcher) => Some(watcher),
@@ -243,11 +214,7 @@ pub fn watch(config: &Config, stop: &AtomicBool) -> Result<(), Error> {
     let mut client: Option<Client> = None;
     let mut failures = 0u32;
     let mut said: Option<String> = None;
-    log::info(&format!(
-        "watching \"{}\" for slave \"{}\"",
-        config.spool.display(),
-        config.slave_name
-    ));
+    log::info(&format!("watching \"{}\" for slave \"{}\"", config.spool.display(), config.slave_name));
     while !stop.load(Ordering::Relaxed) {
         let result = match client.as_mut().filter(|c| !c.is_closed()) {
             Some(client) => pass(config, client, stop),
@@ -272,10 +239,7 @@ pub fn watch(config: &Config, stop: &AtomicBool) -> Result<(), Error> {
                 failures += 1;
                 client = None;
                 let pause = Duration::from_secs(1u64 << failures.min(6));
-                log::error(&format!(
-                    "{e}\n(attempt {failures}; retrying in {}s)",
-                    pause.as_secs()
-                ));
+                log::error(&format!("{e}\n(attempt {failures}; retrying in {}s)", pause.as_secs()));
                 pause
             }
             Err(e) => return Err(e),
@@ -294,10 +258,7 @@ fn wait(arrived: &mpsc::Receiver<()>, pause: Duration, stop: &AtomicBool) {
         if left.is_zero() {
             return;
         }
-        if arrived
-            .recv_timeout(left.min(Duration::from_millis(100)))
-            .is_ok()
-        {
+        if arrived.recv_timeout(left.min(Duration::from_millis(100))).is_ok() {
             // Let a burst of events (a copy in progress) settle into one pass.
             std::thread::sleep(Duration::from_millis(50));
             while arrived.try_recv().is_ok() {}

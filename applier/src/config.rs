@@ -56,43 +56,25 @@ impl Config {
         configuration::slave_name(&raw.slave_name)?;
         let slave = configuration::connection("slave", &raw.slave)?;
         if !raw.spool.is_dir() {
-            return Err(Error::config(format!(
-                "spool \"{}\" is not a directory",
-                raw.spool.display()
-            ))
-            .with_hint("Create the inbound spool directory first."));
+            return Err(Error::config(format!("spool \"{}\" is not a directory", raw.spool.display()))
+                .with_hint("Create the inbound spool directory first."));
         }
         let master = raw
             .master
             .map(|m| {
-                m.parse::<u64>().map_err(|_| {
-                    Error::config(format!(
-                        "master must be a system identifier (a number), not \"{m}\""
-                    ))
-                })
+                m.parse::<u64>()
+                    .map_err(|_| Error::config(format!("master must be a system identifier (a number), not \"{m}\"")))
             })
             .transpose()?;
         Ok(Self {
             slave_name: raw.slave_name,
             slave,
             archive: raw.archive.unwrap_or_else(|| raw.spool.join(ARCHIVE_DIR)),
-            quarantine: raw
-                .quarantine
-                .unwrap_or_else(|| raw.spool.join(QUARANTINE_DIR)),
+            quarantine: raw.quarantine.unwrap_or_else(|| raw.spool.join(QUARANTINE_DIR)),
             spool: raw.spool,
             master,
-            settle: configuration::seconds(
-                "settle_seconds",
-                raw.settle_seconds,
-                DEFAULT_SETTLE_SECONDS,
-                true,
-            )?,
-            poll_interval: configuration::seconds(
-                "poll_interval",
-                raw.poll_interval,
-                DEFAULT_POLL_INTERVAL,
-                false,
-            )?,
+            settle: configuration::seconds("settle_seconds", raw.settle_seconds, DEFAULT_SETTLE_SECONDS, true)?,
+            poll_interval: configuration::seconds("poll_interval", raw.poll_interval, DEFAULT_POLL_INTERVAL, false)?,
         })
     }
 }
@@ -107,11 +89,9 @@ mod tests {
 
     #[test]
     fn defaults_put_archive_and_quarantine_in_the_spool() {
-        let config = Config::parse(&format!(
-            "slave_name = \"s\"\nslave = \"host=/tmp dbname=copy\"\nspool = \"{}\"\n",
-            dir()
-        ))
-        .unwrap();
+        let config =
+            Config::parse(&format!("slave_name = \"s\"\nslave = \"host=/tmp dbname=copy\"\nspool = \"{}\"\n", dir()))
+                .unwrap();
         assert_eq!(config.archive, std::env::temp_dir().join("archive"));
         assert_eq!(config.quarantine, std::env::temp_dir().join("quarantine"));
         assert_eq!(config.settle, Duration::from_secs(60));
@@ -125,16 +105,19 @@ mod tests {
             (format!("slave = \"host=x\"\nspool = \"{d}\"\n"), "missing field `slave_name`"),
             ("slave_name = \"s\"\nslave = \"host=x\"\nspool = \"/nonexistent\"\n".to_string(), "is not a directory"),
             (format!("slave_name = \"s\"\nslave = \"port=x\"\nspool = \"{d}\"\n"), "slave is not a valid connection"),
-            (format!("slave_name = \"s\"\nslave = \"host=x\"\nspool = \"{d}\"\nmaster = \"abc\"\n"), "master must be a system identifier"),
-            (format!("slave_name = \"s\"\nslave = \"host=x\"\nspool = \"{d}\"\nsettle_seconds = -1\n"), "settle_seconds must be a number of seconds"),
+            (
+                format!("slave_name = \"s\"\nslave = \"host=x\"\nspool = \"{d}\"\nmaster = \"abc\"\n"),
+                "master must be a system identifier",
+            ),
+            (
+                format!("slave_name = \"s\"\nslave = \"host=x\"\nspool = \"{d}\"\nsettle_seconds = -1\n"),
+                "settle_seconds must be a number of seconds",
+            ),
             (format!("slave_name = \"s\"\nslave = \"host=x\"\nspool = \"{d}\"\nextra = 1\n"), "unknown field `extra`"),
         ];
         for (text, expected) in cases {
             let err = Config::parse(&text).expect_err(&text).to_string();
-            assert!(
-                err.contains(expected),
-                "{err:?} should contain {expected:?}"
-            );
+            assert!(err.contains(expected), "{err:?} should contain {expected:?}");
         }
     }
 }

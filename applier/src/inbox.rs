@@ -16,8 +16,8 @@ use std::time::SystemTime;
 use dbmirror_apply::error::{Error, Kind};
 use dbmirror_apply::log;
 use dbmirror_spool::{
-    open_sql, sha256_of, Checksum, Entry, HashingReader, Header, Manifest, ManifestEntry,
-    TransactionFileName, REASON_SUFFIX,
+    open_sql, sha256_of, Checksum, Entry, HashingReader, Header, Manifest, ManifestEntry, TransactionFileName,
+    REASON_SUFFIX,
 };
 
 use crate::config::Config;
@@ -79,41 +79,24 @@ impl<'a> Inbox<'a> {
         };
         for entry in dbmirror_spool::scan(&config.spool)? {
             match entry {
-                Entry::Transaction { name, path } => inbox
-                    .files
-                    .entry(name.number)
-                    .or_default()
-                    .push((name, path)),
+                Entry::Transaction { name, path } => inbox.files.entry(name.number).or_default().push((name, path)),
                 Entry::Manifest { name, path } => inbox.read_manifest(name, path)?,
                 Entry::Temporary(_) => {}
                 Entry::Unrecognized { path, error } => {
-                    inbox
-                        .notes
-                        .push(format!("ignoring \"{}\": {error}", path.display()));
+                    inbox.notes.push(format!("ignoring \"{}\": {error}", path.display()));
                 }
             }
         }
         Ok(inbox)
     }
 
-    fn read_manifest(
-        &mut self,
-        name: dbmirror_spool::ManifestName,
-        path: PathBuf,
-    ) -> Result<(), Error> {
+    fn read_manifest(&mut self, name: dbmirror_spool::ManifestName, path: PathBuf) -> Result<(), Error> {
         let mut text = Vec::new();
         fs::File::open(&path)
             .and_then(|f| f.take(MAX_MANIFEST_BYTES + 1).read_to_end(&mut text))
-            .map_err(|e| {
-                Error::runtime(format!(
-                    "could not read manifest \"{}\": {e}",
-                    path.display()
-                ))
-            })?;
+            .map_err(|e| Error::runtime(format!("could not read manifest \"{}\": {e}", path.display())))?;
         let manifest = if text.len() as u64 > MAX_MANIFEST_BYTES {
-            Err(format!(
-                "manifest is larger than {MAX_MANIFEST_BYTES} bytes"
-            ))
+            Err(format!("manifest is larger than {MAX_MANIFEST_BYTES} bytes"))
         } else {
             Manifest::parse(&name, &text).map_err(|e| e.to_string())
         };
@@ -140,16 +123,13 @@ impl<'a> Inbox<'a> {
                 }
                 self.manifests.push((name, path));
             }
-            Err(reason) if self.inspect => self.notes.push(format!(
-                "manifest \"{}\" is unusable: {reason}",
-                path.display()
-            )),
+            Err(reason) if self.inspect => {
+                self.notes.push(format!("manifest \"{}\" is unusable: {reason}", path.display()))
+            }
             Err(reason) if self.settled(&path)? => {
                 quarantine(self.config, &path, &reason)?;
             }
-            Err(_) => self
-                .notes
-                .push(format!("manifest \"{}\" is still arriving", path.display())),
+            Err(_) => self.notes.push(format!("manifest \"{}\" is still arriving", path.display())),
         }
         Ok(())
     }
@@ -159,10 +139,7 @@ impl<'a> Inbox<'a> {
         let modified = fs::metadata(path)
             .and_then(|m| m.modified())
             .map_err(|e| Error::runtime(format!("could not stat \"{}\": {e}", path.display())))?;
-        Ok(SystemTime::now()
-            .duration_since(modified)
-            .unwrap_or_default()
-            >= self.config.settle)
+        Ok(SystemTime::now().duration_since(modified).unwrap_or_default() >= self.config.settle)
     }
 
     /// Moves every file numbered up to `last` (already applied), and every manifest whose files
@@ -177,10 +154,7 @@ impl<'a> Inbox<'a> {
                         quarantine(
                             self.config,
                             &path,
-                            &format!(
-                                "file {number} was already applied from \"{}\"",
-                                entry.file.file_name()
-                            ),
+                            &format!("file {number} was already applied from \"{}\"", entry.file.file_name()),
                         )?;
                     }
                     _ => {
@@ -208,9 +182,7 @@ impl<'a> Inbox<'a> {
         let Some((entry, _manifest)) = self.covered.get(&number).cloned() else {
             let waiting = if self.files.contains_key(&number) {
                 Some(format!("waiting for the manifest of file {number}"))
-            } else if self.files.range(number..).next().is_some()
-                || self.covered.range(number..).next().is_some()
-            {
+            } else if self.files.range(number..).next().is_some() || self.covered.range(number..).next().is_some() {
                 Some(format!("waiting for file {number}"))
             } else {
                 self.notes.first().cloned()
@@ -232,10 +204,8 @@ impl<'a> Inbox<'a> {
                     "file {number} is still arriving (its checksum does not match yet)"
                 ))));
             }
-            let reason = format!(
-                "checksum mismatch: the manifest says sha256 {}, the file has {stored}",
-                entry.checksum
-            );
+            let reason =
+                format!("checksum mismatch: the manifest says sha256 {}, the file has {stored}", entry.checksum);
             return self.refuse(&path, reason);
         }
         let (header, sql_sha256) = match read_header(&path, &entry.file) {
@@ -243,46 +213,24 @@ impl<'a> Inbox<'a> {
             Err(reason) => return self.refuse(&path, reason),
         };
         if header.number != number {
-            return self.refuse(
-                &path,
-                format!(
-                    "its header says it is file {}, its name says {number}",
-                    header.number
-                ),
-            );
+            return self.refuse(&path, format!("its header says it is file {}, its name says {number}", header.number));
         }
         if header.slave != self.config.slave_name {
             return self.refuse(
                 &path,
-                format!(
-                    "it is for slave \"{}\", this applier serves \"{}\"",
-                    header.slave, self.config.slave_name
-                ),
+                format!("it is for slave \"{}\", this applier serves \"{}\"", header.slave, self.config.slave_name),
             );
         }
         if let Some(master) = self.config.master.filter(|m| *m != header.master) {
-            return self.refuse(
-                &path,
-                format!(
-                    "it comes from master {}, this slave follows master {master}",
-                    header.master
-                ),
-            );
+            return self
+                .refuse(&path, format!("it comes from master {}, this slave follows master {master}", header.master));
         }
-        Ok(Next::Ready(Box::new(Verified {
-            path,
-            name: entry.file,
-            header,
-            sql_sha256,
-        })))
+        Ok(Next::Ready(Box::new(Verified { path, name: entry.file, header, sql_sha256 })))
     }
 
     fn refuse(&mut self, path: &Path, reason: String) -> Result<Next, Error> {
         quarantine(self.config, path, &reason)?;
-        Ok(Next::Quarantined {
-            path: path.to_owned(),
-            reason,
-        })
+        Ok(Next::Quarantined { path: path.to_owned(), reason })
     }
 
     /// Numbers of the transaction files present.
@@ -309,19 +257,14 @@ fn read_header(path: &Path, name: &TransactionFileName) -> Result<(Header, Check
     let sql = open_sql(path, name).map_err(|e| e.to_string())?;
     let mut reader = std::io::BufReader::new(HashingReader::new(sql));
     let header = Header::read(&mut reader).map_err(|e| e.to_string())?;
-    std::io::copy(&mut reader, &mut std::io::sink())
-        .map_err(|e| format!("could not read the file: {e}"))?;
+    std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| format!("could not read the file: {e}"))?;
     Ok((header, reader.get_ref().checksum()))
 }
 
 /// Moves `path` into `dir`, under its own name or, if that is taken, with `.1`, `.2`... added.
 fn move_into(dir: &Path, path: &Path) -> Result<PathBuf, Error> {
-    fs::create_dir_all(dir)
-        .map_err(|e| Error::runtime(format!("could not create \"{}\": {e}", dir.display())))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    fs::create_dir_all(dir).map_err(|e| Error::runtime(format!("could not create \"{}\": {e}", dir.display())))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mut target = dir.join(&name);
     let mut n = 0;
     while target.exists() {
@@ -329,11 +272,7 @@ fn move_into(dir: &Path, path: &Path) -> Result<PathBuf, Error> {
         target = dir.join(format!("{name}.{n}"));
     }
     fs::rename(path, &target).map_err(|e| {
-        Error::runtime(format!(
-            "could not move \"{}\" to \"{}\": {e}",
-            path.display(),
-            target.display()
-        ))
+        Error::runtime(format!("could not move \"{}\" to \"{}\": {e}", path.display(), target.display()))
     })?;
     Ok(target)
 }
@@ -355,16 +294,8 @@ pub fn quarantine(config: &Config, path: &Path, reason: &str) -> Result<PathBuf,
     );
     fs::File::create(&reason_path)
         .and_then(|mut f| f.write_all(text.as_bytes()))
-        .map_err(|e| {
-            Error::runtime(format!(
-                "could not write \"{}\": {e}",
-                reason_path.display()
-            ))
-        })?;
-    log::warning(&format!(
-        "moved \"{}\" to quarantine: {reason}",
-        path.display()
-    ));
+        .map_err(|e| Error::runtime(format!("could not write \"{}\": {e}", reason_path.display())))?;
+    log::warning(&format!("moved \"{}\" to quarantine: {reason}", path.display()));
     Ok(target)
 }
 
@@ -382,12 +313,7 @@ pub fn quarantined(config: &Config) -> Vec<(String, String)> {
                 .ok()
                 .and_then(|text| text.lines().nth(1).map(str::to_string))
                 .unwrap_or_default();
-            (
-                p.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                reason,
-            )
+            (p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), reason)
         })
         .collect();
     found.sort();

@@ -7,6 +7,7 @@
 
 pub mod configuration;
 pub mod error;
+pub mod grammar;
 pub mod log;
 pub mod replay;
 pub mod signals;

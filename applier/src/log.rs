@@ -3,9 +3,8 @@
 fn line(level: &str, message: &str) {
     let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ");
     let program = std::env::args().next().unwrap_or_default();
-    let program = std::path::Path::new(&program)
-        .file_name()
-        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let program =
+        std::path::Path::new(&program).file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     eprintln!("{now} {program} {level}: {message}");
 }
 

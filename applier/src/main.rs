@@ -82,10 +82,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Once => {
             let summary = apply::once(&config, &stop)?;
-            log::info(&format!(
-                "applied {} files; last applied: {}",
-                summary.applied, summary.last
-            ));
+            log::info(&format!("applied {} files; last applied: {}", summary.applied, summary.last));
             if let Some(reason) = summary.waiting {
                 log::info(&reason);
             }
@@ -105,10 +102,7 @@ mod tests {
     fn help_documents_every_exit_code() {
         let help = Cli::command().render_long_help().to_string();
         for code in 0..=5 {
-            assert!(
-                help.contains(&format!("\n  {code}  ")),
-                "exit code {code} missing from --help"
-            );
+            assert!(help.contains(&format!("\n  {code}  ")), "exit code {code} missing from --help");
         }
         Cli::command().debug_assert();
     }

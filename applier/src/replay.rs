@@ -9,6 +9,8 @@
 use std::io::{BufRead, Write};
 
 use dbmirror_script::{Item, ScriptError, ScriptReader};
+
+use crate::grammar::{Checker, Kind};
 use postgres::Client;
 
 /// How a replay failed.
@@ -24,8 +26,11 @@ pub enum ReplayError {
         statement: String,
         error: postgres::Error,
     },
-    /// The file holds something a transaction file never does.
+    /// The file holds something a transaction file never does; what it sent is rolled back.
     Unexpected { line: u64, what: String },
+    /// A statement is not one the exporter writes (see [`crate::grammar`]); it was not sent,
+    /// and what the file sent before it is rolled back.
+    Refused { line: u64, statement: String, reason: String },
 }
 
 impl ReplayError {
@@ -70,6 +75,10 @@ impl std::fmt::Display for ReplayError {
                 None => write!(f, "line {line}: connection to the slave failed: {error}"),
             },
             ReplayError::Unexpected { line, what } => write!(f, "line {line}: {what}"),
+            ReplayError::Refused { line, statement, reason } => write!(
+                f,
+                "line {line}: statement refused, it is not one dbmirror-export writes: {reason}\nSTATEMENT:  {statement}"
+            ),
         }
     }
 }
@@ -93,19 +102,11 @@ fn shown(sql: &str) -> String {
     }
 }
 
-fn is_commit(sql: &str) -> bool {
-    let word = sql.trim().trim_end_matches(';').trim();
-    word.eq_ignore_ascii_case("COMMIT") || word.eq_ignore_ascii_case("END")
-}
-
-/// Replays one file on `client`. `before_commit` runs in the file's own transaction right
-/// before its COMMIT (the applier records the file's checksum there). On any failure the
-/// transaction is rolled back and nothing of the file remains.
-pub fn replay(
-    client: &mut Client,
-    script: impl BufRead,
-    before_commit: Option<&str>,
-) -> Result<Replayed, ReplayError> {
+/// Replays one file on `client`. Every statement is checked against the grammar of
+/// transaction files ([`crate::grammar`]) before it is sent. `before_commit` runs in the file's
+/// own transaction right before its COMMIT (the applier records the file's checksum there). On
+/// any failure the transaction is rolled back and nothing of the file remains.
+pub fn replay(client: &mut Client, script: impl BufRead, before_commit: Option<&str>) -> Result<Replayed, ReplayError> {
     let result = run(client, script, before_commit);
     if result.is_err() && !client.is_closed() {
         // Like psql exiting on ON_ERROR_STOP: whatever the file started does not survive.
@@ -114,21 +115,13 @@ pub fn replay(
     result
 }
 
-fn run(
-    client: &mut Client,
-    script: impl BufRead,
-    before_commit: Option<&str>,
-) -> Result<Replayed, ReplayError> {
+fn run(client: &mut Client, script: impl BufRead, before_commit: Option<&str>) -> Result<Replayed, ReplayError> {
     let mut reader = ScriptReader::new(script);
+    let mut checker = Checker::default();
     let mut done = Replayed::default();
-    let mut committed = false;
     while let Some(item) = reader.next_item().map_err(ReplayError::Script)? {
         match item {
-            Item::Meta {
-                command,
-                args,
-                line,
-            } => {
+            Item::Meta { command, args, line } => {
                 // The only meta-command the exporter writes; stopping on error is what we do anyway.
                 let args = args.split_whitespace().collect::<Vec<_>>();
                 if !(command == "set"
@@ -143,49 +136,48 @@ fn run(
                 }
             }
             Item::Statement { sql, line } => {
-                if committed {
-                    return Err(ReplayError::Unexpected {
-                        line,
-                        what: "statement after COMMIT".into(),
-                    });
-                }
-                let fail = |error| ReplayError::Statement {
+                let kind = checker.check(&sql).map_err(|reason| ReplayError::Refused {
                     line,
                     statement: shown(&sql),
-                    error,
-                };
-                if reader.awaiting_copy_data() {
-                    let mut writer = client.copy_in(sql.as_str()).map_err(fail)?;
-                    let mut bytes = 0u64;
-                    loop {
-                        match reader.next_item().map_err(ReplayError::Script)? {
-                            Some(Item::CopyData(data)) => {
-                                bytes += data.len() as u64;
-                                if let Err(e) = writer.write_all(&data) {
-                                    // The server reports the cause when the COPY is finished.
-                                    drop(e);
-                                    break;
+                    reason,
+                })?;
+                if (kind == Kind::Copy) != reader.awaiting_copy_data() {
+                    return Err(ReplayError::Unexpected {
+                        line,
+                        what: "COPY statement and COPY data do not match".into(),
+                    });
+                }
+                let fail = |error| ReplayError::Statement { line, statement: shown(&sql), error };
+                match kind {
+                    Kind::Copy => {
+                        let mut writer = client.copy_in(sql.as_str()).map_err(fail)?;
+                        loop {
+                            match reader.next_item().map_err(ReplayError::Script)? {
+                                Some(Item::CopyData(data)) => {
+                                    done.copy_bytes += data.len() as u64;
+                                    if writer.write_all(&data).is_err() {
+                                        // The server says why when the COPY is finished.
+                                        break;
+                                    }
+                                }
+                                Some(Item::CopyEnd { .. }) => break,
+                                other => {
+                                    return Err(ReplayError::Unexpected {
+                                        line,
+                                        what: format!("COPY data expected, found {other:?}"),
+                                    })
                                 }
                             }
-                            Some(Item::CopyEnd { .. }) => break,
-                            other => {
-                                return Err(ReplayError::Unexpected {
-                                    line,
-                                    what: format!("COPY data expected, found {other:?}"),
-                                })
-                            }
                         }
+                        writer.finish().map_err(fail)?;
                     }
-                    writer.finish().map_err(fail)?;
-                    done.copy_bytes += bytes;
-                } else if is_commit(&sql) {
-                    if let Some(extra) = before_commit {
-                        client.batch_execute(extra).map_err(fail)?;
+                    Kind::Commit => {
+                        if let Some(extra) = before_commit {
+                            client.batch_execute(extra).map_err(fail)?;
+                        }
+                        client.batch_execute(&sql).map_err(fail)?;
                     }
-                    client.batch_execute(&sql).map_err(fail)?;
-                    committed = true;
-                } else {
-                    client.batch_execute(&sql).map_err(fail)?;
+                    Kind::Other => client.batch_execute(&sql).map_err(fail)?,
                 }
                 done.statements += 1;
             }
@@ -197,11 +189,8 @@ fn run(
             }
         }
     }
-    if !committed {
-        return Err(ReplayError::Unexpected {
-            line: reader.lines_read(),
-            what: "the file ends without COMMIT".into(),
-        });
+    if !checker.finished() {
+        return Err(ReplayError::Unexpected { line: reader.lines_read(), what: "the file ends without COMMIT".into() });
     }
     Ok(done)
 }

@@ -25,19 +25,14 @@ pub fn record_checksum_sql(slave: &str, sql_sha256: &Checksum) -> String {
 
 /// Whether the slave has been prepared (the guard exists).
 pub fn is_prepared(client: &mut Client) -> Result<bool, postgres::Error> {
-    let row = client.query_one(
-        "SELECT pg_catalog.to_regclass($1) IS NOT NULL",
-        &[&SLAVE_STATE_TABLE],
-    )?;
+    let row = client.query_one("SELECT pg_catalog.to_regclass($1) IS NOT NULL", &[&SLAVE_STATE_TABLE])?;
     Ok(row.get(0))
 }
 
 /// The last file number applied for `slave`, if any.
 pub fn last_applied(client: &mut Client, slave: &str) -> Result<Option<i64>, postgres::Error> {
-    let row = client.query_opt(
-        &format!("SELECT last_number FROM {SLAVE_STATE_TABLE} WHERE slave_name = $1"),
-        &[&slave],
-    )?;
+    let row =
+        client.query_opt(&format!("SELECT last_number FROM {SLAVE_STATE_TABLE} WHERE slave_name = $1"), &[&slave])?;
     Ok(row.map(|r| r.get(0)))
 }
 
@@ -45,25 +40,15 @@ pub fn last_applied(client: &mut Client, slave: &str) -> Result<Option<i64>, pos
 pub fn connect(config: &postgres::Config, application_name: &str) -> Result<Client, Error> {
     let mut client = connect_unchecked(config, application_name)?;
     if !is_prepared(&mut client)? {
-        return Err(Error::new(
-            Kind::NotPrepared,
-            "the slave database is not prepared for dbmirror",
-        )
-        .with_hint(
-            "Run dbmirror-apply init (or psql -f sql/slave_setup.sql) on the slave database.",
-        ));
+        return Err(Error::new(Kind::NotPrepared, "the slave database is not prepared for dbmirror")
+            .with_hint("Run dbmirror-apply init (or psql -f sql/slave_setup.sql) on the slave database."));
     }
     Ok(client)
 }
 
 /// Connects to a slave database as `application_name`, prepared or not.
-pub fn connect_unchecked(
-    config: &postgres::Config,
-    application_name: &str,
-) -> Result<Client, Error> {
+pub fn connect_unchecked(config: &postgres::Config, application_name: &str) -> Result<Client, Error> {
     let mut config = config.clone();
     config.application_name(application_name);
-    config
-        .connect(NoTls)
-        .map_err(|e| Error::from(e).context("could not connect to the slave"))
+    config.connect(NoTls).map_err(|e| Error::from(e).context("could not connect to the slave"))
 }

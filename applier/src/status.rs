@@ -41,12 +41,7 @@ pub fn show(config: &Config, json: bool) -> Result<(), Error> {
         &[&config.slave_name],
     )?;
     let (last_applied, last_xid, applied_at, master) = match &row {
-        Some(r) => (
-            Some(r.get(0)),
-            Some(r.get(1)),
-            Some(r.get(2)),
-            Some(r.get(3)),
-        ),
+        Some(r) => (Some(r.get(0)), Some(r.get(1)), Some(r.get(2)), Some(r.get(3))),
         None => (None, None, None, None),
     };
     let next = last_applied.map_or(1, |n: i64| n as u64 + 1);
@@ -74,32 +69,21 @@ pub fn show(config: &Config, json: bool) -> Result<(), Error> {
         manifests_in_spool: inbox.manifest_count(),
         gaps,
         waiting,
-        quarantined: quarantined(config)
-            .into_iter()
-            .map(|(file, reason)| Quarantined { file, reason })
-            .collect(),
+        quarantined: quarantined(config).into_iter().map(|(file, reason)| Quarantined { file, reason }).collect(),
     };
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&status).expect("status always serialises")
-        );
+        println!("{}", serde_json::to_string_pretty(&status).expect("status always serialises"));
         return Ok(());
     }
     println!("slave:         {}", status.slave);
     match (status.last_applied, &status.applied_at) {
-        (Some(n), Some(at)) => println!(
-            "last applied:  file {n} (master transaction {}) at {at}",
-            status.last_xid.unwrap_or(0)
-        ),
+        (Some(n), Some(at)) => {
+            println!("last applied:  file {n} (master transaction {}) at {at}", status.last_xid.unwrap_or(0))
+        }
         _ => println!("last applied:  none yet"),
     }
     println!("next file:     {}", status.next);
-    println!(
-        "in the spool:  {} files, {} manifests",
-        status.files_in_spool.len(),
-        status.manifests_in_spool
-    );
+    println!("in the spool:  {} files, {} manifests", status.files_in_spool.len(), status.manifests_in_spool);
     if !status.gaps.is_empty() {
         println!("gaps:          {:?}", status.gaps);
     }

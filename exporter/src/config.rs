@@ -61,9 +61,7 @@ impl Config {
             None | Some("none") => false,
             Some("zstd") => true,
             Some(other) => {
-                return Err(Error::config(format!(
-                    "compression must be \"none\" or \"zstd\", not \"{other}\""
-                )))
+                return Err(Error::config(format!("compression must be \"none\" or \"zstd\", not \"{other}\"")))
             }
         };
         let output = match (raw.transaction_file_directory, raw.slave) {
@@ -129,10 +127,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(config.slave_name, "backup_system");
-        assert!(matches!(
-            config.output,
-            Output::Files { compress: true, .. }
-        ));
+        assert!(matches!(config.output, Output::Files { compress: true, .. }));
         assert_eq!(config.sleep_interval, Duration::from_millis(2500));
         assert_eq!(config.alert_command.as_deref(), Some("sendmail ops"));
         assert_eq!(config.batch_size, DEFAULT_BATCH_SIZE);
@@ -141,7 +136,8 @@ mod tests {
     #[test]
     fn reads_a_direct_mode_configuration() {
         let config =
-            Config::parse("slave_name = \"s\"\nmaster = \"postgresql://u@h/db\"\nslave = \"host=/tmp dbname=copy\"\n").unwrap();
+            Config::parse("slave_name = \"s\"\nmaster = \"postgresql://u@h/db\"\nslave = \"host=/tmp dbname=copy\"\n")
+                .unwrap();
         assert!(matches!(config.output, Output::Direct { .. }));
     }
 
@@ -161,10 +157,7 @@ mod tests {
         ];
         for (text, expected) in cases {
             let err = Config::parse(&text).expect_err(&text).to_string();
-            assert!(
-                err.contains(expected),
-                "{err:?} should contain {expected:?}"
-            );
+            assert!(err.contains(expected), "{err:?} should contain {expected:?}");
         }
     }
 }

@@ -21,10 +21,7 @@ pub struct Direct {
 
 impl Direct {
     pub fn connect(config: &postgres::Config, slave_name: &str) -> Result<Self, Error> {
-        Ok(Self {
-            client: slave::connect(config, "dbmirror-export")?,
-            slave: slave_name.to_string(),
-        })
+        Ok(Self { client: slave::connect(config, "dbmirror-export")?, slave: slave_name.to_string() })
     }
 
     /// Renders the transaction with `render` and applies it; returns the checksum of its SQL.
@@ -35,25 +32,20 @@ impl Direct {
             HashingWriter<BufWriter<std::fs::File>>,
         ) -> Result<HashingWriter<BufWriter<std::fs::File>>, Error>,
     ) -> Result<Checksum, Error> {
-        let file = tempfile::tempfile()
-            .map_err(|e| Error::runtime(format!("could not create a temporary file: {e}")))?;
+        let file =
+            tempfile::tempfile().map_err(|e| Error::runtime(format!("could not create a temporary file: {e}")))?;
         let out = render(HashingWriter::new(BufWriter::new(file)))?;
         let (out, sha) = out.finish();
-        let mut file = out
-            .into_inner()
-            .map_err(|e| Error::runtime(format!("could not write a temporary file: {e}")))?;
+        let mut file =
+            out.into_inner().map_err(|e| Error::runtime(format!("could not write a temporary file: {e}")))?;
         let applied = slave::last_applied(&mut self.client, &self.slave)?;
         if applied.is_some_and(|n| n >= header.number as i64) {
             return Ok(sha);
         }
         file.seek(SeekFrom::Start(0))?;
         let record = slave::record_checksum_sql(&self.slave, &sha);
-        replay::replay(&mut self.client, BufReader::new(file), Some(&record)).map_err(|e| {
-            Error::runtime(format!(
-                "file {} could not be applied to the slave: {e}",
-                header.number
-            ))
-        })?;
+        replay::replay(&mut self.client, BufReader::new(file), Some(&record))
+            .map_err(|e| Error::runtime(format!("file {} could not be applied to the slave: {e}", header.number)))?;
         Ok(sha)
     }
 }

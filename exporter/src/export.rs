@@ -12,8 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use dbmirror_spool::{
-    sync_dir, AtomicFile, Checksum, Header, Manifest, ManifestEntry, SqlWriter,
-    TransactionFileName, FORMAT_VERSION,
+    sync_dir, AtomicFile, Checksum, Header, Manifest, ManifestEntry, SqlWriter, TransactionFileName, FORMAT_VERSION,
 };
 
 use crate::config::{Config, Output};
@@ -55,16 +54,10 @@ pub fn once(config: &Config, stop: &AtomicBool) -> Result<Summary, Error> {
         let (first, last) = (first.number, last.number);
         let (_, previous) = master.slave_row()?;
         let written = match (&config.output, direct.as_mut()) {
-            (
-                Output::Files {
-                    directory,
-                    compress,
-                },
-                _,
-            ) => write_files(&mut master, config, directory, *compress, &batch, previous)?,
-            (Output::Direct { .. }, Some(direct)) => {
-                apply_direct(&mut master, config, direct, &batch, previous)?
+            (Output::Files { directory, compress }, _) => {
+                write_files(&mut master, config, directory, *compress, &batch, previous)?
             }
+            (Output::Direct { .. }, Some(direct)) => apply_direct(&mut master, config, direct, &batch, previous)?,
             (Output::Direct { .. }, None) => {
                 unreachable!("direct mode always connects to the slave first")
             }
@@ -85,12 +78,7 @@ pub fn once(config: &Config, stop: &AtomicBool) -> Result<Summary, Error> {
     Ok(summary)
 }
 
-fn header(
-    master: &Master,
-    config: &Config,
-    assigned: &Assigned,
-    previous: Option<Checksum>,
-) -> Header {
+fn header(master: &Master, config: &Config, assigned: &Assigned, previous: Option<Checksum>) -> Header {
     Header {
         format: FORMAT_VERSION,
         master: master.identity.system_identifier,
@@ -105,12 +93,7 @@ fn header(
 }
 
 /// Renders one transaction into `out`, checking that every captured change arrived.
-pub fn render<W: Write>(
-    master: &mut Master,
-    header: &Header,
-    assigned: &Assigned,
-    out: W,
-) -> Result<W, Error> {
+pub fn render<W: Write>(master: &mut Master, header: &Header, assigned: &Assigned, out: W) -> Result<W, Error> {
     let mut writer = FileWriter::begin(out, header)?;
     let count = master.changes(assigned.xid, |change| Ok(writer.change(change)?))?;
     if count != assigned.changes {
@@ -158,10 +141,7 @@ fn write_files(
         fault::point("after-rename");
         previous = Some(file.sql_sha256);
         written.push((assigned.xid, file.sql_sha256));
-        entries.push(ManifestEntry {
-            checksum: file.stored_sha256,
-            file: name,
-        });
+        entries.push(ManifestEntry { checksum: file.stored_sha256, file: name });
     }
     sync_dir(directory)?;
     let manifest = Manifest::new(entries)?;
@@ -175,14 +155,9 @@ fn write_files(
 
 fn existing_checksum(path: &Path) -> Result<Option<Checksum>, Error> {
     match std::fs::File::open(path) {
-        Ok(file) => Ok(Some(
-            dbmirror_spool::sha256_of(std::io::BufReader::new(file))?.0,
-        )),
+        Ok(file) => Ok(Some(dbmirror_spool::sha256_of(std::io::BufReader::new(file))?.0)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::runtime(format!(
-            "could not read \"{}\": {e}",
-            path.display()
-        ))),
+        Err(e) => Err(Error::runtime(format!("could not read \"{}\": {e}", path.display()))),
     }
 }
 
@@ -217,12 +192,8 @@ pub fn run(config: &Config, stop: &AtomicBool, alert: &dyn Fn(&Error)) -> Result
             }
             Err(e) if e.kind() == Kind::Runtime => {
                 failures += 1;
-                let pause =
-                    Duration::from_secs(1u64 << failures.min(8)).min(Duration::from_secs(300));
-                log::error(&format!(
-                    "{e}\n(attempt {failures}; retrying in {}s)",
-                    pause.as_secs()
-                ));
+                let pause = Duration::from_secs(1u64 << failures.min(8)).min(Duration::from_secs(300));
+                log::error(&format!("{e}\n(attempt {failures}; retrying in {}s)", pause.as_secs()));
                 alert(&e);
                 signals::sleep(pause, stop);
             }

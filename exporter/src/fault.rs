@@ -11,11 +11,7 @@ pub const CRASH_AT_VARIABLE: &str = "DBMIRROR_EXPORT_CRASH_AT";
 
 pub fn point(name: &str) {
     static CRASH_AT: OnceLock<Option<String>> = OnceLock::new();
-    if CRASH_AT
-        .get_or_init(|| std::env::var(CRASH_AT_VARIABLE).ok())
-        .as_deref()
-        == Some(name)
-    {
+    if CRASH_AT.get_or_init(|| std::env::var(CRASH_AT_VARIABLE).ok()).as_deref() == Some(name) {
         eprintln!("dbmirror-export: crashing at injected point {name}");
         std::process::abort();
     }

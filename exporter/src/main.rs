@@ -104,9 +104,7 @@ fn run(cli: Cli, alert_command: &mut Option<String>) -> Result<(), Error> {
         Command::Clean => {
             let mut master = master::Master::connect(&config.master, &config.slave_name)?;
             let purged = master.clean()?;
-            log::info(&format!(
-                "purged {purged} transactions that every slave has been sent"
-            ));
+            log::info(&format!("purged {purged} transactions that every slave has been sent"));
             Ok(())
         }
         Command::Status { json } => status::show(&config, json),
@@ -128,17 +126,14 @@ fn run(cli: Cli, alert_command: &mut Option<String>) -> Result<(), Error> {
 /// Runs the configured alert command with the error on its standard input, as the seed
 /// e-mailed its errors. A failing alert is reported, never fatal.
 fn alert(command: &str, error: &Error) {
-    let spawned = std::process::Command::new("/bin/sh")
-        .arg("-c")
-        .arg(command)
-        .stdin(Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
+    let spawned = std::process::Command::new("/bin/sh").arg("-c").arg(command).stdin(Stdio::piped()).spawn().and_then(
+        |mut child| {
             if let Some(mut stdin) = child.stdin.take() {
                 writeln!(stdin, "dbmirror-export: {error}")?;
             }
             child.wait()
-        });
+        },
+    );
     match spawned {
         Ok(status) if status.success() => {}
         Ok(status) => log::error(&format!("alert_command failed: {status}")),
@@ -155,10 +150,7 @@ mod tests {
     fn help_documents_every_exit_code() {
         let help = Cli::command().render_long_help().to_string();
         for code in 0..=6 {
-            assert!(
-                help.contains(&format!("\n  {code}  ")),
-                "exit code {code} missing from --help"
-            );
+            assert!(help.contains(&format!("\n  {code}  ")), "exit code {code} missing from --help");
         }
         Cli::command().debug_assert();
     }

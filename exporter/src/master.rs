@@ -77,13 +77,10 @@ impl Master {
     pub fn connect(config: &postgres::Config, slave: &str) -> Result<Self, Error> {
         let mut config = config.clone();
         config.application_name("dbmirror-export");
-        let mut client = config
-            .connect(NoTls)
-            .map_err(|e| Error::from(e).context("could not connect to the master"))?;
-        let settings: String = CANONICAL_SETTINGS
-            .iter()
-            .map(|(name, value)| format!("SET {name} = {};", quote_literal(value)))
-            .collect();
+        let mut client =
+            config.connect(NoTls).map_err(|e| Error::from(e).context("could not connect to the master"))?;
+        let settings: String =
+            CANONICAL_SETTINGS.iter().map(|(name, value)| format!("SET {name} = {};", quote_literal(value))).collect();
         client.batch_execute(&settings)?;
         let row = client.query_opt(
             "SELECT n.nspname, (SELECT system_identifier FROM pg_catalog.pg_control_system())::text, \
@@ -102,11 +99,9 @@ impl Master {
         let schema: String = row.get(0);
         let system_identifier: String = row.get(1);
         let identity = Identity {
-            system_identifier: system_identifier.parse().map_err(|_| {
-                Error::runtime(format!(
-                    "unexpected system identifier \"{system_identifier}\""
-                ))
-            })?,
+            system_identifier: system_identifier
+                .parse()
+                .map_err(|_| Error::runtime(format!("unexpected system identifier \"{system_identifier}\"")))?,
             database: row.get(2),
         };
         Ok(Self {
@@ -141,10 +136,7 @@ impl Master {
         if !locked {
             return Err(Error::new(
                 Kind::Busy,
-                format!(
-                    "another dbmirror-export is running for slave \"{}\"",
-                    self.slave
-                ),
+                format!("another dbmirror-export is running for slave \"{}\"", self.slave),
             )
             .with_hint("Only one exporter may run per slave; stop the other one or wait for it."));
         }
@@ -154,16 +146,17 @@ impl Master {
     /// The last number assigned and the checksum of the last file written; fails if the slave
     /// is not registered.
     pub fn slave_row(&mut self) -> Result<(i64, Option<Checksum>), Error> {
-        let query = format!(
-            "SELECT last_number, last_sha256 FROM {} WHERE SlaveName = $1",
-            self.table("dbmirror_MirrorHost")
-        );
+        let query =
+            format!("SELECT last_number, last_sha256 FROM {} WHERE SlaveName = $1", self.table("dbmirror_MirrorHost"));
         let Some(row) = self.client.query_opt(&query, &[&self.slave])? else {
-            return Err(Error::new(Kind::NotPrepared, format!("slave \"{}\" is not in dbmirror_MirrorHost", self.slave))
-                .with_hint(format!(
-                    "Register it on the master: INSERT INTO dbmirror_MirrorHost (SlaveName) VALUES ({});",
-                    quote_literal(&self.slave)
-                )));
+            return Err(Error::new(
+                Kind::NotPrepared,
+                format!("slave \"{}\" is not in dbmirror_MirrorHost", self.slave),
+            )
+            .with_hint(format!(
+                "Register it on the master: INSERT INTO dbmirror_MirrorHost (SlaveName) VALUES ({});",
+                quote_literal(&self.slave)
+            )));
         };
         let sha: Option<String> = row.get(1);
         let sha = sha
@@ -183,21 +176,13 @@ impl Master {
             self.table("dbmirror_MirroredTransaction"),
             self.table("dbmirror_Pending")
         );
-        self.client
-            .query(&query, &[&self.slave])?
-            .iter()
-            .map(assigned)
-            .collect()
+        self.client.query(&query, &[&self.slave])?.iter().map(assigned).collect()
     }
 
     /// Assigns numbers to up to `limit` committed transactions not yet sent to this slave, in
     /// commit order, and stores the assignment.
     pub fn assign(&mut self, limit: usize) -> Result<Vec<Assigned>, Error> {
-        let mut tx = self
-            .client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .start()?;
+        let mut tx = self.client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).start()?;
         let host = tx.query_one(
             &format!(
                 "SELECT last_number, xid_horizon, pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())::text::bigint, \
@@ -230,10 +215,8 @@ impl Master {
         let mut batch = Vec::with_capacity(rows.len());
         for (i, row) in rows.iter().enumerate() {
             let tables: Vec<u32> = row.get(1);
-            let mut values: Vec<SequenceValue> = tables
-                .iter()
-                .flat_map(|t| sequences.get(t).into_iter().flatten().cloned())
-                .collect();
+            let mut values: Vec<SequenceValue> =
+                tables.iter().flat_map(|t| sequences.get(t).into_iter().flatten().cloned()).collect();
             values.sort_by(|a, b| a.sequence.cmp(&b.sequence));
             values.dedup();
             batch.push(Assigned {
@@ -249,9 +232,7 @@ impl Master {
             let numbers: Vec<i64> = batch.iter().map(|a| a.number).collect();
             let sequences: Vec<String> = batch
                 .iter()
-                .map(|a| {
-                    serde_json::to_string(&a.sequences).expect("sequence values always serialise")
-                })
+                .map(|a| serde_json::to_string(&a.sequences).expect("sequence values always serialise"))
                 .collect();
             tx.execute(
                 &format!(
@@ -264,13 +245,12 @@ impl Master {
             )?;
         }
         // Everything visible was assigned only if the batch was not cut short.
-        let horizon = if batch.len() < limit {
-            xmin.max(horizon)
-        } else {
-            horizon
-        };
+        let horizon = if batch.len() < limit { xmin.max(horizon) } else { horizon };
         tx.execute(
-            &format!("UPDATE {}.dbmirror_MirrorHost SET last_number = $2, xid_horizon = $3 WHERE SlaveName = $1", self.schema),
+            &format!(
+                "UPDATE {}.dbmirror_MirrorHost SET last_number = $2, xid_horizon = $3 WHERE SlaveName = $1",
+                self.schema
+            ),
             &[&self.slave, &(last_number + batch.len() as i64), &horizon],
         )?;
         tx.commit()?;
@@ -278,11 +258,7 @@ impl Master {
     }
 
     /// Streams the changes of one transaction, in the order they happened.
-    pub fn changes(
-        &mut self,
-        xid: i64,
-        mut sink: impl FnMut(Change) -> Result<(), Error>,
-    ) -> Result<i64, Error> {
+    pub fn changes(&mut self, xid: i64, mut sink: impl FnMut(Change) -> Result<(), Error>) -> Result<i64, Error> {
         let schema = self.schema.clone();
         let tables = &mut self.tables;
         let mut tx = self.client.transaction()?;
@@ -308,26 +284,14 @@ impl Master {
                 let key: Option<Values> = row.get(2);
                 let values: Option<Values> = row.get(3);
                 let unchanged: Option<Vec<u8>> = row.get(4);
-                let missing = |what: &str| {
-                    Error::runtime(format!(
-                        "captured change of transaction {xid} has no {what}"
-                    ))
-                };
+                let missing =
+                    |what: &str| Error::runtime(format!("captured change of transaction {xid} has no {what}"));
                 let change = match op as u8 {
-                    b'i' => Change::Insert {
-                        table,
-                        values: values.ok_or_else(|| missing("row"))?,
-                    },
-                    b'u' => Change::Update {
-                        table,
-                        old_key: key,
-                        values: values.ok_or_else(|| missing("row"))?,
-                        unchanged,
-                    },
-                    b'd' => Change::Delete {
-                        table,
-                        key: key.ok_or_else(|| missing("key"))?,
-                    },
+                    b'i' => Change::Insert { table, values: values.ok_or_else(|| missing("row"))? },
+                    b'u' => {
+                        Change::Update { table, old_key: key, values: values.ok_or_else(|| missing("row"))?, unchanged }
+                    }
+                    b'd' => Change::Delete { table, key: key.ok_or_else(|| missing("key"))? },
                     b't' => Change::Truncate { table },
                     other => {
                         return Err(Error::runtime(format!(
@@ -371,24 +335,17 @@ impl Master {
             &[&self.slave, &xids, &shas],
         )?;
         tx.execute(
-            &format!(
-                "UPDATE {schema}.dbmirror_MirrorHost SET last_sha256 = $2 WHERE SlaveName = $1"
-            ),
+            &format!("UPDATE {schema}.dbmirror_MirrorHost SET last_sha256 = $2 WHERE SlaveName = $1"),
             &[&self.slave, &last.to_string()],
         )?;
-        let purged: i64 = tx
-            .query_one(&format!("SELECT {schema}.dbmirror_purge($1)"), &[&xids])?
-            .get(0);
+        let purged: i64 = tx.query_one(&format!("SELECT {schema}.dbmirror_purge($1)"), &[&xids])?.get(0);
         tx.commit()?;
         Ok(purged)
     }
 
     /// `clean`: purges everything all current slaves have.
     pub fn clean(&mut self) -> Result<i64, Error> {
-        Ok(self
-            .client
-            .query_one(&format!("SELECT {}.dbmirror_clean()", self.schema), &[])?
-            .get(0))
+        Ok(self.client.query_one(&format!("SELECT {}.dbmirror_clean()", self.schema), &[])?.get(0))
     }
 
     pub fn status(&mut self) -> Result<MasterStatus, Error> {
@@ -418,36 +375,23 @@ fn assigned(row: &postgres::Row) -> Result<Assigned, Error> {
         xid: row.get(0),
         number: row.get(1),
         assigned_at: row.get(2),
-        sequences: serde_json::from_value(sequences).map_err(|e| {
-            Error::runtime(format!(
-                "dbmirror_MirroredTransaction.sequences is malformed: {e}"
-            ))
-        })?,
+        sequences: serde_json::from_value(sequences)
+            .map_err(|e| Error::runtime(format!("dbmirror_MirroredTransaction.sequences is malformed: {e}")))?,
         changes: row.get(4),
     })
 }
 
-fn load_table(
-    tx: &mut postgres::Transaction<'_>,
-    schema: &str,
-    shape: i64,
-) -> Result<Table, Error> {
+fn load_table(tx: &mut postgres::Transaction<'_>, schema: &str, shape: i64) -> Result<Table, Error> {
     let row = tx
-        .query_opt(&format!("SELECT nspname, relname, columns, key FROM {schema}.dbmirror_Shape WHERE shape = $1 LIMIT 1"), &[&shape])?
+        .query_opt(
+            &format!("SELECT nspname, relname, columns, key FROM {schema}.dbmirror_Shape WHERE shape = $1 LIMIT 1"),
+            &[&shape],
+        )?
         .ok_or_else(|| Error::runtime(format!("shape {shape} of a captured change is missing from dbmirror_Shape")))?;
     let columns: Vec<String> = row.get(2);
     let key: Vec<i16> = row.get(3);
-    let key: Vec<usize> = key
-        .iter()
-        .map(|&k| k as usize)
-        .filter(|&k| k < columns.len())
-        .collect();
-    Ok(Table::new(
-        row.get::<_, &str>(0),
-        row.get::<_, &str>(1),
-        &columns,
-        &key,
-    ))
+    let key: Vec<usize> = key.iter().map(|&k| k as usize).filter(|&k| k < columns.len()).collect();
+    Ok(Table::new(row.get::<_, &str>(0), row.get::<_, &str>(1), &columns, &key))
 }
 
 /// Current positions of the sequences that the tables `relids` own or use in column defaults,
@@ -479,10 +423,7 @@ fn sequences_of(
     for row in rows {
         let value: Option<i64> = row.get(2);
         if let Some(value) = value {
-            map.entry(row.get(0)).or_default().push(SequenceValue {
-                sequence: row.get(1),
-                value,
-            });
+            map.entry(row.get(0)).or_default().push(SequenceValue { sequence: row.get(1), value });
         }
     }
     Ok(map)

@@ -12,8 +12,7 @@ use std::io::{self, Write};
 use std::rc::Rc;
 
 use dbmirror_spool::sql::{
-    APPLY_SETTINGS, CANONICAL_SETTINGS, GUARD_FUNCTION, ONE_ROW_FUNCTION, SEQUENCE_FUNCTION,
-    SESSION_SETTINGS,
+    APPLY_SETTINGS, CANONICAL_SETTINGS, GUARD_FUNCTION, ONE_ROW_FUNCTION, SEQUENCE_FUNCTION, SESSION_SETTINGS,
 };
 use dbmirror_spool::Header;
 
@@ -88,9 +87,7 @@ pub fn quote_literal(value: &str) -> String {
 }
 
 fn literal(value: &Option<String>) -> String {
-    value
-        .as_deref()
-        .map_or_else(|| "NULL".to_string(), quote_literal)
+    value.as_deref().map_or_else(|| "NULL".to_string(), quote_literal)
 }
 
 /// Appends `value` escaped for COPY's text format.
@@ -138,9 +135,7 @@ impl<W: Write> FileWriter<W> {
         for (name, value) in CANONICAL_SETTINGS.iter().chain(APPLY_SETTINGS) {
             writeln!(out, "SET LOCAL {name} = {};", quote_literal(value))?;
         }
-        let previous = header
-            .previous_sha256
-            .map_or_else(|| "NULL".to_string(), |c| quote_literal(&c.to_string()));
+        let previous = header.previous_sha256.map_or_else(|| "NULL".to_string(), |c| quote_literal(&c.to_string()));
         writeln!(
             out,
             "SELECT {GUARD_FUNCTION}({}, {}, {}, {}, {previous});",
@@ -149,12 +144,7 @@ impl<W: Write> FileWriter<W> {
             header.number,
             header.xid,
         )?;
-        Ok(Self {
-            out,
-            run: None,
-            truncates: Vec::new(),
-            line: Vec::new(),
-        })
+        Ok(Self { out, run: None, truncates: Vec::new(), line: Vec::new() })
     }
 
     /// Writes one change.
@@ -169,12 +159,7 @@ impl<W: Write> FileWriter<W> {
                 self.truncates.push(table);
                 Ok(())
             }
-            Change::Update {
-                table,
-                old_key,
-                values,
-                unchanged,
-            } => {
+            Change::Update { table, old_key, values, unchanged } => {
                 self.flush_pending()?;
                 self.update(&table, old_key.as_ref(), &values, unchanged.as_deref())
             }
@@ -195,12 +180,7 @@ impl<W: Write> FileWriter<W> {
     pub fn finish(mut self, sequences: &[SequenceValue]) -> io::Result<W> {
         self.flush_pending()?;
         for s in sequences {
-            writeln!(
-                self.out,
-                "SELECT {SEQUENCE_FUNCTION}({}, {}, true);",
-                quote_literal(&s.sequence),
-                s.value
-            )?;
+            writeln!(self.out, "SELECT {SEQUENCE_FUNCTION}({}, {}, true);", quote_literal(&s.sequence), s.value)?;
         }
         self.out.write_all(b"COMMIT;\n")?;
         self.out.flush()?;
@@ -208,30 +188,17 @@ impl<W: Write> FileWriter<W> {
     }
 
     fn insert(&mut self, table: Rc<Table>, values: Values) -> io::Result<()> {
-        if self
-            .run
-            .as_ref()
-            .is_some_and(|run| !Rc::ptr_eq(&run.table, &table))
-        {
+        if self.run.as_ref().is_some_and(|run| !Rc::ptr_eq(&run.table, &table)) {
             self.flush_run()?;
         }
-        let run = self.run.get_or_insert_with(|| InsertRun {
-            table,
-            held: Vec::new(),
-            copying: false,
-        });
+        let run = self.run.get_or_insert_with(|| InsertRun { table, held: Vec::new(), copying: false });
         if run.copying {
             return write_copy_row(&mut self.out, &mut self.line, &values);
         }
         run.held.push(values);
         if run.held.len() >= COPY_THRESHOLD {
             run.copying = true;
-            writeln!(
-                self.out,
-                "COPY {} ({}) FROM STDIN;",
-                run.table.name,
-                run.table.columns.join(", ")
-            )?;
+            writeln!(self.out, "COPY {} ({}) FROM STDIN;", run.table.name, run.table.columns.join(", "))?;
             for values in std::mem::take(&mut run.held) {
                 write_copy_row(&mut self.out, &mut self.line, &values)?;
             }
@@ -246,9 +213,8 @@ impl<W: Write> FileWriter<W> {
         values: &Values,
         unchanged: Option<&[u8]>,
     ) -> io::Result<()> {
-        let is_unchanged = |i: usize| {
-            unchanged.is_some_and(|bits| bits.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0))
-        };
+        let is_unchanged =
+            |i: usize| unchanged.is_some_and(|bits| bits.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0));
         let set: Vec<String> = (0..table.columns.len())
             .filter(|&i| !is_unchanged(i))
             .map(|i| format!("{} = {}", table.columns[i], literal(&values[i])))
@@ -348,12 +314,7 @@ mod tests {
     }
 
     fn table() -> Rc<Table> {
-        Rc::new(Table::new(
-            "public",
-            "My \"T\"",
-            &["id".into(), "Name".into(), "n".into()],
-            &[0],
-        ))
+        Rc::new(Table::new("public", "My \"T\"", &["id".into(), "Name".into(), "n".into()], &[0]))
     }
 
     fn body(changes: Vec<Change>) -> String {
@@ -361,12 +322,7 @@ mod tests {
         for change in changes {
             writer.change(change).unwrap();
         }
-        let out = writer
-            .finish(&[SequenceValue {
-                sequence: "\"public\".\"s\"".into(),
-                value: 41,
-            }])
-            .unwrap();
+        let out = writer.finish(&[SequenceValue { sequence: "\"public\".\"s\"".into(), value: 41 }]).unwrap();
         let text = String::from_utf8(out).unwrap();
         let start = text.find("SELECT dbmirror.guard").unwrap();
         text[start..].to_string()
@@ -445,10 +401,7 @@ mod tests {
                 values: row(&[Some("9"), None, None]),
                 unchanged: Some(vec![0b110]),
             },
-            Change::Delete {
-                table: t.clone(),
-                key: row(&[Some("9")]),
-            },
+            Change::Delete { table: t.clone(), key: row(&[Some("9")]) },
         ]);
         let q = "\"public\".\"My \"\"T\"\"\"";
         assert_eq!(
@@ -459,9 +412,7 @@ mod tests {
                 format!("WITH m AS (DELETE FROM {q} WHERE \"id\" = '9' RETURNING 1) SELECT dbmirror.one_row(count(*), 'delete from \"public\".\"My \"\"T\"\"\"') FROM m;"),
             ]
         );
-        assert!(text.ends_with(
-            "SELECT dbmirror.advance_sequence('\"public\".\"s\"', 41, true);\nCOMMIT;\n"
-        ));
+        assert!(text.ends_with("SELECT dbmirror.advance_sequence('\"public\".\"s\"', 41, true);\nCOMMIT;\n"));
     }
 
     #[test]
@@ -471,17 +422,11 @@ mod tests {
         let text = body(vec![
             Change::Truncate { table: a.clone() },
             Change::Truncate { table: b.clone() },
-            Change::Insert {
-                table: b.clone(),
-                values: row(&[Some("1")]),
-            },
+            Change::Insert { table: b.clone(), values: row(&[Some("1")]) },
             Change::Truncate { table: b },
         ]);
         let lines: Vec<&str> = text.lines().skip(1).take(3).collect();
-        assert_eq!(
-            lines[0],
-            "TRUNCATE ONLY \"public\".\"My \"\"T\"\"\", \"s\".\"b\";"
-        );
+        assert_eq!(lines[0], "TRUNCATE ONLY \"public\".\"My \"\"T\"\"\", \"s\".\"b\";");
         assert!(lines[1].starts_with("INSERT INTO \"s\".\"b\""));
         assert_eq!(lines[2], "TRUNCATE ONLY \"s\".\"b\";");
     }

@@ -39,16 +39,9 @@ pub fn show(config: &Config, json: bool) -> Result<(), Error> {
         }
         Output::Direct { .. } => None,
     };
-    let status = Status {
-        slave: config.slave_name.clone(),
-        master: master.status()?,
-        outbox,
-    };
+    let status = Status { slave: config.slave_name.clone(), master: master.status()?, outbox };
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&status).expect("status always serialises")
-        );
+        println!("{}", serde_json::to_string_pretty(&status).expect("status always serialises"));
         return Ok(());
     }
     println!("slave:                 {}", status.slave);

@@ -40,33 +40,20 @@ impl Comparison {
 }
 
 fn canonical(client: &mut Client) -> Result<(), Error> {
-    let settings: String = CANONICAL_SETTINGS
-        .iter()
-        .map(|(name, value)| format!("SET {name} = {};", quote_literal(value)))
-        .collect();
+    let settings: String =
+        CANONICAL_SETTINGS.iter().map(|(name, value)| format!("SET {name} = {};", quote_literal(value))).collect();
     Ok(client.batch_execute(&settings)?)
 }
 
-fn figures(
-    client: &mut Client,
-    table: &str,
-    columns: &[String],
-) -> Result<Figures, postgres::Error> {
+fn figures(client: &mut Client, table: &str, columns: &[String]) -> Result<Figures, postgres::Error> {
     // An alias no mirrored table will have a column of.
-    let row = columns
-        .iter()
-        .map(|c| format!("dbmirror_row.{}", quote_identifier(c)))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let row = columns.iter().map(|c| format!("dbmirror_row.{}", quote_identifier(c))).collect::<Vec<_>>().join(", ");
     let query = format!(
         "SELECT count(*), coalesce(sum(('x' || substr(md5(ROW({row})::text), 1, 16))::bit(64)::bigint::numeric), 0)::text \
            FROM {table} dbmirror_row"
     );
     let result = client.query_one(&query, &[])?;
-    Ok(Figures {
-        rows: result.get(0),
-        hash: result.get(1),
-    })
+    Ok(Figures { rows: result.get(0), hash: result.get(1) })
 }
 
 /// Compares every mirrored table; the master's session is `master`, the slave is reached with
@@ -74,9 +61,7 @@ fn figures(
 pub fn compare(master: &mut Master, slave: &postgres::Config) -> Result<Vec<Comparison>, Error> {
     let mut slave = slave.clone();
     slave.application_name("dbmirror-export verify");
-    let mut slave = slave
-        .connect(NoTls)
-        .map_err(|e| Error::from(e).context("could not connect to the slave"))?;
+    let mut slave = slave.connect(NoTls).map_err(|e| Error::from(e).context("could not connect to the slave"))?;
     canonical(&mut slave)?;
     let schema = master.schema().to_string();
     let client = master.client();
@@ -98,22 +83,12 @@ pub fn compare(master: &mut Master, slave: &postgres::Config) -> Result<Vec<Comp
         let on_master = figures(master.client(), &table, &columns)?;
         let (on_slave, error) = match figures(&mut slave, &table, &columns) {
             Ok(figures) => (Some(figures), None),
-            Err(e) if e.as_db_error().is_some() => (
-                None,
-                Some(
-                    e.as_db_error()
-                        .map(|d| d.message().to_string())
-                        .unwrap_or_default(),
-                ),
-            ),
+            Err(e) if e.as_db_error().is_some() => {
+                (None, Some(e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default()))
+            }
             Err(e) => return Err(Error::from(e).context("lost the slave")),
         };
-        comparisons.push(Comparison {
-            table,
-            master: on_master,
-            slave: on_slave,
-            error,
-        });
+        comparisons.push(Comparison { table, master: on_master, slave: on_slave, error });
     }
     Ok(comparisons)
 }
@@ -122,10 +97,7 @@ pub fn compare(master: &mut Master, slave: &postgres::Config) -> Result<Vec<Comp
 pub fn report(comparisons: &[Comparison], json: bool) -> Result<(), Error> {
     let differing = comparisons.iter().filter(|c| !c.equal()).count();
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(comparisons).expect("comparisons always serialise")
-        );
+        println!("{}", serde_json::to_string_pretty(comparisons).expect("comparisons always serialise"));
     } else {
         for c in comparisons {
             match (&c.slave, &c.error) {

@@ -70,12 +70,7 @@ pub(crate) struct Pending {
 
 impl Pending {
     pub(crate) fn new(limit: usize) -> Self {
-        Self {
-            text: Vec::new(),
-            limit,
-            has_token: false,
-            start_line: 0,
-        }
+        Self { text: Vec::new(), limit, has_token: false, start_line: 0 }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -154,43 +149,24 @@ enum CopyDetector {
 impl CopyDetector {
     fn feed(&mut self, token: Token<'_>) {
         *self = match (*self, token) {
-            (Self::Start, Token::Word(w)) if w.eq_ignore_ascii_case(b"copy") => Self::Target {
-                depth: 0,
-                after_dot: false,
-            },
+            (Self::Start, Token::Word(w)) if w.eq_ignore_ascii_case(b"copy") => {
+                Self::Target { depth: 0, after_dot: false }
+            }
             (Self::Start, _) => Self::No,
-            (Self::Target { depth, .. }, Token::Open) => Self::Target {
-                depth: depth.saturating_add(1),
-                after_dot: false,
-            },
-            (Self::Target { depth, .. }, Token::Close) => Self::Target {
-                depth: depth.saturating_sub(1),
-                after_dot: false,
-            },
-            (Self::Target { depth, .. }, Token::Dot) => Self::Target {
-                depth,
-                after_dot: true,
-            },
+            (Self::Target { depth, .. }, Token::Open) => {
+                Self::Target { depth: depth.saturating_add(1), after_dot: false }
+            }
+            (Self::Target { depth, .. }, Token::Close) => {
+                Self::Target { depth: depth.saturating_sub(1), after_dot: false }
+            }
+            (Self::Target { depth, .. }, Token::Dot) => Self::Target { depth, after_dot: true },
             // A word after a dot is part of a qualified name, where even
             // reserved words are allowed (`COPY s.from FROM STDIN`).
-            (
-                Self::Target {
-                    depth: 0,
-                    after_dot: false,
-                },
-                Token::Word(w),
-            ) if w.eq_ignore_ascii_case(b"from") => Self::Source,
-            (
-                Self::Target {
-                    depth: 0,
-                    after_dot: false,
-                },
-                Token::Word(w),
-            ) if w.eq_ignore_ascii_case(b"to") => Self::No,
-            (Self::Target { depth, .. }, _) => Self::Target {
-                depth,
-                after_dot: false,
-            },
+            (Self::Target { depth: 0, after_dot: false }, Token::Word(w)) if w.eq_ignore_ascii_case(b"from") => {
+                Self::Source
+            }
+            (Self::Target { depth: 0, after_dot: false }, Token::Word(w)) if w.eq_ignore_ascii_case(b"to") => Self::No,
+            (Self::Target { depth, .. }, _) => Self::Target { depth, after_dot: false },
             (Self::Source, Token::Word(w)) if w.eq_ignore_ascii_case(b"stdin") => Self::Yes,
             (Self::Source, _) => Self::No,
             (decided @ (Self::Yes | Self::No), _) => decided,
@@ -249,15 +225,11 @@ impl Lexer {
     pub(crate) fn end_of_file_error(&self, pending: &Pending) -> Option<(u64, ErrorKind)> {
         let kind = match self.state {
             State::Initial | State::QuoteStop => {
-                return pending
-                    .has_token()
-                    .then(|| (pending.start_line(), ErrorKind::UnterminatedStatement));
+                return pending.has_token().then(|| (pending.start_line(), ErrorKind::UnterminatedStatement));
             }
-            State::String
-            | State::EscapeString
-            | State::BitString
-            | State::HexString
-            | State::UnicodeString => ErrorKind::UnterminatedString,
+            State::String | State::EscapeString | State::BitString | State::HexString | State::UnicodeString => {
+                ErrorKind::UnterminatedString
+            }
             State::Identifier | State::UnicodeIdentifier => ErrorKind::UnterminatedIdentifier,
             State::DollarString => ErrorKind::UnterminatedDollarQuote,
             State::Comment => ErrorKind::UnterminatedComment,
@@ -293,9 +265,7 @@ impl Lexer {
                 State::BitString | State::HexString => self.quoted(rest, line_no, out, false)?,
                 State::EscapeString => self.escape_string(rest, line_no, out)?,
                 State::QuoteStop => self.quote_stop(rest, line_no, out)?,
-                State::Identifier | State::UnicodeIdentifier => {
-                    self.identifier(rest, line_no, out)?
-                }
+                State::Identifier | State::UnicodeIdentifier => self.identifier(rest, line_no, out)?,
                 State::DollarString => self.dollar_string(rest, line_no, out)?,
             };
             *pos = pos.saturating_add(used);
@@ -307,13 +277,7 @@ impl Lexer {
         self.opened_line = line_no;
     }
 
-    fn initial(
-        &mut self,
-        line: &[u8],
-        start: usize,
-        line_no: u64,
-        out: &mut Pending,
-    ) -> Result<Step, ErrorKind> {
+    fn initial(&mut self, line: &[u8], start: usize, line_no: u64, out: &mut Pending) -> Result<Step, ErrorKind> {
         let rest = line.get(start..).unwrap_or_default();
         let Some(&c) = rest.first() else {
             return Ok(Step::Done(Scan::EndOfLine, 0));
@@ -484,20 +448,15 @@ impl Lexer {
             self.identifiers = [0; 4];
         }
         if RECORDED.iter().any(|k| word.eq_ignore_ascii_case(k)) {
-            if let (Some(slot), Some(first)) = (
-                self.identifiers.get_mut(self.identifier_count),
-                word.first(),
-            ) {
+            if let (Some(slot), Some(first)) = (self.identifiers.get_mut(self.identifier_count), word.first()) {
                 *slot = first.to_ascii_lowercase();
             }
         }
         self.identifier_count = self.identifier_count.saturating_add(1);
 
         let [i0, i1, i2, i3] = self.identifiers;
-        let creates_routine = i0 == b'c'
-            && (i1 == b'f'
-                || i1 == b'p'
-                || (i1 == b'o' && i2 == b'r' && (i3 == b'f' || i3 == b'p')));
+        let creates_routine =
+            i0 == b'c' && (i1 == b'f' || i1 == b'p' || (i1 == b'o' && i2 == b'r' && (i3 == b'f' || i3 == b'p')));
         if !creates_routine || self.paren_depth != 0 {
             return;
         }
@@ -548,37 +507,21 @@ impl Lexer {
         }
     }
 
-    fn backslash(
-        &mut self,
-        line: &[u8],
-        start: usize,
-        c1: Option<u8>,
-        out: &Pending,
-    ) -> Result<Step, ErrorKind> {
+    fn backslash(&mut self, line: &[u8], start: usize, c1: Option<u8>, out: &Pending) -> Result<Step, ErrorKind> {
         let rest = line.get(start..).unwrap_or_default();
         // `\;` and `\:` put a literal character into the statement in psql;
         // any other command would run in the middle of the statement.
         if matches!(c1, Some(b';' | b':')) || !out.is_empty() {
             return Err(ErrorKind::BackslashInStatement);
         }
-        if !line
-            .get(..start)
-            .unwrap_or_default()
-            .iter()
-            .all(|&b| is_space(b))
-        {
+        if !line.get(..start).unwrap_or_default().iter().all(|&b| is_space(b)) {
             return Err(ErrorKind::BackslashNotAtLineStart);
         }
         let (command, args) = parse_meta(rest.get(1..).unwrap_or_default())?;
         Ok(Step::Done(Scan::Meta { command, args }, rest.len()))
     }
 
-    fn comment(
-        &mut self,
-        rest: &[u8],
-        line_no: u64,
-        out: &mut Pending,
-    ) -> Result<usize, ErrorKind> {
+    fn comment(&mut self, rest: &[u8], line_no: u64, out: &mut Pending) -> Result<usize, ErrorKind> {
         let n = match rest.first() {
             Some(b'/') if rest.get(1) == Some(&b'*') => {
                 self.comment_depth = self.comment_depth.saturating_add(1);
@@ -607,13 +550,7 @@ impl Lexer {
     /// `'...'`, `U&'...'` (with `''` doubling) and `B'...'`, `X'...'`
     /// (without: there a second quote ends the literal and opens another,
     /// which ends at the same place).
-    fn quoted(
-        &mut self,
-        rest: &[u8],
-        line_no: u64,
-        out: &mut Pending,
-        doubling: bool,
-    ) -> Result<usize, ErrorKind> {
+    fn quoted(&mut self, rest: &[u8], line_no: u64, out: &mut Pending, doubling: bool) -> Result<usize, ErrorKind> {
         let n = if rest.first() == Some(&b'\'') {
             if doubling && rest.get(1) == Some(&b'\'') {
                 2
@@ -628,12 +565,7 @@ impl Lexer {
         Ok(n)
     }
 
-    fn escape_string(
-        &mut self,
-        rest: &[u8],
-        line_no: u64,
-        out: &mut Pending,
-    ) -> Result<usize, ErrorKind> {
+    fn escape_string(&mut self, rest: &[u8], line_no: u64, out: &mut Pending) -> Result<usize, ErrorKind> {
         let n = match rest.first() {
             // A backslash escapes the next byte; at the end of a line it
             // stands alone, as in psql, which never sees the newline.
@@ -657,12 +589,7 @@ impl Lexer {
     /// After a closing quote: whitespace containing a newline and then a
     /// quote continue the same literal. Within psql's lines the only
     /// possible newline is a bare `\r`.
-    fn quote_stop(
-        &mut self,
-        rest: &[u8],
-        line_no: u64,
-        out: &mut Pending,
-    ) -> Result<usize, ErrorKind> {
+    fn quote_stop(&mut self, rest: &[u8], line_no: u64, out: &mut Pending) -> Result<usize, ErrorKind> {
         match quote_continuation_len(rest) {
             Some(n) => {
                 self.state = self.state_before_stop;
@@ -677,12 +604,7 @@ impl Lexer {
         }
     }
 
-    fn identifier(
-        &mut self,
-        rest: &[u8],
-        line_no: u64,
-        out: &mut Pending,
-    ) -> Result<usize, ErrorKind> {
+    fn identifier(&mut self, rest: &[u8], line_no: u64, out: &mut Pending) -> Result<usize, ErrorKind> {
         let n = if rest.first() == Some(&b'"') {
             if rest.get(1) == Some(&b'"') {
                 2
@@ -697,12 +619,7 @@ impl Lexer {
         Ok(n)
     }
 
-    fn dollar_string(
-        &mut self,
-        rest: &[u8],
-        line_no: u64,
-        out: &mut Pending,
-    ) -> Result<usize, ErrorKind> {
+    fn dollar_string(&mut self, rest: &[u8], line_no: u64, out: &mut Pending) -> Result<usize, ErrorKind> {
         let n = if rest.first() == Some(&b'$') {
             let delimiter = match rest.get(1).copied() {
                 Some(b'$') => Some(2),

@@ -282,8 +282,7 @@ impl<R: BufRead> ScriptReader<R> {
                 Scan::EndOfLine => self.have_line = false,
                 Scan::Semicolon { copy_from_stdin } => {
                     let (text, line) = self.pending.take();
-                    let sql = String::from_utf8(text)
-                        .map_err(|_| invalid(line, ErrorKind::InvalidUtf8))?;
+                    let sql = String::from_utf8(text).map_err(|_| invalid(line, ErrorKind::InvalidUtf8))?;
                     if copy_from_stdin {
                         // The rest of this line stays in `self.line` and is
                         // lexed after the data, as psql does.
@@ -294,11 +293,7 @@ impl<R: BufRead> ScriptReader<R> {
                 }
                 Scan::Meta { command, args } => {
                     self.have_line = false;
-                    return Ok(Some(Item::Meta {
-                        command,
-                        args,
-                        line: self.line_no,
-                    }));
+                    return Ok(Some(Item::Meta { command, args, line: self.line_no }));
                 }
             }
         }
@@ -308,18 +303,12 @@ impl<R: BufRead> ScriptReader<R> {
     fn next_sql_line(&mut self) -> Result<bool, ScriptError> {
         loop {
             let line_no = self.lines_read.saturating_add(1);
-            match read_line(&mut self.input, &mut self.line, self.limit).map_err(|source| {
-                ScriptError::Io {
-                    line: line_no,
-                    source,
-                }
-            })? {
+            match read_line(&mut self.input, &mut self.line, self.limit)
+                .map_err(|source| ScriptError::Io { line: line_no, source })?
+            {
                 LineRead::Eof => return Ok(false),
                 LineRead::TooLong => {
-                    return Err(invalid(
-                        line_no,
-                        ErrorKind::LineTooLong { limit: self.limit },
-                    ));
+                    return Err(invalid(line_no, ErrorKind::LineTooLong { limit: self.limit }));
                 }
                 LineRead::Line => {}
             }
@@ -344,9 +333,7 @@ impl<R: BufRead> ScriptReader<R> {
             self.line_no = line_no;
             self.pos = 0;
             if !self.pending.is_empty() {
-                self.pending
-                    .push(b"\n", line_no, false)
-                    .map_err(|kind| invalid(line_no, kind))?;
+                self.pending.push(b"\n", line_no, false).map_err(|kind| invalid(line_no, kind))?;
             }
             return Ok(true);
         }
@@ -355,18 +342,12 @@ impl<R: BufRead> ScriptReader<R> {
     fn copy_step(&mut self) -> Result<Item, ScriptError> {
         loop {
             let line_no = self.lines_read.saturating_add(1);
-            match read_line(&mut self.input, &mut self.copy_buf, self.limit).map_err(|source| {
-                ScriptError::Io {
-                    line: line_no,
-                    source,
-                }
-            })? {
+            match read_line(&mut self.input, &mut self.copy_buf, self.limit)
+                .map_err(|source| ScriptError::Io { line: line_no, source })?
+            {
                 LineRead::Eof => return Err(invalid(self.copy_line, ErrorKind::UnterminatedCopy)),
                 LineRead::TooLong => {
-                    return Err(invalid(
-                        line_no,
-                        ErrorKind::LineTooLong { limit: self.limit },
-                    ));
+                    return Err(invalid(line_no, ErrorKind::LineTooLong { limit: self.limit }));
                 }
                 LineRead::Line => {}
             }
@@ -383,9 +364,7 @@ impl<R: BufRead> ScriptReader<R> {
             if self.copy_buf.contains(&0) {
                 return Err(invalid(line_no, ErrorKind::NulByte));
             }
-            if !self.chunk.is_empty()
-                && self.chunk.len().saturating_add(self.copy_buf.len()) > COPY_CHUNK_BYTES
-            {
+            if !self.chunk.is_empty() && self.chunk.len().saturating_add(self.copy_buf.len()) > COPY_CHUNK_BYTES {
                 let full = std::mem::replace(&mut self.chunk, std::mem::take(&mut self.copy_buf));
                 return Ok(Item::CopyData(full));
             }
@@ -428,11 +407,7 @@ fn read_line<R: BufRead>(input: &mut R, buf: &mut Vec<u8>, limit: usize) -> io::
             Err(e) => return Err(e),
         };
         if available.is_empty() {
-            return Ok(if buf.is_empty() {
-                LineRead::Eof
-            } else {
-                LineRead::Line
-            });
+            return Ok(if buf.is_empty() { LineRead::Eof } else { LineRead::Line });
         }
         let (take, complete) = match available.iter().position(|&b| b == b'\n') {
             Some(i) => (i + 1, true),

@@ -4,9 +4,7 @@ use crate::{ErrorKind, Item, ScriptError, ScriptReader, COPY_CHUNK_BYTES};
 
 /// All items of a script that must read without error.
 fn items(input: &[u8]) -> Vec<Item> {
-    ScriptReader::new(input)
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap_or_else(|e| panic!("unexpected error: {e}"))
+    ScriptReader::new(input).collect::<Result<Vec<_>, _>>().unwrap_or_else(|e| panic!("unexpected error: {e}"))
 }
 
 /// The items before the error, and the error, of a script that must fail.
@@ -36,18 +34,11 @@ fn error_of(input: &[u8]) -> (u64, ErrorKind) {
 }
 
 fn stmt(sql: &str, line: u64) -> Item {
-    Item::Statement {
-        sql: sql.to_owned(),
-        line,
-    }
+    Item::Statement { sql: sql.to_owned(), line }
 }
 
 fn meta(command: &str, args: &str, line: u64) -> Item {
-    Item::Meta {
-        command: command.to_owned(),
-        args: args.to_owned(),
-        line,
-    }
+    Item::Meta { command: command.to_owned(), args: args.to_owned(), line }
 }
 
 fn data(bytes: &[u8]) -> Item {
@@ -62,32 +53,19 @@ fn copy_end(line: u64) -> Item {
 fn statements_across_lines() {
     assert_eq!(
         items(b"SELECT\n  1,\n  2;\nSELECT 3; SELECT\n4;\n"),
-        [
-            stmt("SELECT\n  1,\n  2;", 1),
-            stmt("SELECT 3;", 4),
-            stmt("SELECT\n4;", 4)
-        ]
+        [stmt("SELECT\n  1,\n  2;", 1), stmt("SELECT 3;", 4), stmt("SELECT\n4;", 4)]
     );
 }
 
 #[test]
 fn leading_whitespace_and_dash_comments_are_dropped_inner_ones_kept() {
     let script = b"-- header\n\n   \t\n  SELECT 1 -- one; not the end\n\n    + 2; -- trailing\n/* kept */ SELECT 3;\n";
-    assert_eq!(
-        items(script),
-        [
-            stmt("SELECT 1 -- one; not the end\n    + 2;", 4),
-            stmt("/* kept */ SELECT 3;", 7)
-        ]
-    );
+    assert_eq!(items(script), [stmt("SELECT 1 -- one; not the end\n    + 2;", 4), stmt("/* kept */ SELECT 3;", 7)]);
 }
 
 #[test]
 fn blank_lines_are_kept_only_inside_quotes_and_comments() {
-    assert_eq!(
-        items(b"SELECT 'a\n\nb',\n\n  /*\n\n*/ 1;\n"),
-        [stmt("SELECT 'a\n\nb',\n  /*\n\n*/ 1;", 1)]
-    );
+    assert_eq!(items(b"SELECT 'a\n\nb',\n\n  /*\n\n*/ 1;\n"), [stmt("SELECT 'a\n\nb',\n  /*\n\n*/ 1;", 1)]);
 }
 
 #[test]
@@ -153,11 +131,7 @@ fn dollar_quotes_with_similar_tags() {
 fn escape_strings() {
     assert_eq!(
         items(b"SELECT E'\\';' AS x; SELECT 'a\\'; SELECT e'\\\\';\n"),
-        [
-            stmt("SELECT E'\\';' AS x;", 1),
-            stmt("SELECT 'a\\';", 1),
-            stmt("SELECT e'\\\\';", 1),
-        ]
+        [stmt("SELECT E'\\';' AS x;", 1), stmt("SELECT 'a\\';", 1), stmt("SELECT e'\\\\';", 1),]
     );
 }
 
@@ -167,7 +141,9 @@ fn number_tokens_extend_as_in_psql() {
     // token, so `-x` is no comment; `1..2` is 1, `..`, 2; `1_000$$` is one
     // token, so no dollar quote starts.
     assert_eq!(
-        items(b"SELECT 1e'\\'; SELECT 2;\nSELECT 1e--x;\nSELECT 1..2, .5e'\\';\nSELECT 1_000$$, 1.5e-3_x$$; SELECT 3;\n"),
+        items(
+            b"SELECT 1e'\\'; SELECT 2;\nSELECT 1e--x;\nSELECT 1..2, .5e'\\';\nSELECT 1_000$$, 1.5e-3_x$$; SELECT 3;\n"
+        ),
         [
             stmt("SELECT 1e'\\';", 1),
             stmt("SELECT 2;", 1),
@@ -185,11 +161,7 @@ fn string_continuation_only_within_a_psql_line() {
     // literal; a bare `\r` inside a line is a newline to the lexer.
     assert_eq!(
         items(b"SELECT E'a'\n'\\'; SELECT 2;\nSELECT E'a'\r'\\';' ;\n"),
-        [
-            stmt("SELECT E'a'\n'\\';", 1),
-            stmt("SELECT 2;", 2),
-            stmt("SELECT E'a'\r'\\';' ;", 3),
-        ]
+        [stmt("SELECT E'a'\n'\\';", 1), stmt("SELECT 2;", 2), stmt("SELECT E'a'\r'\\';' ;", 3),]
     );
 }
 
@@ -197,11 +169,7 @@ fn string_continuation_only_within_a_psql_line() {
 fn parentheses_hold_semicolons() {
     assert_eq!(
         items(b"SELECT (1;\n2);\nSELECT 3);\nSELECT 4;\n"),
-        [
-            stmt("SELECT (1;\n2);", 1),
-            stmt("SELECT 3);", 3),
-            stmt("SELECT 4;", 4)
-        ]
+        [stmt("SELECT (1;\n2);", 1), stmt("SELECT 3);", 3), stmt("SELECT 4;", 4)]
     );
 }
 
@@ -263,12 +231,7 @@ fn carriage_return_and_vertical_tab_are_whitespace() {
 fn lone_semicolons_are_statements() {
     assert_eq!(
         items(b";\n/* c */;\nSELECT 1;;\n"),
-        [
-            stmt(";", 1),
-            stmt("/* c */;", 2),
-            stmt("SELECT 1;", 3),
-            stmt(";", 3)
-        ]
+        [stmt(";", 1), stmt("/* c */;", 2), stmt("SELECT 1;", 3), stmt(";", 3)]
     );
 }
 
@@ -276,10 +239,7 @@ fn lone_semicolons_are_statements() {
 fn empty_and_comment_only_scripts() {
     assert_eq!(items(b""), []);
     assert_eq!(items(b"\n\n-- x\n  \n"), []);
-    assert_eq!(
-        items(b"SELECT 1;\n-- bye\n/* end */\n  \n"),
-        [stmt("SELECT 1;", 1)]
-    );
+    assert_eq!(items(b"SELECT 1;\n-- bye\n/* end */\n  \n"), [stmt("SELECT 1;", 1)]);
     assert_eq!(items(b"/* only */"), []);
 }
 
@@ -301,12 +261,7 @@ fn copy_from_stdin_data() {
 fn copy_with_crlf_end_marker() {
     assert_eq!(
         items(b"COPY t FROM STDIN;\r\na\r\n\\.\r\nSELECT 1;\r\n"),
-        [
-            stmt("COPY t FROM STDIN;", 1),
-            data(b"a\r\n"),
-            copy_end(3),
-            stmt("SELECT 1;", 4)
-        ]
+        [stmt("COPY t FROM STDIN;", 1), data(b"a\r\n"), copy_end(3), stmt("SELECT 1;", 4)]
     );
 }
 
@@ -314,12 +269,7 @@ fn copy_with_crlf_end_marker() {
 fn copy_data_is_not_lexed() {
     assert_eq!(
         items(b"COPY t FROM stdin;\n'\t$$\t/*\t:x\t\\set\n\\.\nSELECT 1;\n"),
-        [
-            stmt("COPY t FROM stdin;", 1),
-            data(b"'\t$$\t/*\t:x\t\\set\n"),
-            copy_end(3),
-            stmt("SELECT 1;", 4),
-        ]
+        [stmt("COPY t FROM stdin;", 1), data(b"'\t$$\t/*\t:x\t\\set\n"), copy_end(3), stmt("SELECT 1;", 4),]
     );
 }
 
@@ -366,55 +316,30 @@ fn copy_column_list_and_quoted_names() {
     let script = b"COPY \"Sch\".\"T;1\" (\"a)\", b) FROM stdin WITH (FORMAT csv);\n\"x;\",1\n\\.\n";
     assert_eq!(
         items(script),
-        [
-            stmt(
-                "COPY \"Sch\".\"T;1\" (\"a)\", b) FROM stdin WITH (FORMAT csv);",
-                1
-            ),
-            data(b"\"x;\",1\n"),
-            copy_end(3),
-        ]
+        [stmt("COPY \"Sch\".\"T;1\" (\"a)\", b) FROM stdin WITH (FORMAT csv);", 1), data(b"\"x;\",1\n"), copy_end(3),]
     );
 }
 
 #[test]
 fn copy_end_marker_at_end_of_file_without_newline() {
-    assert_eq!(
-        items(b"COPY t FROM stdin;\na\n\\."),
-        [stmt("COPY t FROM stdin;", 1), data(b"a\n"), copy_end(3)]
-    );
-    assert_eq!(
-        items(b"COPY t FROM stdin;\n\\."),
-        [stmt("COPY t FROM stdin;", 1), copy_end(2)]
-    );
+    assert_eq!(items(b"COPY t FROM stdin;\na\n\\."), [stmt("COPY t FROM stdin;", 1), data(b"a\n"), copy_end(3)]);
+    assert_eq!(items(b"COPY t FROM stdin;\n\\."), [stmt("COPY t FROM stdin;", 1), copy_end(2)]);
 }
 
 #[test]
 fn end_of_file_inside_copy_data() {
     let (seen, e) = failure(b"SELECT 1;\nCOPY t FROM stdin;\na\n");
     assert_eq!(seen, [stmt("SELECT 1;", 1), stmt("COPY t FROM stdin;", 2)]);
-    assert_eq!(
-        e.to_string(),
-        "line 2: end of file inside COPY data (missing \\. line)"
-    );
+    assert_eq!(e.to_string(), "line 2: end of file inside COPY data (missing \\. line)");
     // `\.` followed by a lone `\r` is data, as for psql.
-    assert_eq!(
-        error_of(b"COPY t FROM stdin;\n\\.\r"),
-        (1, ErrorKind::UnterminatedCopy)
-    );
+    assert_eq!(error_of(b"COPY t FROM stdin;\n\\.\r"), (1, ErrorKind::UnterminatedCopy));
 }
 
 #[test]
 fn text_after_copy_statement_is_read_after_the_data() {
     assert_eq!(
         items(b"COPY t FROM stdin; SELECT 1; SELECT\nx\n\\.\n2;\n"),
-        [
-            stmt("COPY t FROM stdin;", 1),
-            data(b"x\n"),
-            copy_end(3),
-            stmt("SELECT 1;", 1),
-            stmt("SELECT\n2;", 1),
-        ]
+        [stmt("COPY t FROM stdin;", 1), data(b"x\n"), copy_end(3), stmt("SELECT 1;", 1), stmt("SELECT\n2;", 1),]
     );
 }
 
@@ -429,15 +354,7 @@ fn copy_data_chunks() {
     script.extend_from_slice(b"\\.\n");
     // 1638 lines of 40 bytes fit into 64 KiB, 1639 do not.
     let (first, second) = rows.split_at(1638 * 40);
-    assert_eq!(
-        items(&script),
-        [
-            stmt("COPY t FROM stdin;", 1),
-            data(first),
-            data(second),
-            copy_end(3002)
-        ]
-    );
+    assert_eq!(items(&script), [stmt("COPY t FROM stdin;", 1), data(first), data(second), copy_end(3002)]);
 }
 
 #[test]
@@ -448,28 +365,12 @@ fn copy_data_chunk_exactly_full_and_oversized_lines() {
         script.extend_from_slice(&line);
     }
     script.extend_from_slice(b"\\.\n");
-    assert_eq!(
-        items(&script),
-        [
-            stmt("COPY t FROM stdin;", 1),
-            data(&line.repeat(16)),
-            copy_end(18)
-        ]
-    );
+    assert_eq!(items(&script), [stmt("COPY t FROM stdin;", 1), data(&line.repeat(16)), copy_end(18)]);
     assert_eq!(line.len() * 16, COPY_CHUNK_BYTES);
 
     let big = [b"b".repeat(69_999), b"\n".to_vec()].concat();
     let script = [b"COPY t FROM stdin;\na\n".as_slice(), &big, b"c\n\\.\n"].concat();
-    assert_eq!(
-        items(&script),
-        [
-            stmt("COPY t FROM stdin;", 1),
-            data(b"a\n"),
-            data(&big),
-            data(b"c\n"),
-            copy_end(5)
-        ]
-    );
+    assert_eq!(items(&script), [stmt("COPY t FROM stdin;", 1), data(b"a\n"), data(&big), data(b"c\n"), copy_end(5)]);
 }
 
 #[test]
@@ -503,46 +404,26 @@ fn meta_command_errors() {
         (b"SELECT 1\n\\g\n", 2, ErrorKind::BackslashInStatement),
         (b"SELECT 1 \\g\n", 1, ErrorKind::BackslashInStatement),
         (b"/* c */\n\\set x 1\n", 2, ErrorKind::BackslashInStatement),
-        (
-            b"SELECT 'a' \\; SELECT 2;\n",
-            1,
-            ErrorKind::BackslashInStatement,
-        ),
+        (b"SELECT 'a' \\; SELECT 2;\n", 1, ErrorKind::BackslashInStatement),
         (b"\\;\n", 1, ErrorKind::BackslashInStatement),
-        (
-            b"SELECT 1; \\set x 1\n",
-            1,
-            ErrorKind::BackslashNotAtLineStart,
-        ),
+        (b"SELECT 1; \\set x 1\n", 1, ErrorKind::BackslashNotAtLineStart),
         (b"SELECT 1;\n\\.\n", 2, ErrorKind::EndOfCopyOutsideCopy),
         (b"\\copy t from stdin\n", 1, ErrorKind::BackslashCopy),
         (b"\\echo `rm -rf /`\n", 1, ErrorKind::UnsupportedArgument),
-        (
-            b"\\set a b \\\\ SELECT 1;\n",
-            1,
-            ErrorKind::UnsupportedArgument,
-        ),
+        (b"\\set a b \\\\ SELECT 1;\n", 1, ErrorKind::UnsupportedArgument),
         (b"\\set a :b\n", 1, ErrorKind::VariableReference),
         (b"\\set a 'b\n", 1, ErrorKind::UnterminatedArgument),
         (b"\\ x\n", 1, ErrorKind::MissingCommandName),
         (b"\\\n", 1, ErrorKind::MissingCommandName),
     ];
     for (script, line, kind) in cases {
-        assert_eq!(
-            error_of(script),
-            (line, kind),
-            "{}",
-            String::from_utf8_lossy(script)
-        );
+        assert_eq!(error_of(script), (line, kind), "{}", String::from_utf8_lossy(script));
     }
     let (seen, e) = failure(b"SELECT 1; \\set x 1\n");
     assert_eq!(seen, [stmt("SELECT 1;", 1)]);
     assert_eq!(e.to_string(), "line 1: backslash command must start a line");
     let (_, e) = failure(b"SELECT 1\n\\g\n");
-    assert_eq!(
-        e.to_string(),
-        "line 2: unsupported backslash command inside a statement"
-    );
+    assert_eq!(e.to_string(), "line 2: unsupported backslash command inside a statement");
 }
 
 #[test]
@@ -551,63 +432,31 @@ fn unterminated_statement_at_end_of_file() {
     assert_eq!(seen, [stmt("SELECT 1;", 1)]);
     assert_eq!(e.line(), 2);
     assert_eq!(e.kind(), Some(&ErrorKind::UnterminatedStatement));
-    assert_eq!(
-        e.to_string(),
-        "line 2: statement not terminated at end of file"
-    );
-    assert_eq!(
-        error_of(b"SELECT (1;\n"),
-        (1, ErrorKind::UnterminatedStatement)
-    );
-    assert_eq!(
-        error_of(b"SELECT 'a'"),
-        (1, ErrorKind::UnterminatedStatement)
-    );
-    assert_eq!(
-        error_of(b"CREATE PROCEDURE p() BEGIN ATOMIC SELECT 1;\n"),
-        (1, ErrorKind::UnterminatedStatement)
-    );
+    assert_eq!(e.to_string(), "line 2: statement not terminated at end of file");
+    assert_eq!(error_of(b"SELECT (1;\n"), (1, ErrorKind::UnterminatedStatement));
+    assert_eq!(error_of(b"SELECT 'a'"), (1, ErrorKind::UnterminatedStatement));
+    assert_eq!(error_of(b"CREATE PROCEDURE p() BEGIN ATOMIC SELECT 1;\n"), (1, ErrorKind::UnterminatedStatement));
 }
 
 #[test]
 fn unterminated_quotes_and_comments_at_end_of_file() {
     let cases: [(&[u8], u64, ErrorKind, &str); 6] = [
-        (
-            b"SELECT 1;\nSELECT 'abc\n;\n",
-            2,
-            ErrorKind::UnterminatedString,
-            "unterminated quoted string at end of file",
-        ),
-        (
-            b"SELECT E'\\'\n",
-            1,
-            ErrorKind::UnterminatedString,
-            "unterminated quoted string at end of file",
-        ),
+        (b"SELECT 1;\nSELECT 'abc\n;\n", 2, ErrorKind::UnterminatedString, "unterminated quoted string at end of file"),
+        (b"SELECT E'\\'\n", 1, ErrorKind::UnterminatedString, "unterminated quoted string at end of file"),
         (
             b"SELECT 1 AS \"a\";\nSELECT U&'x;\n",
             2,
             ErrorKind::UnterminatedString,
             "unterminated quoted string at end of file",
         ),
-        (
-            b"SELECT \"abc;\n",
-            1,
-            ErrorKind::UnterminatedIdentifier,
-            "unterminated quoted identifier at end of file",
-        ),
+        (b"SELECT \"abc;\n", 1, ErrorKind::UnterminatedIdentifier, "unterminated quoted identifier at end of file"),
         (
             b"SELECT $x$ abc;\n\n",
             1,
             ErrorKind::UnterminatedDollarQuote,
             "unterminated dollar-quoted string at end of file",
         ),
-        (
-            b"SELECT 1;\n\n/* a /* b */ ;\n",
-            3,
-            ErrorKind::UnterminatedComment,
-            "unterminated /* comment at end of file",
-        ),
+        (b"SELECT 1;\n\n/* a /* b */ ;\n", 3, ErrorKind::UnterminatedComment, "unterminated /* comment at end of file"),
     ];
     for (script, line, kind, message) in cases {
         let (_, e) = failure(script);
@@ -629,16 +478,9 @@ fn psql_variable_references_are_errors() {
     ] {
         let (seen, e) = failure(script.as_bytes());
         assert_eq!(seen, [], "{script}");
-        assert_eq!(
-            e.to_string(),
-            "line 1: psql variable references are not supported",
-            "{script}"
-        );
+        assert_eq!(e.to_string(), "line 1: psql variable references are not supported", "{script}");
     }
-    assert_eq!(
-        error_of(b"SELECT 1;\n\nSELECT\n  :x;\n"),
-        (4, ErrorKind::VariableReference)
-    );
+    assert_eq!(error_of(b"SELECT 1;\n\nSELECT\n  :x;\n"), (4, ErrorKind::VariableReference));
 }
 
 #[test]
@@ -652,47 +494,28 @@ fn statement_limit() {
     // "SELECT 1234567890;" is 18 bytes.
     let script = b"SELECT 1234567890;\nSELECT\n   123456789\n;\n";
     let mut reader = ScriptReader::with_max_statement_bytes(script.as_slice(), 18);
-    assert_eq!(
-        reader.next_item().ok().flatten(),
-        Some(stmt("SELECT 1234567890;", 1))
-    );
+    assert_eq!(reader.next_item().ok().flatten(), Some(stmt("SELECT 1234567890;", 1)));
     let e = reader.next_item().unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "line 3: statement exceeds the limit of 18 bytes"
-    );
+    assert_eq!(e.to_string(), "line 3: statement exceeds the limit of 18 bytes");
     assert_eq!(reader.next_item().ok(), Some(None));
 
     // The newline joining two lines counts too.
     let (seen, e) = failure_with_limit(b"SELECT\n12345678901;\n", 18);
     assert_eq!(seen, []);
-    assert_eq!(
-        (e.line(), e.kind()),
-        (2, Some(&ErrorKind::StatementTooLong { limit: 18 }))
-    );
+    assert_eq!((e.line(), e.kind()), (2, Some(&ErrorKind::StatementTooLong { limit: 18 })));
 }
 
 #[test]
 fn line_limit() {
     let (_, e) = failure_with_limit(b"-- a very long comment line\n", 10);
     assert_eq!(e.to_string(), "line 1: line exceeds the limit of 10 bytes");
-    let script = [
-        b"COPY t FROM stdin;\n".as_slice(),
-        &b"x".repeat(30),
-        b"\n\\.\n",
-    ]
-    .concat();
+    let script = [b"COPY t FROM stdin;\n".as_slice(), &b"x".repeat(30), b"\n\\.\n"].concat();
     let (seen, e) = failure_with_limit(&script, 20);
     assert_eq!(seen, [stmt("COPY t FROM stdin;", 1)]);
-    assert_eq!(
-        (e.line(), e.kind()),
-        (2, Some(&ErrorKind::LineTooLong { limit: 20 }))
-    );
+    assert_eq!((e.line(), e.kind()), (2, Some(&ErrorKind::LineTooLong { limit: 20 })));
     // Exactly at the limit is fine; the `\n` does not count.
     assert_eq!(
-        ScriptReader::with_max_statement_bytes(b"SELECT 1;\n".as_slice(), 9)
-            .collect::<Result<Vec<_>, _>>()
-            .ok(),
+        ScriptReader::with_max_statement_bytes(b"SELECT 1;\n".as_slice(), 9).collect::<Result<Vec<_>, _>>().ok(),
         Some(vec![stmt("SELECT 1;", 1)])
     );
 }
@@ -726,11 +549,7 @@ fn invalid_utf8_and_nul_bytes() {
     // COPY data is bytes, not text.
     assert_eq!(
         items(b"COPY t FROM stdin;\n\xff\xfe\n\\.\n"),
-        [
-            stmt("COPY t FROM stdin;", 1),
-            data(b"\xff\xfe\n"),
-            copy_end(3)
-        ]
+        [stmt("COPY t FROM stdin;", 1), data(b"\xff\xfe\n"), copy_end(3)]
     );
 }
 
@@ -753,10 +572,7 @@ impl Read for FailingInput {
 #[test]
 fn io_errors_carry_the_line() {
     let mut reader = ScriptReader::new(BufReader::new(FailingInput(b"SELECT 1;\n")));
-    assert_eq!(
-        reader.next_item().ok().flatten(),
-        Some(stmt("SELECT 1;", 1))
-    );
+    assert_eq!(reader.next_item().ok().flatten(), Some(stmt("SELECT 1;", 1)));
     let e = reader.next_item().unwrap_err();
     assert!(matches!(e, ScriptError::Io { line: 2, .. }));
     assert_eq!(e.kind(), None);
@@ -782,16 +598,10 @@ impl Read for Endless {
 
 #[test]
 fn reads_incrementally() {
-    let input = BufReader::new(Endless {
-        pattern: b"SELECT 1;\n",
-        pos: 0,
-    });
+    let input = BufReader::new(Endless { pattern: b"SELECT 1;\n", pos: 0 });
     let mut reader = ScriptReader::new(input);
     for line in 1..=1000 {
-        assert_eq!(
-            reader.next_item().ok().flatten(),
-            Some(stmt("SELECT 1;", line))
-        );
+        assert_eq!(reader.next_item().ok().flatten(), Some(stmt("SELECT 1;", line)));
     }
     assert_eq!(reader.lines_read(), 1000);
 }
@@ -799,10 +609,7 @@ fn reads_incrementally() {
 #[test]
 fn iterator_stops_after_an_error() {
     let mut reader = ScriptReader::new(b"SELECT :x;\nSELECT 1;\n".as_slice());
-    assert!(matches!(
-        reader.next(),
-        Some(Err(ScriptError::Invalid { line: 1, .. }))
-    ));
+    assert!(matches!(reader.next(), Some(Err(ScriptError::Invalid { line: 1, .. }))));
     assert!(reader.next().is_none());
     assert!(reader.next().is_none());
 }
@@ -859,7 +666,8 @@ fn check_never_panics(input: &[u8], limit: usize) {
 
 #[test]
 fn random_input_never_panics() {
-    const ALPHABET: &[u8] = b"  \t\n\n\r\x0b;;;(())''\"\"$$$--//**\\\\::.eEuUnNbBxX&_019aZ{?}|=+<>,\x00\xc3\xa9\xff\xef\xbb\xbf";
+    const ALPHABET: &[u8] =
+        b"  \t\n\n\r\x0b;;;(())''\"\"$$$--//**\\\\::.eEuUnNbBxX&_019aZ{?}|=+<>,\x00\xc3\xa9\xff\xef\xbb\xbf";
     const WORDS: [&str; 12] = [
         "COPY t FROM stdin;\n",
         "\\.\n",
@@ -885,11 +693,7 @@ fn random_input_never_panics() {
                 _ => input.push(ALPHABET[rng.below(ALPHABET.len())]),
             }
         }
-        let limit = if round % 3 == 0 {
-            1 + rng.below(40)
-        } else {
-            1 << 20
-        };
+        let limit = if round % 3 == 0 { 1 + rng.below(40) } else { 1 << 20 };
         check_never_panics(&input, limit);
     }
 }

@@ -22,11 +22,7 @@ impl AtomicFile {
         let path = dir.join(name);
         let temporary = dir.join(format!("{name}{TEMPORARY_SUFFIX}"));
         let file = File::create(&temporary).map_err(|e| Error::io(&temporary, "create", e))?;
-        Ok(Self {
-            file: io::BufWriter::with_capacity(1 << 16, file),
-            temporary,
-            path,
-        })
+        Ok(Self { file: io::BufWriter::with_capacity(1 << 16, file), temporary, path })
     }
 
     /// The final path.
@@ -37,15 +33,10 @@ impl AtomicFile {
     /// Flushes and fsyncs the file, then renames it to its final name. The caller fsyncs the
     /// directory (once for a batch of files) with [`sync_dir`] before relying on the name.
     pub fn commit(self) -> Result<PathBuf, Error> {
-        let file = self
-            .file
-            .into_inner()
-            .map_err(|e| Error::io(&self.temporary, "write", e.into_error()))?;
-        file.sync_all()
-            .map_err(|e| Error::io(&self.temporary, "fsync", e))?;
+        let file = self.file.into_inner().map_err(|e| Error::io(&self.temporary, "write", e.into_error()))?;
+        file.sync_all().map_err(|e| Error::io(&self.temporary, "fsync", e))?;
         drop(file);
-        fs::rename(&self.temporary, &self.path)
-            .map_err(|e| Error::io(&self.path, "rename a temporary file to", e))?;
+        fs::rename(&self.temporary, &self.path).map_err(|e| Error::io(&self.path, "rename a temporary file to", e))?;
         Ok(self.path)
     }
 
@@ -68,9 +59,7 @@ impl Write for AtomicFile {
 
 /// Makes the entries of `dir` (new names, renames) durable.
 pub fn sync_dir(dir: &Path) -> Result<(), Error> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, "fsync directory", e))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, "fsync directory", e))
 }
 
 #[cfg(test)]

@@ -19,17 +19,8 @@ impl Checksum {
 
     /// Parses 64 lowercase hex digits (the only spelling this library writes).
     pub fn parse(text: &str) -> Result<Self, Error> {
-        let bad = || {
-            Error::new(
-                ErrorKind::BadManifest,
-                format!("bad sha256 \"{}\"", text.escape_debug()),
-            )
-        };
-        if text.len() != 64
-            || !text
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        let bad = || Error::new(ErrorKind::BadManifest, format!("bad sha256 \"{}\"", text.escape_debug()));
+        if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             return Err(bad());
         }
         let mut bytes = [0u8; 32];
@@ -59,11 +50,7 @@ pub struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        Self {
-            inner,
-            hash: Sha256::new(),
-            bytes: 0,
-        }
+        Self { inner, hash: Sha256::new(), bytes: 0 }
     }
 
     /// Bytes written so far.
@@ -103,11 +90,7 @@ pub struct HashingReader<R> {
 
 impl<R> HashingReader<R> {
     pub fn new(inner: R) -> Self {
-        Self {
-            inner,
-            hash: Sha256::new(),
-            bytes: 0,
-        }
+        Self { inner, hash: Sha256::new(), bytes: 0 }
     }
 
     /// Bytes read so far.
@@ -172,10 +155,7 @@ mod tests {
     fn checksum_round_trips_as_lowercase_hex() {
         let sum = Checksum::of(b"abc");
         let text = sum.to_string();
-        assert_eq!(
-            text,
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(text, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         assert_eq!(Checksum::parse(&text).unwrap(), sum);
         assert!(Checksum::parse(&text.to_uppercase()).is_err());
         assert!(Checksum::parse(&text[1..]).is_err());
@@ -200,9 +180,6 @@ mod tests {
         assert!(lines > 0);
         assert_eq!(reader.checksum(), Checksum::of(&data));
         assert_eq!(reader.byte_count(), data.len() as u64);
-        assert_eq!(
-            sha256_of(&data[..]).unwrap(),
-            (Checksum::of(&data), data.len() as u64)
-        );
+        assert_eq!(sha256_of(&data[..]).unwrap(), (Checksum::of(&data), data.len() as u64));
     }
 }

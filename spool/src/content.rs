@@ -62,10 +62,7 @@ impl SqlWriter {
         } else {
             Stored::Plain(stored)
         };
-        Ok(Self {
-            sql: HashingWriter::new(stored),
-            path,
-        })
+        Ok(Self { sql: HashingWriter::new(stored), path })
     }
 
     /// SQL bytes written so far.
@@ -81,9 +78,7 @@ impl SqlWriter {
         let (stored, sql_sha256) = self.sql.finish();
         let hashing = match stored {
             Stored::Plain(w) => w,
-            Stored::Zstd(w) => w
-                .finish()
-                .map_err(|e| Error::io(&path, "finish compressing", e))?,
+            Stored::Zstd(w) => w.finish().map_err(|e| Error::io(&path, "finish compressing", e))?,
         };
         let stored_bytes = hashing.byte_count();
         let (file, stored_sha256) = hashing.finish();
@@ -91,17 +86,15 @@ impl SqlWriter {
             file.abandon();
             return Err(Error::new(
                 ErrorKind::Conflict,
-                format!("a different file already exists under this name (sha256 {stored_sha256} written, {} found)", existing.map_or_else(String::new, |c| c.to_string())),
+                format!(
+                    "a different file already exists under this name (sha256 {stored_sha256} written, {} found)",
+                    existing.map_or_else(String::new, |c| c.to_string())
+                ),
             )
             .at(&path));
         }
         let path = file.commit()?;
-        Ok(Written {
-            path,
-            sql_sha256,
-            stored_sha256,
-            stored_bytes,
-        })
+        Ok(Written { path, sql_sha256, stored_sha256, stored_bytes })
     }
 }
 
@@ -119,8 +112,7 @@ impl Write for SqlWriter {
 pub fn open_sql(path: &Path, name: &TransactionFileName) -> Result<Box<dyn BufRead + Send>, Error> {
     let file = File::open(path).map_err(|e| Error::io(path, "open", e))?;
     if name.compressed {
-        let decoder = zstd::stream::read::Decoder::new(file)
-            .map_err(|e| Error::io(path, "start decompressing", e))?;
+        let decoder = zstd::stream::read::Decoder::new(file).map_err(|e| Error::io(path, "start decompressing", e))?;
         Ok(Box::new(BufReader::with_capacity(1 << 16, decoder)))
     } else {
         Ok(Box::new(BufReader::with_capacity(1 << 16, file)))
@@ -154,10 +146,7 @@ mod tests {
             assert_eq!(written.stored_bytes, stored.len() as u64);
             assert_eq!(compressed, stored.len() < sql.len());
             let mut back = String::new();
-            open_sql(&written.path, &name)
-                .unwrap()
-                .read_to_string(&mut back)
-                .unwrap();
+            open_sql(&written.path, &name).unwrap().read_to_string(&mut back).unwrap();
             assert_eq!(back, sql);
         }
     }
@@ -182,10 +171,6 @@ mod tests {
         let err = write("SELECT 2;\n", Some(first.stored_sha256)).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Conflict);
         assert_eq!(std::fs::read_to_string(&first.path).unwrap(), "SELECT 1;\n");
-        assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
-            1,
-            "the temporary file is removed"
-        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "the temporary file is removed");
     }
 }

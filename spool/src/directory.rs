@@ -63,18 +63,12 @@ pub fn scan(dir: &Path) -> Result<Vec<Entry>, Error> {
         {
             entries.push(match TransactionFileName::parse(&name) {
                 Ok(name) => Entry::Transaction { name, path },
-                Err(error) => Entry::Unrecognized {
-                    error: error.at(&path),
-                    path,
-                },
+                Err(error) => Entry::Unrecognized { error: error.at(&path), path },
             });
         } else if name.ends_with(&format!(".{MANIFEST_EXTENSION}")) {
             entries.push(match ManifestName::parse(&name) {
                 Ok(name) => Entry::Manifest { name, path },
-                Err(error) => Entry::Unrecognized {
-                    error: error.at(&path),
-                    path,
-                },
+                Err(error) => Entry::Unrecognized { error: error.at(&path), path },
             });
         }
     }
@@ -110,10 +104,9 @@ mod tests {
                 Entry::Temporary(p) => {
                     format!("temporary {}", p.file_name().unwrap().to_string_lossy())
                 }
-                Entry::Unrecognized { path, .. } => format!(
-                    "unrecognized {}",
-                    path.file_name().unwrap().to_string_lossy()
-                ),
+                Entry::Unrecognized { path, .. } => {
+                    format!("unrecognized {}", path.file_name().unwrap().to_string_lossy())
+                }
             })
             .collect();
         assert_eq!(

@@ -32,12 +32,7 @@ pub struct Error {
 
 impl Error {
     pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            path: None,
-            message: message.into(),
-            source: None,
-        }
+        Self { kind, path: None, message: message.into(), source: None }
     }
 
     pub(crate) fn io(path: &Path, action: &str, source: std::io::Error) -> Self {

@@ -12,17 +12,8 @@ use crate::FORMAT_VERSION;
 pub const MAGIC: &str = "-- dbmirror transaction file";
 
 /// Header keys, in the order they appear.
-const KEYS: [&str; 9] = [
-    "format",
-    "master",
-    "database",
-    "slave",
-    "number",
-    "xid",
-    "changes",
-    "exported-at",
-    "previous-sha256",
-];
+const KEYS: [&str; 9] =
+    ["format", "master", "database", "slave", "number", "xid", "changes", "exported-at", "previous-sha256"];
 
 /// Longest header line accepted when reading; real ones are far shorter.
 const MAX_LINE: usize = 4096;
@@ -58,10 +49,8 @@ impl Header {
             self.number.to_string(),
             self.xid.to_string(),
             self.changes.to_string(),
-            self.exported_at
-                .to_rfc3339_opts(SecondsFormat::Micros, true),
-            self.previous_sha256
-                .map_or_else(|| "none".to_string(), |c| c.to_string()),
+            self.exported_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            self.previous_sha256.map_or_else(|| "none".to_string(), |c| c.to_string()),
         ];
         let mut out = format!("{MAGIC}\n");
         for (key, value) in KEYS.iter().zip(values) {
@@ -77,9 +66,7 @@ impl Header {
             line.clear();
             let n = std::io::Read::take(&mut *reader, MAX_LINE as u64 + 1)
                 .read_until(b'\n', &mut line)
-                .map_err(|e| {
-                    Error::new(ErrorKind::Io, format!("could not read the header: {e}"))
-                })?;
+                .map_err(|e| Error::new(ErrorKind::Io, format!("could not read the header: {e}")))?;
             if n == 0 || line.last() != Some(&b'\n') {
                 return Err(bad(&format!("it ends before {what}")));
             }
@@ -96,12 +83,7 @@ impl Header {
                 .strip_prefix("-- ")
                 .and_then(|rest| rest.strip_prefix(key))
                 .and_then(|rest| rest.strip_prefix(": "))
-                .ok_or_else(|| {
-                    bad(&format!(
-                        "expected \"-- {key}: ...\", found \"{}\"",
-                        text.escape_debug()
-                    ))
-                })?;
+                .ok_or_else(|| bad(&format!("expected \"-- {key}: ...\", found \"{}\"", text.escape_debug())))?;
             values.push(value.to_string());
         }
         let number = |i: usize| -> Result<u64, Error> {
@@ -109,28 +91,21 @@ impl Header {
             if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(bad(&format!("{} is not a number", KEYS[i])));
             }
-            v.parse()
-                .map_err(|_| bad(&format!("{} does not fit in 64 bits", KEYS[i])))
+            v.parse().map_err(|_| bad(&format!("{} does not fit in 64 bits", KEYS[i])))
         };
         let string = |i: usize| -> Result<String, Error> {
-            serde_json::from_str::<String>(&values[i])
-                .map_err(|_| bad(&format!("{} is not a JSON string", KEYS[i])))
+            serde_json::from_str::<String>(&values[i]).map_err(|_| bad(&format!("{} is not a JSON string", KEYS[i])))
         };
-        let format =
-            u32::try_from(number(0)?).map_err(|_| bad("format does not fit in 32 bits"))?;
+        let format = u32::try_from(number(0)?).map_err(|_| bad("format does not fit in 32 bits"))?;
         if format != FORMAT_VERSION {
-            return Err(bad(&format!(
-                "format {format} is not supported (this version reads format {FORMAT_VERSION})"
-            )));
+            return Err(bad(&format!("format {format} is not supported (this version reads format {FORMAT_VERSION})")));
         }
         let exported_at = DateTime::parse_from_rfc3339(&values[7])
             .map_err(|_| bad("exported-at is not an RFC 3339 time"))?
             .with_timezone(&Utc);
         let previous_sha256 = match values[8].as_str() {
             "none" => None,
-            text => {
-                Some(Checksum::parse(text).map_err(|_| bad("previous-sha256 is not a sha256"))?)
-            }
+            text => Some(Checksum::parse(text).map_err(|_| bad("previous-sha256 is not a sha256"))?),
         };
         Ok(Self {
             format,
@@ -147,10 +122,7 @@ impl Header {
 }
 
 fn bad(why: &str) -> Error {
-    Error::new(
-        ErrorKind::BadHeader,
-        format!("bad transaction file header: {why}"),
-    )
+    Error::new(ErrorKind::BadHeader, format!("bad transaction file header: {why}"))
 }
 
 #[cfg(test)]
@@ -167,19 +139,14 @@ mod tests {
             number: 42,
             xid: 7731,
             changes: 3,
-            exported_at: Utc.with_ymd_and_hms(2026, 12, 1, 1, 2, 3).unwrap()
-                + chrono::Duration::microseconds(123456),
+            exported_at: Utc.with_ymd_and_hms(2026, 12, 1, 1, 2, 3).unwrap() + chrono::Duration::microseconds(123456),
             previous_sha256: Some(Checksum::of(b"41")),
         }
     }
 
     #[test]
     fn renders_one_comment_line_per_field() {
-        let text = Header {
-            previous_sha256: None,
-            ..sample()
-        }
-        .render();
+        let text = Header { previous_sha256: None, ..sample() }.render();
         assert_eq!(
             text,
             "-- dbmirror transaction file\n-- format: 1\n-- master: 7449123456789012345\n\
@@ -190,13 +157,7 @@ mod tests {
 
     #[test]
     fn reads_what_it_renders_and_stops_after_the_header() {
-        for header in [
-            sample(),
-            Header {
-                previous_sha256: None,
-                ..sample()
-            },
-        ] {
+        for header in [sample(), Header { previous_sha256: None, ..sample() }] {
             let text = format!("{}BEGIN;\n", header.render());
             let mut reader = text.as_bytes();
             assert_eq!(Header::read(&mut reader).unwrap(), header);
@@ -216,10 +177,7 @@ mod tests {
             good.replace("-- slave: \"backup_system\"", "-- slave: backup_system"),
             good.replace("2026-12-01", "2026-13-01"),
             good[..good.len() - 1].to_string(),
-            good.replace(
-                "-- master: 7449123456789012345",
-                "-- master: 99999999999999999999",
-            ),
+            good.replace("-- master: 7449123456789012345", "-- master: 99999999999999999999"),
         ];
         for case in cases {
             let err = Header::read(&mut case.as_bytes()).expect_err(&case);

@@ -18,38 +18,21 @@ pub struct ManifestName {
 
 impl ManifestName {
     pub fn file_name(&self) -> String {
-        format!(
-            "{:0w$}-{:0w$}.{MANIFEST_EXTENSION}",
-            self.first,
-            self.last,
-            w = NUMBER_WIDTH
-        )
+        format!("{:0w$}-{:0w$}.{MANIFEST_EXTENSION}", self.first, self.last, w = NUMBER_WIDTH)
     }
 
     pub fn parse(name: &str) -> Result<Self, Error> {
-        let bad = |why: &str| {
-            Error::new(
-                ErrorKind::BadName,
-                format!("bad manifest name \"{name}\": {why}"),
-            )
-        };
-        let stem = name
-            .strip_suffix(&format!(".{MANIFEST_EXTENSION}"))
-            .ok_or_else(|| bad("it does not end in .sha256"))?;
-        let (first, last) = stem
-            .split_once('-')
-            .ok_or_else(|| bad("expected FIRST-LAST"))?;
+        let bad = |why: &str| Error::new(ErrorKind::BadName, format!("bad manifest name \"{name}\": {why}"));
+        let stem =
+            name.strip_suffix(&format!(".{MANIFEST_EXTENSION}")).ok_or_else(|| bad("it does not end in .sha256"))?;
+        let (first, last) = stem.split_once('-').ok_or_else(|| bad("expected FIRST-LAST"))?;
         let number = |s: &str| -> Result<u64, Error> {
             if s.len() != NUMBER_WIDTH || !s.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(bad("numbers must have exactly 20 digits"));
             }
-            s.parse()
-                .map_err(|_| bad("a number does not fit in 64 bits"))
+            s.parse().map_err(|_| bad("a number does not fit in 64 bits"))
         };
-        let parsed = Self {
-            first: number(first)?,
-            last: number(last)?,
-        };
+        let parsed = Self { first: number(first)?, last: number(last)? };
         if parsed.first == 0 || parsed.first > parsed.last {
             return Err(bad("the range is empty or starts at 0"));
         }
@@ -80,15 +63,9 @@ impl Manifest {
     /// A manifest for `entries`, which must be numbered consecutively.
     pub fn new(entries: Vec<ManifestEntry>) -> Result<Self, Error> {
         let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
-            return Err(Error::new(
-                ErrorKind::BadManifest,
-                "a manifest must cover at least one file",
-            ));
+            return Err(Error::new(ErrorKind::BadManifest, "a manifest must cover at least one file"));
         };
-        let name = ManifestName {
-            first: first.file.number,
-            last: last.file.number,
-        };
+        let name = ManifestName { first: first.file.number, last: last.file.number };
         check_numbers(&name, &entries)?;
         Ok(Self { name, entries })
     }
@@ -118,27 +95,21 @@ impl Manifest {
             .strip_prefix(END)
             .and_then(|rest| rest.strip_suffix('\n'))
             .ok_or_else(|| bad(name, "it is incomplete (no end line)"))?;
-        let end =
-            Checksum::parse(end).map_err(|_| bad(name, "its end line has no valid sha256"))?;
+        let end = Checksum::parse(end).map_err(|_| bad(name, "its end line has no valid sha256"))?;
         if end != Checksum::of(body.as_bytes()) {
             return Err(bad(name, "its end line does not match its content"));
         }
         let mut entries = Vec::new();
         for (i, line) in body.lines().enumerate() {
-            let (checksum, file) = line
-                .split_once("  ")
-                .ok_or_else(|| bad(name, &format!("line {} is not \"SHA256  FILE\"", i + 1)))?;
-            let checksum = Checksum::parse(checksum)
-                .map_err(|_| bad(name, &format!("line {} has no valid sha256", i + 1)))?;
-            let file = TransactionFileName::parse(file)
-                .map_err(|e| bad(name, &format!("line {}: {e}", i + 1)))?;
+            let (checksum, file) =
+                line.split_once("  ").ok_or_else(|| bad(name, &format!("line {} is not \"SHA256  FILE\"", i + 1)))?;
+            let checksum =
+                Checksum::parse(checksum).map_err(|_| bad(name, &format!("line {} has no valid sha256", i + 1)))?;
+            let file = TransactionFileName::parse(file).map_err(|e| bad(name, &format!("line {}: {e}", i + 1)))?;
             entries.push(ManifestEntry { checksum, file });
         }
         check_numbers(name, &entries)?;
-        Ok(Self {
-            name: *name,
-            entries,
-        })
+        Ok(Self { name: *name, entries })
     }
 
     /// The entry for file `number`, if the manifest covers it.
@@ -151,27 +122,15 @@ impl Manifest {
 fn check_numbers(name: &ManifestName, entries: &[ManifestEntry]) -> Result<(), Error> {
     let expected = name.first..=name.last;
     if entries.len() as u64 != name.last - name.first + 1
-        || !entries
-            .iter()
-            .zip(expected)
-            .all(|(entry, number)| entry.file.number == number)
+        || !entries.iter().zip(expected).all(|(entry, number)| entry.file.number == number)
     {
-        return Err(bad(
-            name,
-            &format!(
-                "it must list files {} to {} in order, once each",
-                name.first, name.last
-            ),
-        ));
+        return Err(bad(name, &format!("it must list files {} to {} in order, once each", name.first, name.last)));
     }
     Ok(())
 }
 
 fn bad(name: &ManifestName, why: &str) -> Error {
-    Error::new(
-        ErrorKind::BadManifest,
-        format!("bad manifest \"{}\": {why}", name.file_name()),
-    )
+    Error::new(ErrorKind::BadManifest, format!("bad manifest \"{}\": {why}", name.file_name()))
 }
 
 #[cfg(test)]
@@ -197,19 +156,9 @@ mod tests {
 
     #[test]
     fn name_is_the_covered_range() {
-        assert_eq!(
-            sample().name.file_name(),
-            "00000000000000000041-00000000000000000043.sha256"
-        );
-        assert_eq!(
-            ManifestName::parse(&sample().name.file_name()).unwrap(),
-            sample().name
-        );
-        for bad in [
-            "41-43.sha256",
-            "00000000000000000043-00000000000000000041.sha256",
-            "x.sha256",
-        ] {
+        assert_eq!(sample().name.file_name(), "00000000000000000041-00000000000000000043.sha256");
+        assert_eq!(ManifestName::parse(&sample().name.file_name()).unwrap(), sample().name);
+        for bad in ["41-43.sha256", "00000000000000000043-00000000000000000041.sha256", "x.sha256"] {
             assert!(ManifestName::parse(bad).is_err(), "{bad}");
         }
     }
@@ -219,26 +168,11 @@ mod tests {
         let text = sample().render();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 4);
-        assert_eq!(
-            lines[0],
-            format!(
-                "{}  00000000000000000041_20261201T000000Z_1041.sql",
-                entry(41).checksum
-            )
-        );
-        assert_eq!(
-            lines[1],
-            format!(
-                "{}  00000000000000000042_20261201T000000Z_1042.sql.zst",
-                entry(42).checksum
-            )
-        );
+        assert_eq!(lines[0], format!("{}  00000000000000000041_20261201T000000Z_1041.sql", entry(41).checksum));
+        assert_eq!(lines[1], format!("{}  00000000000000000042_20261201T000000Z_1042.sql.zst", entry(42).checksum));
         let body: String = lines[..3].iter().map(|l| format!("{l}\n")).collect();
         assert_eq!(lines[3], format!("# end {}", Checksum::of(body.as_bytes())));
-        assert_eq!(
-            Manifest::parse(&sample().name, text.as_bytes()).unwrap(),
-            sample()
-        );
+        assert_eq!(Manifest::parse(&sample().name, text.as_bytes()).unwrap(), sample());
     }
 
     #[test]
@@ -248,10 +182,7 @@ mod tests {
         let cut = &text[..text.len() - 10];
         let without_end = &text[..text.rfind("# end").unwrap()];
         let altered = text.replacen("00000000000000000041_", "00000000000000000044_", 1);
-        let wrong_name = ManifestName {
-            first: 41,
-            last: 44,
-        };
+        let wrong_name = ManifestName { first: 41, last: 44 };
         for (case, name) in [
             (cut.to_string(), name),
             (without_end.to_string(), name),

@@ -23,11 +23,8 @@ pub struct TransactionFileName {
 impl TransactionFileName {
     /// The file name.
     pub fn file_name(&self) -> String {
-        let extension = if self.compressed {
-            format!("{SQL_EXTENSION}.{ZSTD_EXTENSION}")
-        } else {
-            SQL_EXTENSION.to_string()
-        };
+        let extension =
+            if self.compressed { format!("{SQL_EXTENSION}.{ZSTD_EXTENSION}") } else { SQL_EXTENSION.to_string() };
         format!(
             "{:0width$}_{}_{}.{extension}",
             self.number,
@@ -40,55 +37,34 @@ impl TransactionFileName {
     /// Parses a file name, refusing anything that [`file_name`](Self::file_name) would not
     /// produce, so that one file has exactly one name.
     pub fn parse(name: &str) -> Result<Self, Error> {
-        let bad = |why: &str| {
-            Error::new(
-                ErrorKind::BadName,
-                format!("bad transaction file name \"{name}\": {why}"),
-            )
+        let bad = |why: &str| Error::new(ErrorKind::BadName, format!("bad transaction file name \"{name}\": {why}"));
+        let (stem, compressed) = if let Some(stem) = name.strip_suffix(&format!(".{SQL_EXTENSION}.{ZSTD_EXTENSION}")) {
+            (stem, true)
+        } else if let Some(stem) = name.strip_suffix(&format!(".{SQL_EXTENSION}")) {
+            (stem, false)
+        } else {
+            return Err(bad("it does not end in .sql or .sql.zst"));
         };
-        let (stem, compressed) =
-            if let Some(stem) = name.strip_suffix(&format!(".{SQL_EXTENSION}.{ZSTD_EXTENSION}")) {
-                (stem, true)
-            } else if let Some(stem) = name.strip_suffix(&format!(".{SQL_EXTENSION}")) {
-                (stem, false)
-            } else {
-                return Err(bad("it does not end in .sql or .sql.zst"));
-            };
         let mut parts = stem.split('_');
-        let (Some(number), Some(time), Some(xid), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(number), Some(time), Some(xid), None) = (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(bad("expected NUMBER_TIME_XID"));
         };
         if number.len() != NUMBER_WIDTH || !number.bytes().all(|b| b.is_ascii_digit()) {
             return Err(bad("the number must have exactly 20 digits"));
         }
-        let number: u64 = number
-            .parse()
-            .map_err(|_| bad("the number does not fit in 64 bits"))?;
+        let number: u64 = number.parse().map_err(|_| bad("the number does not fit in 64 bits"))?;
         if number == 0 {
             return Err(bad("file numbers start at 1"));
         }
         let time = NaiveDateTime::parse_from_str(time, TIME_FORMAT)
             .map_err(|_| bad("the time must be YYYYMMDDTHHMMSSZ"))?
             .and_utc();
-        if xid.is_empty()
-            || !xid.bytes().all(|b| b.is_ascii_digit())
-            || (xid.len() > 1 && xid.starts_with('0'))
-        {
-            return Err(bad(
-                "the xid must be a decimal number without leading zeros",
-            ));
+        if xid.is_empty() || !xid.bytes().all(|b| b.is_ascii_digit()) || (xid.len() > 1 && xid.starts_with('0')) {
+            return Err(bad("the xid must be a decimal number without leading zeros"));
         }
-        let xid: u64 = xid
-            .parse()
-            .map_err(|_| bad("the xid does not fit in 64 bits"))?;
-        let parsed = Self {
-            number,
-            time,
-            xid,
-            compressed,
-        };
+        let xid: u64 = xid.parse().map_err(|_| bad("the xid does not fit in 64 bits"))?;
+        let parsed = Self { number, time, xid, compressed };
         // The time format cannot express everything chrono accepts when parsing (for example a
         // leap second); insist on the canonical spelling.
         if parsed.file_name() != name {
@@ -114,31 +90,14 @@ mod tests {
 
     #[test]
     fn formats_fixed_width_number_time_and_xid() {
-        assert_eq!(
-            sample().file_name(),
-            "00000000000000000042_20261201T010203Z_7731.sql"
-        );
-        let zst = TransactionFileName {
-            compressed: true,
-            ..sample()
-        };
-        assert_eq!(
-            zst.file_name(),
-            "00000000000000000042_20261201T010203Z_7731.sql.zst"
-        );
+        assert_eq!(sample().file_name(), "00000000000000000042_20261201T010203Z_7731.sql");
+        let zst = TransactionFileName { compressed: true, ..sample() };
+        assert_eq!(zst.file_name(), "00000000000000000042_20261201T010203Z_7731.sql.zst");
     }
 
     #[test]
     fn parses_what_it_formats() {
-        for name in [
-            sample(),
-            TransactionFileName {
-                compressed: true,
-                number: u64::MAX,
-                xid: u64::MAX,
-                ..sample()
-            },
-        ] {
+        for name in [sample(), TransactionFileName { compressed: true, number: u64::MAX, xid: u64::MAX, ..sample() }] {
             assert_eq!(TransactionFileName::parse(&name.file_name()).unwrap(), name);
         }
     }

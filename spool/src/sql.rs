@@ -15,10 +15,7 @@ pub const SEQUENCE_FUNCTION: &str = "dbmirror.advance_sequence";
 
 /// Settings a file sets for the session before its transaction starts: the encoding of the
 /// file, and how psql must read its string literals.
-pub const SESSION_SETTINGS: &[(&str, &str)] = &[
-    ("client_encoding", "UTF8"),
-    ("standard_conforming_strings", "on"),
-];
+pub const SESSION_SETTINGS: &[(&str, &str)] = &[("client_encoding", "UTF8"), ("standard_conforming_strings", "on")];
 
 /// The canonical settings: the master renders values under them (the capture extension's
 /// `dbmirror_values()` refuses to run without them), and every file sets them for its own
@@ -36,10 +33,7 @@ pub const CANONICAL_SETTINGS: &[(&str, &str)] = &[
 /// Further settings a file sets for its own transaction: how XML values are read, and the
 /// replica role, so that the slave's own triggers and foreign-key actions do not fire a second
 /// time for changes the master's already made.
-pub const APPLY_SETTINGS: &[(&str, &str)] = &[
-    ("xmloption", "content"),
-    ("session_replication_role", "replica"),
-];
+pub const APPLY_SETTINGS: &[(&str, &str)] = &[("xmloption", "content"), ("session_replication_role", "replica")];
 
 /// SQLSTATE of the guard's "already applied".
 pub const ALREADY_APPLIED: &str = "DM001";

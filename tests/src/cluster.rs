@@ -34,11 +34,7 @@ impl Cluster {
         if running_as_root() {
             run_ok(Command::new("chown").arg(format!("{SUPERUSER}:")).arg(&dir));
         }
-        let cluster = Cluster {
-            name: name.to_string(),
-            dir,
-            keep: false,
-        };
+        let cluster = Cluster { name: name.to_string(), dir, keep: false };
         let mut initdb = cluster.as_server_user(&pg_bin().join("initdb"));
         initdb.args([
             "--auth=trust",
@@ -69,13 +65,7 @@ impl Cluster {
             .expect("initdb wrote postgresql.conf");
         std::io::Write::write_all(&mut file, conf.as_bytes()).expect("postgresql.conf is writable");
         let mut start = cluster.as_server_user(&pg_bin().join("pg_ctl"));
-        start
-            .arg("start")
-            .arg("-w")
-            .arg("-D")
-            .arg(cluster.data_dir())
-            .arg("-l")
-            .arg(cluster.log_file());
+        start.arg("start").arg("-w").arg("-D").arg(cluster.data_dir()).arg("-l").arg(cluster.log_file());
         let output = start.output().expect("pg_ctl runs");
         assert!(
             output.status.success(),
@@ -111,10 +101,7 @@ impl Cluster {
 
     /// A libpq connection string for database `postgres`.
     pub fn conninfo(&self) -> String {
-        format!(
-            "host={} port=5432 user={SUPERUSER} dbname=postgres",
-            self.dir.display()
-        )
+        format!("host={} port=5432 user={SUPERUSER} dbname=postgres", self.dir.display())
     }
 
     pub fn client(&self) -> Client {
@@ -164,31 +151,20 @@ impl Cluster {
     pub fn slave_setup(&self) {
         let file = crate::repository().join("sql/slave_setup.sql");
         let output = self.psql(&["-v", "ON_ERROR_STOP=1", "-f", &file.display().to_string()]);
-        assert!(
-            output.status.success(),
-            "slave setup failed on cluster {}:\n{}",
-            self.name,
-            describe(&output)
-        );
+        assert!(output.status.success(), "slave setup failed on cluster {}:\n{}", self.name, describe(&output));
     }
 
     /// Stops the server at once, as a crash would.
     pub fn crash(&self) {
         run_ok(
-            self.as_server_user(&pg_bin().join("pg_ctl"))
-                .args(["stop", "-m", "immediate", "-D"])
-                .arg(self.data_dir()),
+            self.as_server_user(&pg_bin().join("pg_ctl")).args(["stop", "-m", "immediate", "-D"]).arg(self.data_dir()),
         );
     }
 
     /// Starts the server again after [`crash`](Self::crash).
     pub fn restart(&self) {
         let mut start = self.as_server_user(&pg_bin().join("pg_ctl"));
-        start
-            .args(["start", "-w", "-D"])
-            .arg(self.data_dir())
-            .arg("-l")
-            .arg(self.log_file());
+        start.args(["start", "-w", "-D"]).arg(self.data_dir()).arg("-l").arg(self.log_file());
         run_ok(&mut start);
     }
 
@@ -226,12 +202,8 @@ pub fn explain(e: &postgres::Error) -> String {
             "{}: {}{}{}",
             db.code().code(),
             db.message(),
-            db.detail()
-                .map(|d| format!("\nDETAIL: {d}"))
-                .unwrap_or_default(),
-            db.hint()
-                .map(|h| format!("\nHINT: {h}"))
-                .unwrap_or_default()
+            db.detail().map(|d| format!("\nDETAIL: {d}")).unwrap_or_default(),
+            db.hint().map(|h| format!("\nHINT: {h}")).unwrap_or_default()
         ),
         None => e.to_string(),
     }

@@ -21,18 +21,13 @@ pub struct Captured {
 }
 
 fn render_settings() -> String {
-    CANONICAL_SETTINGS
-        .iter()
-        .map(|(name, value)| format!("SET {name} = '{value}';"))
-        .collect()
+    CANONICAL_SETTINGS.iter().map(|(name, value)| format!("SET {name} = '{value}';")).collect()
 }
 
 /// Every captured change of committed transactions, in export order.
 pub fn captured(master: &Cluster) -> Vec<Captured> {
     let mut client = master.client();
-    client
-        .batch_execute(&render_settings())
-        .expect("settings apply");
+    client.batch_execute(&render_settings()).expect("settings apply");
     let rows = client
         .query(
             "SELECT d.xid, d.op, s.nspname || '.' || s.relname, dbmirror_values(d.shape, d.key, true), \
@@ -73,14 +68,9 @@ pub fn captured(master: &Cluster) -> Vec<Captured> {
 /// The rows of `table` as text, sorted, read under canonical settings.
 pub fn table_rows(cluster: &Cluster, table: &str) -> Vec<String> {
     let mut client = cluster.client();
+    client.batch_execute(&render_settings()).expect("settings apply");
     client
-        .batch_execute(&render_settings())
-        .expect("settings apply");
-    client
-        .query(
-            &format!("SELECT dbmirror_row::text FROM {table} dbmirror_row ORDER BY 1"),
-            &[],
-        )
+        .query(&format!("SELECT dbmirror_row::text FROM {table} dbmirror_row ORDER BY 1"), &[])
         .unwrap_or_else(|e| panic!("could not read {table}: {e}"))
         .iter()
         .map(|row| row.get(0))

@@ -24,10 +24,7 @@ pub use data::{assert_tables_equal, captured, table_rows, Captured};
 
 /// Directory of the PostgreSQL server binaries.
 pub fn pg_bin() -> PathBuf {
-    let dir = std::env::var_os("PG_BIN").map_or_else(
-        || PathBuf::from("/usr/lib/postgresql/15/bin"),
-        PathBuf::from,
-    );
+    let dir = std::env::var_os("PG_BIN").map_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"), PathBuf::from);
     assert!(
         dir.join("initdb").is_file(),
         "PostgreSQL server binaries not found in {} (set PG_BIN, or install postgresql-15)",
@@ -40,10 +37,7 @@ pub fn pg_bin() -> PathBuf {
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary knows its path");
     // target/<profile>/deps/e2e-<hash> -> target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binaries live in target/<profile>/deps");
+    let dir = exe.parent().and_then(Path::parent).expect("test binaries live in target/<profile>/deps");
     let path = dir.join(name);
     assert!(
         path.is_file(),
@@ -64,15 +58,8 @@ pub fn running_as_root() -> bool {
 
 /// Runs a command and returns its output, failing with everything it printed when it fails.
 pub fn run_ok(command: &mut Command) -> Output {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("could not run {command:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "{command:?} failed with {}\n{}",
-        output.status,
-        describe(&output)
-    );
+    let output = command.output().unwrap_or_else(|e| panic!("could not run {command:?}: {e}"));
+    assert!(output.status.success(), "{command:?} failed with {}\n{}", output.status, describe(&output));
     output
 }
 
@@ -87,8 +74,5 @@ pub fn describe(output: &Output) -> String {
 
 /// The repository's root directory (for sql/ and spool-example/).
 pub fn repository() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ is inside the repository")
-        .to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the repository").to_owned()
 }

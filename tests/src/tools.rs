@@ -42,10 +42,7 @@ impl Workdir {
 impl Drop for Workdir {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!(
-                "work directory kept for inspection: {}",
-                self.path.display()
-            );
+            eprintln!("work directory kept for inspection: {}", self.path.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.path);
         }
@@ -53,13 +50,7 @@ impl Drop for Workdir {
 }
 
 /// An exporter configuration for `slave_name`, writing into `outbox`, with `extra` TOML lines.
-pub fn export_config(
-    work: &Workdir,
-    master: &Cluster,
-    slave_name: &str,
-    outbox: &Path,
-    extra: &str,
-) -> PathBuf {
+pub fn export_config(work: &Workdir, master: &Cluster, slave_name: &str, outbox: &Path, extra: &str) -> PathBuf {
     work.file(
         &format!("export-{slave_name}.toml"),
         &format!(
@@ -79,15 +70,8 @@ pub fn export_command(config: &Path, args: &[&str]) -> Command {
 
 /// Runs `dbmirror-export --config CONFIG once` and fails the test if it fails.
 pub fn export_once(config: &Path) -> Output {
-    let output = export_command(config, &["once"])
-        .output()
-        .expect("dbmirror-export runs");
-    assert!(
-        output.status.success(),
-        "dbmirror-export once failed ({}):\n{}",
-        output.status,
-        describe(&output)
-    );
+    let output = export_command(config, &["once"]).output().expect("dbmirror-export runs");
+    assert!(output.status.success(), "dbmirror-export once failed ({}):\n{}", output.status, describe(&output));
     output
 }
 
@@ -115,12 +99,7 @@ pub fn replay_by_hand(slave: &Cluster, dir: &Path) -> usize {
     let files = transaction_files(dir);
     for file in &files {
         let output = psql_file(slave, file);
-        assert!(
-            output.status.success(),
-            "psql -f {} failed:\n{}",
-            file.display(),
-            describe(&output)
-        );
+        assert!(output.status.success(), "psql -f {} failed:\n{}", file.display(), describe(&output));
     }
     files.len()
 }
@@ -130,20 +109,13 @@ pub fn transfer(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).expect("the outbox can be read") {
         let path = entry.expect("a directory entry").path();
         if path.is_file() {
-            std::fs::copy(&path, to.join(path.file_name().expect("a file name")))
-                .expect("a file can be copied");
+            std::fs::copy(&path, to.join(path.file_name().expect("a file name"))).expect("a file can be copied");
         }
     }
 }
 
 /// An applier configuration for `slave_name`, reading `spool`, with `extra` TOML lines.
-pub fn apply_config(
-    work: &Workdir,
-    slave: &Cluster,
-    slave_name: &str,
-    spool: &Path,
-    extra: &str,
-) -> PathBuf {
+pub fn apply_config(work: &Workdir, slave: &Cluster, slave_name: &str, spool: &Path, extra: &str) -> PathBuf {
     work.file(
         &format!("apply-{slave_name}.toml"),
         &format!(
@@ -163,9 +135,7 @@ pub fn apply_command(config: &Path, args: &[&str]) -> Command {
 
 /// Runs `dbmirror-apply --config CONFIG ARGS...` and returns its output whatever the result.
 pub fn apply(config: &Path, args: &[&str]) -> Output {
-    apply_command(config, args)
-        .output()
-        .expect("dbmirror-apply runs")
+    apply_command(config, args).output().expect("dbmirror-apply runs")
 }
 
 /// Names of the files in `dir`, sorted.

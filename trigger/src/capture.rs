@@ -39,13 +39,9 @@ fn recordchange<'a>(
 }
 
 fn misuse(message: &str) -> ! {
-    ErrorReport::new(
-        PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
-        message.to_string(),
-        "recordchange",
-    )
-    .set_hint("Create the triggers with SELECT dbmirror_mirror_table('table').")
-    .report(PgLogLevel::ERROR);
+    ErrorReport::new(PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED, message.to_string(), "recordchange")
+        .set_hint("Create the triggers with SELECT dbmirror_mirror_table('table').")
+        .report(PgLogLevel::ERROR);
     unreachable!("ERROR does not return")
 }
 
@@ -71,48 +67,25 @@ unsafe fn capture(td: &pg_sys::TriggerData) {
         let tables = pending::tables(pg_sys::get_func_namespace((*td.tg_trigger).tgfoid));
         let shape = shape::of_relation(rel, &tables);
         let relid = (*rel).rd_id;
-        let change = |cid, key, data, unchanged| Change {
-            relid,
-            cid,
-            shape: shape.id,
-            op,
-            key,
-            data,
-            unchanged,
-        };
+        let change = |cid, key, data, unchanged| Change { relid, cid, shape: shape.id, op, key, data, unchanged };
         let change = match op {
             INSERT => {
                 let new = td.tg_trigtuple;
                 let (mut values, mut nulls) = columns(&shape, rel, new);
                 let data = image::form(&shape.desc, &mut values, &mut nulls);
-                change(
-                    pg_sys::HeapTupleHeaderGetCmin((*new).t_data),
-                    None,
-                    Some(data),
-                    None,
-                )
+                change(pg_sys::HeapTupleHeaderGetCmin((*new).t_data), None, Some(data), None)
             }
             UPDATE => {
                 let (old, new) = (td.tg_trigtuple, td.tg_newtuple);
                 let Some((key, data, unchanged)) = update_images(&shape, rel, old, new) else {
                     return;
                 };
-                change(
-                    pg_sys::HeapTupleHeaderGetCmin((*new).t_data),
-                    key,
-                    Some(data),
-                    unchanged,
-                )
+                change(pg_sys::HeapTupleHeaderGetCmin((*new).t_data), key, Some(data), unchanged)
             }
             DELETE => {
                 let old = td.tg_trigtuple;
                 let key = key_image(&shape, rel, old);
-                change(
-                    pg_sys::HeapTupleHeaderGetCmax((*old).t_data),
-                    Some(key),
-                    None,
-                    None,
-                )
+                change(pg_sys::HeapTupleHeaderGetCmax((*old).t_data), Some(key), None, None)
             }
             _ => change(pg_sys::GetCurrentCommandId(false), None, None, None),
         };
@@ -121,11 +94,7 @@ unsafe fn capture(td: &pg_sys::TriggerData) {
 }
 
 /// The captured columns of a table row, in shape order.
-unsafe fn columns(
-    shape: &Shape,
-    rel: pg_sys::Relation,
-    tuple: pg_sys::HeapTuple,
-) -> (Vec<Datum>, Vec<bool>) {
+unsafe fn columns(shape: &Shape, rel: pg_sys::Relation, tuple: pg_sys::HeapTuple) -> (Vec<Datum>, Vec<bool>) {
     // SAFETY: tuple is a row of rel, whose descriptor has natts attributes.
     unsafe {
         let desc = (*rel).rd_att;
@@ -180,11 +149,7 @@ unsafe fn update_images(
         }
         let key_changed = shape.key.iter().any(|&k| changed[k]);
         let key = key_changed.then(|| {
-            let (mut kv, mut kn): (Vec<_>, Vec<_>) = shape
-                .key
-                .iter()
-                .map(|&k| (old_values[k], old_nulls[k]))
-                .unzip();
+            let (mut kv, mut kn): (Vec<_>, Vec<_>) = shape.key.iter().map(|&k| (old_values[k], old_nulls[k])).unzip();
             image::form(&shape.key_desc, &mut kv, &mut kn)
         });
         let mut bitmap = vec![0u8; changed.len().div_ceil(8)];

@@ -33,14 +33,7 @@ impl Desc {
                 let desc = pg_sys::CreateTemplateTupleDesc(columns.len() as i32);
                 for (i, (name, typid, typmod)) in columns.iter().enumerate() {
                     let name = CString::new(*name).expect("PostgreSQL names contain no NUL byte");
-                    pg_sys::TupleDescInitEntry(
-                        desc,
-                        (i + 1) as pg_sys::AttrNumber,
-                        name.as_ptr(),
-                        *typid,
-                        *typmod,
-                        0,
-                    );
+                    pg_sys::TupleDescInitEntry(desc, (i + 1) as pg_sys::AttrNumber, name.as_ptr(), *typid, *typmod, 0);
                 }
                 Desc(desc)
             })
@@ -115,23 +108,15 @@ pub unsafe fn same_value(a: Datum, b: Datum, attr: &pg_sys::FormData_pg_attribut
         match attr.attlen {
             len if len > 0 => {
                 let (a, b) = (a.cast_mut_ptr::<u8>(), b.cast_mut_ptr::<u8>());
-                std::slice::from_raw_parts(a, len as usize)
-                    == std::slice::from_raw_parts(b, len as usize)
+                std::slice::from_raw_parts(a, len as usize) == std::slice::from_raw_parts(b, len as usize)
             }
             -1 => {
-                let (a, b) = (
-                    a.cast_mut_ptr::<pg_sys::varlena>(),
-                    b.cast_mut_ptr::<pg_sys::varlena>(),
-                );
+                let (a, b) = (a.cast_mut_ptr::<pg_sys::varlena>(), b.cast_mut_ptr::<pg_sys::varlena>());
                 let (la, lb) = (varlena::varsize_any(a), varlena::varsize_any(b));
                 la == lb
-                    && std::slice::from_raw_parts(a as *const u8, la)
-                        == std::slice::from_raw_parts(b as *const u8, lb)
+                    && std::slice::from_raw_parts(a as *const u8, la) == std::slice::from_raw_parts(b as *const u8, lb)
             }
-            _ => {
-                std::ffi::CStr::from_ptr(a.cast_mut_ptr())
-                    == std::ffi::CStr::from_ptr(b.cast_mut_ptr())
-            }
+            _ => std::ffi::CStr::from_ptr(a.cast_mut_ptr()) == std::ffi::CStr::from_ptr(b.cast_mut_ptr()),
         }
     }
 }
@@ -146,12 +131,8 @@ pub unsafe fn deform(desc: &Desc, content: &[u8], what: &str) -> (Vec<Datum>, Ve
     const VARHDRSZ: usize = 4;
     let header = std::mem::offset_of!(pg_sys::HeapTupleHeaderData, t_bits) - VARHDRSZ;
     let corrupt = |why: &str| -> ! {
-        ErrorReport::new(
-            PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
-            format!("corrupt {what}: {why}"),
-            "dbmirror_values",
-        )
-        .report(PgLogLevel::ERROR);
+        ErrorReport::new(PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, format!("corrupt {what}: {why}"), "dbmirror_values")
+            .report(PgLogLevel::ERROR);
         unreachable!("ERROR does not return")
     };
     if content.len() < header {
@@ -167,10 +148,7 @@ pub unsafe fn deform(desc: &Desc, content: &[u8], what: &str) -> (Vec<Datum>, Ve
         let data = raw as pg_sys::HeapTupleHeader;
         let natts = ((*data).t_infomask2 & pg_sys::HEAP_NATTS_MASK as u16) as usize;
         if natts != desc.natts() {
-            corrupt(&format!(
-                "{natts} attributes where the shape has {}",
-                desc.natts()
-            ));
+            corrupt(&format!("{natts} attributes where the shape has {}", desc.natts()));
         }
         if (*data).t_hoff as usize > len {
             corrupt("header longer than the image");
@@ -183,12 +161,7 @@ pub unsafe fn deform(desc: &Desc, content: &[u8], what: &str) -> (Vec<Datum>, Ve
         };
         let mut values = vec![Datum::from(0); natts];
         let mut nulls = vec![true; natts];
-        pg_sys::heap_deform_tuple(
-            &mut tuple,
-            desc.as_ptr(),
-            values.as_mut_ptr(),
-            nulls.as_mut_ptr(),
-        );
+        pg_sys::heap_deform_tuple(&mut tuple, desc.as_ptr(), values.as_mut_ptr(), nulls.as_mut_ptr());
         (values, nulls)
     }
 }

@@ -21,11 +21,7 @@ mod shape;
 
 pgrx::pg_module_magic!(name, version);
 
-pgrx::extension_sql_file!(
-    "../../sql/master_setup.sql",
-    name = "master_setup",
-    bootstrap
-);
+pgrx::extension_sql_file!("../../sql/master_setup.sql", name = "master_setup", bootstrap);
 
 /// Names of the extension's tables, as created by `sql/master_setup.sql` (folded to lower case).
 pub(crate) mod names {

@@ -71,17 +71,13 @@ pub fn tables(schema: Oid) -> Rc<Tables> {
                 format!("dbmirror table \"{}\" is missing", name.to_string_lossy()),
                 "recordchange",
             )
-            .set_hint(
-                "Recreate the extension with DROP EXTENSION dbmirror; CREATE EXTENSION dbmirror.",
-            )
+            .set_hint("Recreate the extension with DROP EXTENSION dbmirror; CREATE EXTENSION dbmirror.")
             .report(PgLogLevel::ERROR);
         }
         oid
     };
     // SAFETY: inside a transaction; schema is a namespace OID from the catalog.
-    let schema_name = unsafe { CStr::from_ptr(pg_sys::get_namespace_name(schema)) }
-        .to_string_lossy()
-        .into_owned();
+    let schema_name = unsafe { CStr::from_ptr(pg_sys::get_namespace_name(schema)) }.to_string_lossy().into_owned();
     let tables = Rc::new(Tables {
         schema,
         schema_name,
@@ -104,14 +100,7 @@ pub fn forget_tables(relid: Oid) {
     };
     let hit = cached.as_ref().is_some_and(|t| {
         relid == pg_sys::InvalidOid
-            || [
-                t.pending,
-                t.pending_key,
-                t.pending_data,
-                t.pending_data_key,
-                t.commit_seq,
-            ]
-            .contains(&relid)
+            || [t.pending, t.pending_key, t.pending_data, t.pending_data_key, t.commit_seq].contains(&relid)
     });
     if hit {
         TABLES_STALE.get().set(true);
@@ -150,13 +139,8 @@ struct Xact {
     saved: Vec<(i64, usize)>,
 }
 
-static XACT: BackendLocal<RefCell<Xact>> = BackendLocal::new(RefCell::new(Xact {
-    tables: None,
-    changes: 0,
-    seq: 0,
-    relids: Vec::new(),
-    saved: Vec::new(),
-}));
+static XACT: BackendLocal<RefCell<Xact>> =
+    BackendLocal::new(RefCell::new(Xact { tables: None, changes: 0, seq: 0, relids: Vec::new(), saved: Vec::new() }));
 
 /// One captured change, ready to be written.
 pub struct Change {
@@ -197,37 +181,14 @@ pub fn record(tables: &Rc<Tables>, change: Change) {
         data,
         unchanged,
     ];
-    let mut nulls = [
-        false,
-        false,
-        false,
-        false,
-        false,
-        key_null,
-        data_null,
-        unchanged_null,
-    ];
+    let mut nulls = [false, false, false, false, false, key_null, data_null, unchanged_null];
     // SAFETY: the datums match dbmirror_PendingData's columns; its key is (xid, cid, seq).
-    unsafe {
-        insert(
-            tables.pending_data,
-            tables.pending_data_key,
-            &mut values,
-            &mut nulls,
-            3,
-        )
-    };
+    unsafe { insert(tables.pending_data, tables.pending_data_key, &mut values, &mut nulls, 3) };
 }
 
 /// Inserts one row into `table` and its unique index `index`, whose columns are the first
 /// `key_columns` columns of the table.
-unsafe fn insert(
-    table: Oid,
-    index: Oid,
-    values: &mut [Datum],
-    nulls: &mut [bool],
-    key_columns: usize,
-) {
+unsafe fn insert(table: Oid, index: Oid, values: &mut [Datum], nulls: &mut [bool], key_columns: usize) {
     let lock = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
     // SAFETY: the caller passes one datum per column of the table.
     unsafe {
@@ -241,20 +202,12 @@ unsafe fn insert(
             .set_hint("Update the extension with ALTER EXTENSION dbmirror UPDATE.")
             .report(PgLogLevel::ERROR);
         }
-        let tuple =
-            pg_sys::heap_form_tuple((*heap).rd_att, values.as_mut_ptr(), nulls.as_mut_ptr());
+        let tuple = pg_sys::heap_form_tuple((*heap).rd_att, values.as_mut_ptr(), nulls.as_mut_ptr());
         pg_sys::simple_heap_insert(heap, tuple);
         let index = pg_sys::index_open(index, lock);
         let info = pg_sys::BuildIndexInfo(index);
         debug_assert_eq!((*info).ii_NumIndexKeyAttrs as usize, key_columns);
-        index_insert(
-            index,
-            &mut values[..key_columns],
-            &mut nulls[..key_columns],
-            tuple,
-            heap,
-            info,
-        );
+        index_insert(index, &mut values[..key_columns], &mut nulls[..key_columns], tuple, heap, info);
         pg_sys::index_close(index, pg_sys::NoLock as _);
         pg_sys::table_close(heap, pg_sys::NoLock as _);
     }
@@ -335,20 +288,9 @@ fn finish_capture() {
             true,
             pg_sys::TYPALIGN_INT as _,
         );
-        let mut values = [
-            Datum::from(xid),
-            commit_seq,
-            Datum::from(changes),
-            Datum::from(relids),
-        ];
+        let mut values = [Datum::from(xid), commit_seq, Datum::from(changes), Datum::from(relids)];
         let mut nulls = [false; 4];
-        insert(
-            tables.pending,
-            tables.pending_key,
-            &mut values,
-            &mut nulls,
-            1,
-        );
+        insert(tables.pending, tables.pending_key, &mut values, &mut nulls, 1);
     }
 }
 
@@ -372,10 +314,7 @@ pub fn register_callbacks() {
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn xact_callback(
-    event: pg_sys::XactEvent::Type,
-    _arg: *mut std::ffi::c_void,
-) {
+unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
     use pg_sys::XactEvent::*;
     match event {
         XACT_EVENT_PRE_COMMIT | XACT_EVENT_PRE_PREPARE => finish_capture(),

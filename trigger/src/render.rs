@@ -41,8 +41,7 @@ struct Decoder {
     key_out: Vec<UnsafeCell<pg_sys::FmgrInfo>>,
 }
 
-static DECODERS: BackendLocal<RefCell<BTreeMap<i64, Rc<Decoder>>>> =
-    BackendLocal::new(RefCell::new(BTreeMap::new()));
+static DECODERS: BackendLocal<RefCell<BTreeMap<i64, Rc<Decoder>>>> = BackendLocal::new(RefCell::new(BTreeMap::new()));
 
 pgrx::extension_sql!(
     r#"
@@ -81,11 +80,7 @@ pub unsafe extern "C-unwind" fn dbmirror_values(fcinfo: pg_sys::FunctionCallInfo
         let content = pgrx::varlena::varlena_to_byte_slice(raw);
         let key = args[2].value.value() != 0;
         let decoder = decoder(shape, pg_sys::get_func_namespace((*flinfo).fn_oid));
-        let (desc, out) = if key {
-            (&decoder.key, &decoder.key_out)
-        } else {
-            (&decoder.row, &decoder.row_out)
-        };
+        let (desc, out) = if key { (&decoder.key, &decoder.key_out) } else { (&decoder.row, &decoder.row_out) };
         let what = if key { "key image" } else { "row image" };
         let (values, nulls) = image::deform(desc, content, what);
         let mut texts: Vec<Datum> = values
@@ -123,8 +118,7 @@ fn check_settings() {
     for (name, wanted) in CANONICAL_SETTINGS {
         let cname = std::ffi::CString::new(*name).expect("setting names contain no NUL byte");
         // SAFETY: GetConfigOption returns a pointer to the setting's current value, or errors.
-        let value =
-            unsafe { CStr::from_ptr(pg_sys::GetConfigOption(cname.as_ptr(), false, false)) };
+        let value = unsafe { CStr::from_ptr(pg_sys::GetConfigOption(cname.as_ptr(), false, false)) };
         let value = value.to_string_lossy();
         let ok = match *name {
             // Any positive value gives the shortest exact output (PostgreSQL 12 and later).
@@ -132,19 +126,13 @@ fn check_settings() {
             _ => value.eq_ignore_ascii_case(wanted),
         };
         if !ok {
-            let all = CANONICAL_SETTINGS
-                .iter()
-                .map(|(n, v)| format!("SET {n} = '{v}';"))
-                .collect::<Vec<_>>();
+            let all = CANONICAL_SETTINGS.iter().map(|(n, v)| format!("SET {n} = '{v}';")).collect::<Vec<_>>();
             ErrorReport::new(
                 PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
                 format!("dbmirror_values() needs {name} = '{wanted}', not '{value}'"),
                 "dbmirror_values",
             )
-            .set_hint(format!(
-                "Rendered values must not depend on session settings: {}",
-                all.join(" ")
-            ))
+            .set_hint(format!("Rendered values must not depend on session settings: {}", all.join(" ")))
             .report(PgLogLevel::ERROR);
         }
     }
@@ -155,20 +143,13 @@ fn decoder(shape: i64, schema: Oid) -> Rc<Decoder> {
         return decoder.clone();
     }
     // SAFETY: inside a transaction; schema is the function's own namespace.
-    let schema_name = unsafe { CStr::from_ptr(pg_sys::get_namespace_name(schema)) }
-        .to_string_lossy()
-        .into_owned();
+    let schema_name = unsafe { CStr::from_ptr(pg_sys::get_namespace_name(schema)) }.to_string_lossy().into_owned();
     let query = format!(
         "SELECT columns, types, typmods, key FROM {}.{} WHERE shape = $1 LIMIT 1",
         quote_identifier(&schema_name),
         crate::names::SHAPE
     );
-    type Row = (
-        Option<Vec<String>>,
-        Option<Vec<Oid>>,
-        Option<Vec<i32>>,
-        Option<Vec<i16>>,
-    );
+    type Row = (Option<Vec<String>>, Option<Vec<Oid>>, Option<Vec<i32>>, Option<Vec<i16>>);
     let row: Option<Row> = Spi::connect(|client| {
         let table = client.select(&query, Some(1), &[shape.into()])?;
         if table.is_empty() {
@@ -195,12 +176,8 @@ fn decoder(shape: i64, schema: Oid) -> Rc<Decoder> {
         .report(PgLogLevel::ERROR);
         unreachable!("ERROR does not return")
     };
-    let spec: Vec<(&str, Oid, i32)> = columns
-        .iter()
-        .zip(&types)
-        .zip(&typmods)
-        .map(|((n, t), m)| (n.as_str(), *t, *m))
-        .collect();
+    let spec: Vec<(&str, Oid, i32)> =
+        columns.iter().zip(&types).zip(&typmods).map(|((n, t), m)| (n.as_str(), *t, *m)).collect();
     let key_spec: Vec<(&str, Oid, i32)> = key.iter().map(|&k| spec[k as usize]).collect();
     // SAFETY: inside a transaction; the types come from the catalog via dbmirror_Shape.
     let decoder = unsafe {

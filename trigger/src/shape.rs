@@ -51,13 +51,11 @@ pub struct Shape {
     stored: Cell<bool>,
 }
 
-static SHAPES: BackendLocal<RefCell<BTreeMap<u32, Rc<Shape>>>> =
-    BackendLocal::new(RefCell::new(BTreeMap::new()));
+static SHAPES: BackendLocal<RefCell<BTreeMap<u32, Rc<Shape>>>> = BackendLocal::new(RefCell::new(BTreeMap::new()));
 /// Set by an invalidation that arrived while the cache was being changed.
 static STALE_ALL: BackendLocal<Cell<bool>> = BackendLocal::new(Cell::new(false));
 /// Shapes inserted into dbmirror_Shape by the current transaction: if it aborts, they are gone.
-static STORED_THIS_XACT: BackendLocal<RefCell<Vec<Rc<Shape>>>> =
-    BackendLocal::new(RefCell::new(Vec::new()));
+static STORED_THIS_XACT: BackendLocal<RefCell<Vec<Rc<Shape>>>> = BackendLocal::new(RefCell::new(Vec::new()));
 
 pub fn register_callbacks() {
     // SAFETY: called once from _PG_init; the callbacks live as long as the backend.
@@ -73,11 +71,7 @@ pub fn register_callbacks() {
 
 #[pg_guard]
 unsafe extern "C-unwind" fn relcache_callback(_arg: pg_sys::Datum, relid: Oid) {
-    invalidate(if relid == pg_sys::InvalidOid {
-        None
-    } else {
-        Some(relid)
-    });
+    invalidate(if relid == pg_sys::InvalidOid { None } else { Some(relid) });
     pending::forget_tables(relid);
 }
 
@@ -127,10 +121,7 @@ pub unsafe fn of_relation(rel: pg_sys::Relation, tables: &Tables) -> Rc<Shape> {
             // Built with no borrow held: building reads the catalogs, which can deliver
             // invalidations.
             let shape = Rc::new(unsafe { build(rel) });
-            SHAPES
-                .get()
-                .borrow_mut()
-                .insert(relid.to_u32(), shape.clone());
+            SHAPES.get().borrow_mut().insert(relid.to_u32(), shape.clone());
             shape
         }
     };
@@ -147,12 +138,7 @@ unsafe fn build(rel: pg_sys::Relation) -> Shape {
         let form = (*rel).rd_rel;
         let nspname = CStr::from_ptr(pg_sys::get_namespace_name((*form).relnamespace));
         let relname = CStr::from_ptr((*form).relname.data.as_ptr());
-        (
-            (*rel).rd_id,
-            nspname.to_string_lossy().into_owned(),
-            relname.to_string_lossy().into_owned(),
-            (*rel).rd_att,
-        )
+        ((*rel).rd_id, nspname.to_string_lossy().into_owned(), relname.to_string_lossy().into_owned(), (*rel).rd_att)
     };
     let qualified = format!("{nspname}.{relname}");
     // SAFETY: as above.
@@ -171,9 +157,7 @@ unsafe fn build(rel: pg_sys::Relation) -> Shape {
             continue;
         }
         columns.push(Column {
-            name: unsafe { CStr::from_ptr(attr.attname.data.as_ptr()) }
-                .to_string_lossy()
-                .into_owned(),
+            name: unsafe { CStr::from_ptr(attr.attname.data.as_ptr()) }.to_string_lossy().into_owned(),
             attnum: attr.attnum,
             typid: attr.atttypid,
             typmod: attr.atttypmod,
@@ -217,10 +201,7 @@ unsafe fn build(rel: pg_sys::Relation) -> Shape {
         })
         .collect::<Vec<_>>();
 
-    let spec = columns
-        .iter()
-        .map(|c| (c.name.as_str(), c.typid, c.typmod))
-        .collect::<Vec<_>>();
+    let spec = columns.iter().map(|c| (c.name.as_str(), c.typid, c.typmod)).collect::<Vec<_>>();
     let desc = unsafe { image::Desc::new(&spec) };
     let key_spec = key.iter().map(|&i| spec[i]).collect::<Vec<_>>();
     let key_desc = unsafe { image::Desc::new(&key_spec) };
@@ -257,11 +238,7 @@ fn shape_id(nspname: &str, relname: &str, columns: &[Column], key: &[usize]) -> 
         hash.update((*k as u32).to_le_bytes());
     }
     let digest = hash.finalize();
-    i64::from_le_bytes(
-        digest[..8]
-            .try_into()
-            .expect("a sha256 digest has 32 bytes"),
-    )
+    i64::from_le_bytes(digest[..8].try_into().expect("a sha256 digest has 32 bytes"))
 }
 
 /// Inserts the shape into dbmirror_Shape unless this transaction can see it there already, as
@@ -295,10 +272,7 @@ fn store(shape: &Rc<Shape>, tables: &Tables) {
         .unwrap_or_else(|e| {
             ErrorReport::new(
                 PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-                format!(
-                    "could not store the shape of table \"{}.{}\": {e}",
-                    shape.nspname, shape.relname
-                ),
+                format!("could not store the shape of table \"{}.{}\": {e}", shape.nspname, shape.relname),
                 "recordchange",
             )
             .report(PgLogLevel::ERROR)

@@ -7,8 +7,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use dbmirror_tests::tools::{
-    apply, apply_command, apply_config, export_config, export_once, file_names, transaction_files,
-    transfer, Workdir,
+    apply, apply_command, apply_config, export_config, export_once, file_names, transaction_files, transfer, Workdir,
 };
 use dbmirror_tests::{assert_tables_equal, describe, table_rows, Cluster};
 
@@ -27,19 +26,12 @@ fn slave_side(s: &Setup, extra: &str) -> Slave {
 }
 
 fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "dbmirror-apply failed ({}):\n{}",
-        output.status,
-        describe(&output)
-    );
+    assert!(output.status.success(), "dbmirror-apply failed ({}):\n{}", output.status, describe(&output));
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 fn last_applied(slave: &Cluster) -> String {
-    slave.query_value(
-        "SELECT coalesce((SELECT last_number::text FROM dbmirror.slave_state), 'none')",
-    )
+    slave.query_value("SELECT coalesce((SELECT last_number::text FROM dbmirror.slave_state), 'none')")
 }
 
 fn copy(from: &Path, to: &Path) {
@@ -54,26 +46,12 @@ fn applied_files_give_an_equal_slave_and_go_to_the_archive() {
     export_once(&s.config);
     transfer(&s.outbox, &slave.inbound);
     let stderr = ok(apply(&slave.config, &["once"]));
-    assert!(
-        stderr.contains("applied 5 files; last applied: 5"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("applied 5 files; last applied: 5"), "{stderr}");
     assert_tables_equal(&s.master, &s.slave, TABLES);
-    assert_eq!(
-        file_names(&slave.inbound),
-        [".dbmirror-apply.lock"],
-        "everything applied left the spool"
-    );
-    assert_eq!(
-        file_names(&slave.inbound.join("archive")),
-        file_names(&s.outbox)
-    );
+    assert_eq!(file_names(&slave.inbound), [".dbmirror-apply.lock"], "everything applied left the spool");
+    assert_eq!(file_names(&slave.inbound.join("archive")), file_names(&s.outbox));
     // The chain is recorded: the slave knows the checksum of the last file it applied.
-    assert_eq!(
-        s.slave
-            .query_value("SELECT length(last_sha256)::text FROM dbmirror.slave_state"),
-        "64"
-    );
+    assert_eq!(s.slave.query_value("SELECT length(last_sha256)::text FROM dbmirror.slave_state"), "64");
     // Nothing more to do is fine.
     ok(apply(&slave.config, &["once"]));
 }
@@ -83,24 +61,15 @@ fn init_prepares_a_slave_and_is_harmless_twice() {
     let master = Cluster::start("master");
     master.create_extension();
     master.execute(SCHEMA);
-    master.execute(
-        "SELECT dbmirror_mirror_table('item'); INSERT INTO dbmirror_MirrorHost VALUES ('slave1');",
-    );
+    master.execute("SELECT dbmirror_mirror_table('item'); INSERT INTO dbmirror_MirrorHost VALUES ('slave1');");
     let slave = Cluster::start("slave");
     slave.execute(SCHEMA);
     let work = Workdir::new("init");
     let (outbox, inbound) = (work.dir("outbox"), work.dir("inbound"));
     let config = apply_config(&work, &slave, "slave1", &inbound, "");
     let not_prepared = apply(&config, &["once"]);
-    assert_eq!(
-        not_prepared.status.code(),
-        Some(3),
-        "{}",
-        describe(&not_prepared)
-    );
-    assert!(
-        String::from_utf8_lossy(&not_prepared.stderr).contains("HINT:  Run dbmirror-apply init")
-    );
+    assert_eq!(not_prepared.status.code(), Some(3), "{}", describe(&not_prepared));
+    assert!(String::from_utf8_lossy(&not_prepared.stderr).contains("HINT:  Run dbmirror-apply init"));
     ok(apply(&config, &["init"]));
     ok(apply(&config, &["init"]));
     master.execute("INSERT INTO item (name) VALUES ('x')");
@@ -120,17 +89,10 @@ fn files_wait_for_their_manifest_and_for_the_end_of_their_copy() {
     // The file without its manifest.
     copy(file, &slave.inbound);
     let stderr = ok(apply(&slave.config, &["once"]));
-    assert!(
-        stderr.contains("waiting for the manifest of file 1"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("waiting for the manifest of file 1"), "{stderr}");
     // A half-copied file: its checksum does not match yet, and it was modified just now.
     let bytes = std::fs::read(file).unwrap();
-    std::fs::write(
-        slave.inbound.join(file.file_name().unwrap()),
-        &bytes[..bytes.len() / 2],
-    )
-    .unwrap();
+    std::fs::write(slave.inbound.join(file.file_name().unwrap()), &bytes[..bytes.len() / 2]).unwrap();
     transfer_manifests(&s.outbox, &slave.inbound);
     let stderr = ok(apply(&slave.config, &["once"]));
     assert!(stderr.contains("file 1 is still arriving"), "{stderr}");
@@ -153,8 +115,7 @@ fn a_gap_is_reported_and_never_skipped() {
     let s = setup("batch_size = 1");
     let slave = slave_side(&s, "");
     for i in 1..=4 {
-        s.master
-            .execute(&format!("INSERT INTO item (name) VALUES ('row {i}')"));
+        s.master.execute(&format!("INSERT INTO item (name) VALUES ('row {i}')"));
     }
     export_once(&s.config);
     transfer(&s.outbox, &slave.inbound);
@@ -195,20 +156,10 @@ fn a_damaged_file_goes_to_quarantine_and_a_good_copy_lets_the_applier_go_on() {
     assert_eq!(table_rows(&s.slave, "item"), ["(1,one,,,)"]);
     let name = second.file_name().unwrap().to_str().unwrap().to_string();
     let quarantine = slave.inbound.join("quarantine");
-    assert_eq!(
-        file_names(&quarantine),
-        [name.clone(), format!("{name}.reason")]
-    );
-    assert_eq!(
-        std::fs::read(quarantine.join(&name)).unwrap(),
-        bytes,
-        "the damaged file is kept as it was"
-    );
+    assert_eq!(file_names(&quarantine), [name.clone(), format!("{name}.reason")]);
+    assert_eq!(std::fs::read(quarantine.join(&name)).unwrap(), bytes, "the damaged file is kept as it was");
     let reason = std::fs::read_to_string(quarantine.join(format!("{name}.reason"))).unwrap();
-    assert!(
-        reason.contains("checksum mismatch: the manifest says sha256"),
-        "{reason}"
-    );
+    assert!(reason.contains("checksum mismatch: the manifest says sha256"), "{reason}");
 
     // The operator puts a good copy into the spool.
     copy(&s.outbox.join(&name), &slave.inbound);
@@ -220,49 +171,28 @@ fn a_damaged_file_goes_to_quarantine_and_a_good_copy_lets_the_applier_go_on() {
 fn a_file_whose_sql_fails_is_rolled_back_and_quarantined() {
     let s = setup("");
     let slave = slave_side(&s, "");
-    s.master
-        .execute("INSERT INTO item (name) VALUES ('a'), ('b')");
-    s.master
-        .execute("UPDATE item SET name = 'B' WHERE id = 2; INSERT INTO item (name) VALUES ('c');");
+    s.master.execute("INSERT INTO item (name) VALUES ('a'), ('b')");
+    s.master.execute("UPDATE item SET name = 'B' WHERE id = 2; INSERT INTO item (name) VALUES ('c');");
     export_once(&s.config);
     transfer(&s.outbox, &slave.inbound);
     // Drift: the row the second file updates is gone from the slave.
     let first = transaction_files(&slave.inbound)[0].clone();
     std::fs::rename(&first, s.work.path().join("first.sql")).unwrap();
-    assert!(
-        dbmirror_tests::tools::psql_file(&s.slave, &s.work.path().join("first.sql"))
-            .status
-            .success()
-    );
+    assert!(dbmirror_tests::tools::psql_file(&s.slave, &s.work.path().join("first.sql")).status.success());
     s.slave.execute("DELETE FROM item WHERE id = 2");
     let before = table_rows(&s.slave, "item");
 
     let output = apply(&slave.config, &["once"]);
     assert_eq!(output.status.code(), Some(5), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("update of \"public\".\"item\" matched 0 rows on the slave instead of 1"),
-        "{stderr}"
-    );
-    assert_eq!(
-        table_rows(&s.slave, "item"),
-        before,
-        "the file's transaction was rolled back"
-    );
+    assert!(stderr.contains("update of \"public\".\"item\" matched 0 rows on the slave instead of 1"), "{stderr}");
+    assert_eq!(table_rows(&s.slave, "item"), before, "the file's transaction was rolled back");
     assert_eq!(last_applied(&s.slave), "1");
 
     // The operator repairs the slave and puts the file back.
-    s.slave
-        .execute("INSERT INTO item (id, name) VALUES (2, 'b')");
-    let quarantined = slave
-        .inbound
-        .join("quarantine")
-        .join(transaction_files(&s.outbox)[1].file_name().unwrap());
-    std::fs::rename(
-        &quarantined,
-        slave.inbound.join(quarantined.file_name().unwrap()),
-    )
-    .unwrap();
+    s.slave.execute("INSERT INTO item (id, name) VALUES (2, 'b')");
+    let quarantined = slave.inbound.join("quarantine").join(transaction_files(&s.outbox)[1].file_name().unwrap());
+    std::fs::rename(&quarantined, slave.inbound.join(quarantined.file_name().unwrap())).unwrap();
     ok(apply(&slave.config, &["once"]));
     assert_tables_equal(&s.master, &s.slave, TABLES);
 }
@@ -270,8 +200,7 @@ fn a_file_whose_sql_fails_is_rolled_back_and_quarantined() {
 #[test]
 fn files_for_another_slave_or_from_another_master_are_refused() {
     let s = setup("");
-    s.master
-        .execute("INSERT INTO dbmirror_MirrorHost VALUES ('slave2')");
+    s.master.execute("INSERT INTO dbmirror_MirrorHost VALUES ('slave2')");
     let outbox2 = s.work.dir("outbox2");
     s.master.execute("INSERT INTO item (name) VALUES ('one')");
     export_once(&export_config(&s.work, &s.master, "slave2", &outbox2, ""));
@@ -279,8 +208,9 @@ fn files_for_another_slave_or_from_another_master_are_refused() {
     transfer(&outbox2, &slave.inbound);
     let output = apply(&slave.config, &["once"]);
     assert_eq!(output.status.code(), Some(5), "{}", describe(&output));
-    assert!(String::from_utf8_lossy(&output.stderr)
-        .contains("it is for slave \"slave2\", this applier serves \"slave1\""));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("it is for slave \"slave2\", this applier serves \"slave1\"")
+    );
     assert_eq!(last_applied(&s.slave), "none");
 
     // A pinned master refuses files from any other one.
@@ -290,11 +220,7 @@ fn files_for_another_slave_or_from_another_master_are_refused() {
     let config = apply_config(&s.work, &s.slave, "slave1", &pinned, "master = \"42\"");
     let output = apply(&config, &["once"]);
     assert_eq!(output.status.code(), Some(5), "{}", describe(&output));
-    assert!(
-        String::from_utf8_lossy(&output.stderr).contains("this slave follows master 42"),
-        "{}",
-        describe(&output)
-    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("this slave follows master 42"), "{}", describe(&output));
     assert_eq!(last_applied(&s.slave), "none");
 }
 
@@ -312,11 +238,7 @@ fn files_arriving_twice_are_set_aside_without_effect() {
     assert_eq!(table_rows(&s.slave, "item"), before);
     assert_eq!(last_applied(&s.slave), "5");
     let archived = file_names(&slave.inbound.join("archive"));
-    assert_eq!(
-        archived.len(),
-        2 * file_names(&s.outbox).len(),
-        "both copies are kept: {archived:?}"
-    );
+    assert_eq!(archived.len(), 2 * file_names(&s.outbox).len(), "both copies are kept: {archived:?}");
 }
 
 #[test]
@@ -339,11 +261,7 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 fn terminate(child: std::process::Child) -> Output {
-    assert!(Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     child.wait_with_output().unwrap()
 }
 
@@ -351,10 +269,7 @@ fn terminate(child: std::process::Child) -> Output {
 fn watch_applies_files_as_they_arrive_survives_a_slave_restart_and_stops_on_sigterm() {
     let s = setup("");
     let slave = slave_side(&s, "poll_interval = 0.5");
-    let watcher = apply_command(&slave.config, &["watch"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let watcher = apply_command(&slave.config, &["watch"]).stderr(Stdio::piped()).spawn().unwrap();
     s.master.execute("INSERT INTO item (name) VALUES ('one')");
     export_once(&s.config);
     transfer(&s.outbox, &slave.inbound);
@@ -376,10 +291,7 @@ fn watch_applies_files_as_they_arrive_survives_a_slave_restart_and_stops_on_sigt
     let output = terminate(watcher);
     assert!(output.status.success(), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("retrying in"),
-        "the lost connection is reported: {stderr}"
-    );
+    assert!(stderr.contains("retrying in"), "the lost connection is reported: {stderr}");
     assert!(stderr.contains("stopping on signal"), "{stderr}");
     assert_tables_equal(&s.master, &s.slave, TABLES);
 }
@@ -389,26 +301,16 @@ fn watch_applies_files_as_they_arrive_survives_a_slave_restart_and_stops_on_sigt
 fn a_killed_applier_loses_nothing_and_applies_nothing_twice() {
     let s = setup("");
     let slave = slave_side(&s, "");
-    s.master.execute(
-        "INSERT INTO item (name, price) SELECT 'bulk ' || g, g FROM generate_series(1, 300000) g",
-    );
-    s.master
-        .execute("UPDATE item SET price = price + 1 WHERE id <= 1000");
+    s.master.execute("INSERT INTO item (name, price) SELECT 'bulk ' || g, g FROM generate_series(1, 300000) g");
+    s.master.execute("UPDATE item SET price = price + 1 WHERE id <= 1000");
     export_once(&s.config);
     transfer(&s.outbox, &slave.inbound);
-    let child = apply_command(&slave.config, &["once"])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = apply_command(&slave.config, &["once"]).stderr(Stdio::null()).spawn().unwrap();
     // Kill it once the COPY is under way.
     wait_for("the COPY to start", || {
         s.slave.query_value("SELECT count(*)::text FROM pg_stat_activity WHERE query LIKE 'COPY%' AND application_name = 'dbmirror-apply'") == "1"
     });
-    assert!(Command::new("kill")
-        .args(["-KILL", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
+    assert!(Command::new("kill").args(["-KILL", &child.id().to_string()]).status().unwrap().success());
     let _ = child.wait_with_output();
     assert_eq!(last_applied(&s.slave), "none");
     ok(apply(&slave.config, &["once"]));
@@ -425,15 +327,9 @@ fn status_reports_the_state_of_slave_and_spool() {
     transfer(&s.outbox, &slave.inbound);
     let text = String::from_utf8(apply(&slave.config, &["status"]).stdout).unwrap();
     assert!(text.contains("last applied:  none yet"), "{text}");
-    assert!(
-        text.contains("in the spool:  1 files, 1 manifests"),
-        "{text}"
-    );
+    assert!(text.contains("in the spool:  1 files, 1 manifests"), "{text}");
     ok(apply(&slave.config, &["once"]));
     let text = String::from_utf8(apply(&slave.config, &["status"]).stdout).unwrap();
-    assert!(
-        text.contains("last applied:  file 1 (master transaction"),
-        "{text}"
-    );
+    assert!(text.contains("last applied:  file 1 (master transaction"), "{text}");
     assert!(text.contains("next file:     2"), "{text}");
 }

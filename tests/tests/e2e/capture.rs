@@ -18,21 +18,12 @@ type Change = (char, String, Values, Values, Vec<String>);
 type Values = Option<Vec<Option<String>>>;
 
 fn change(op: char, table: &str, key: Values, values: Values, unchanged: &[&str]) -> Change {
-    (
-        op,
-        table.to_string(),
-        key,
-        values,
-        unchanged.iter().map(|s| s.to_string()).collect(),
-    )
+    (op, table.to_string(), key, values, unchanged.iter().map(|s| s.to_string()).collect())
 }
 
 /// The captured changes without xids, for comparing with expectations.
 fn changes(master: &Cluster) -> Vec<Change> {
-    captured(master)
-        .into_iter()
-        .map(|c| (c.op, c.table, c.key, c.values, c.unchanged))
-        .collect()
+    captured(master).into_iter().map(|c| (c.op, c.table, c.key, c.values, c.unchanged)).collect()
 }
 
 #[test]
@@ -44,20 +35,8 @@ fn seed_instructions_work_verbatim() {
            CREATE TRIGGER "T_Trig" AFTER INSERT OR DELETE OR UPDATE ON "T" FOR EACH ROW EXECUTE PROCEDURE "recordchange" ();
            INSERT INTO "T" VALUES (1, 'one');"#,
     );
-    assert_eq!(
-        master.query_value("SELECT slavename FROM dbmirror_mirrorhost"),
-        "backup_system"
-    );
-    assert_eq!(
-        changes(&master),
-        [change(
-            'i',
-            "public.T",
-            None,
-            v(&[Some("1"), Some("one")]),
-            &[]
-        )]
-    );
+    assert_eq!(master.query_value("SELECT slavename FROM dbmirror_mirrorhost"), "backup_system");
+    assert_eq!(changes(&master), [change('i', "public.T", None, v(&[Some("1"), Some("one")]), &[])]);
 }
 
 #[test]
@@ -76,36 +55,12 @@ fn inserts_updates_deletes_and_truncates_are_captured_with_their_values() {
     assert_eq!(
         changes(&master),
         [
-            change(
-                'i',
-                "public.t",
-                None,
-                v(&[Some("1"), Some("a'b"), None, Some("1.50")]),
-                &[]
-            ),
-            change(
-                'i',
-                "public.t",
-                None,
-                v(&[Some("2"), Some("x"), Some("keep"), Some("NaN")]),
-                &[]
-            ),
+            change('i', "public.t", None, v(&[Some("1"), Some("a'b"), None, Some("1.50")]), &[]),
+            change('i', "public.t", None, v(&[Some("2"), Some("x"), Some("keep"), Some("NaN")]), &[]),
             // Only the changed column and the key travel with an update.
-            change(
-                'u',
-                "public.t",
-                None,
-                v(&[Some("1"), None, None, None]),
-                &["id", "note", "n"]
-            ),
+            change('u', "public.t", None, v(&[Some("1"), None, None, None]), &["id", "note", "n"]),
             // The update that changed nothing was not captured; a key change carries the old key.
-            change(
-                'u',
-                "public.t",
-                v(&[Some("2")]),
-                v(&[Some("3"), None, None, Some("2")]),
-                &["name", "note"]
-            ),
+            change('u', "public.t", v(&[Some("2")]), v(&[Some("3"), None, None, Some("2")]), &["name", "note"]),
             change('d', "public.t", v(&[Some("1")]), None, &[]),
             change('t', "public.t", None, None, &[]),
         ]
@@ -113,9 +68,7 @@ fn inserts_updates_deletes_and_truncates_are_captured_with_their_values() {
     // One row in dbmirror_Pending per transaction, counting its changes (the statements ran
     // as one implicit transaction).
     assert_eq!(
-        master.query_value(
-            "SELECT string_agg(changes::text, ',' ORDER BY commit_seq) FROM dbmirror_pending"
-        ),
+        master.query_value("SELECT string_agg(changes::text, ',' ORDER BY commit_seq) FROM dbmirror_pending"),
         "6"
     );
 }
@@ -133,13 +86,9 @@ fn large_values_are_captured_whole_not_as_toast_pointers() {
     );
     // The row is gone and its TOAST rows with it; the captured image must still hold the value.
     master.execute("VACUUM doc;");
-    let expected: String =
-        master.query_value("SELECT string_agg(md5(g::text), '') FROM generate_series(1, 5000) g");
+    let expected: String = master.query_value("SELECT string_agg(md5(g::text), '') FROM generate_series(1, 5000) g");
     let captured = captured(&master);
-    assert_eq!(
-        captured[0].values.as_ref().unwrap()[1].as_deref(),
-        Some(expected.as_str())
-    );
+    assert_eq!(captured[0].values.as_ref().unwrap()[1].as_deref(), Some(expected.as_str()));
     // The update left the large value out: it did not change (the key is kept, unchanged).
     assert_eq!(captured[1].unchanged, ["id", "body"]);
     assert_eq!(captured[1].values, v(&[Some("1"), None, Some("y")]));
@@ -170,23 +119,11 @@ fn changes_in_savepoints_and_exception_blocks_belong_to_the_top_level_transactio
          COMMIT;",
     );
     let captured = captured(&master);
-    let ids: Vec<_> = captured
-        .iter()
-        .map(|c| c.values.as_ref().unwrap()[0].clone().unwrap())
-        .collect();
+    let ids: Vec<_> = captured.iter().map(|c| c.values.as_ref().unwrap()[0].clone().unwrap()).collect();
     assert_eq!(ids, ["1", "2", "4"]);
-    let top_xid: i64 = master
-        .query_value("SELECT xid::text FROM dbmirror_pending")
-        .parse()
-        .unwrap();
-    assert!(
-        captured.iter().all(|c| c.xid == top_xid),
-        "{captured:?} should all carry xid {top_xid}"
-    );
-    assert_eq!(
-        master.query_value("SELECT changes::text FROM dbmirror_pending"),
-        "3"
-    );
+    let top_xid: i64 = master.query_value("SELECT xid::text FROM dbmirror_pending").parse().unwrap();
+    assert!(captured.iter().all(|c| c.xid == top_xid), "{captured:?} should all carry xid {top_xid}");
+    assert_eq!(master.query_value("SELECT changes::text FROM dbmirror_pending"), "3");
 }
 
 #[test]
@@ -198,14 +135,8 @@ fn a_transaction_whose_changes_all_rolled_back_leaves_nothing() {
          BEGIN; SAVEPOINT a; INSERT INTO t VALUES (1); ROLLBACK TO a; COMMIT;
          BEGIN; INSERT INTO t VALUES (2); ROLLBACK;",
     );
-    assert_eq!(
-        master.query_value("SELECT count(*)::text FROM dbmirror_pending"),
-        "0"
-    );
-    assert_eq!(
-        master.query_value("SELECT count(*)::text FROM dbmirror_pendingdata"),
-        "0"
-    );
+    assert_eq!(master.query_value("SELECT count(*)::text FROM dbmirror_pending"), "0");
+    assert_eq!(master.query_value("SELECT count(*)::text FROM dbmirror_pendingdata"), "0");
 }
 
 /// Regression guard for the seed's flaw "cascading AFTER triggers log out of order": a
@@ -232,13 +163,7 @@ fn cascading_triggers_are_captured_in_the_order_the_changes_happened() {
     );
     let order: Vec<String> = captured(&master)
         .iter()
-        .map(|c| {
-            format!(
-                "{} {}",
-                c.table,
-                c.values.as_ref().unwrap()[0].as_deref().unwrap()
-            )
-        })
+        .map(|c| format!("{} {}", c.table, c.values.as_ref().unwrap()[0].as_deref().unwrap()))
         .collect();
     assert_eq!(
         order,
@@ -257,34 +182,19 @@ fn cascading_triggers_are_captured_in_the_order_the_changes_happened() {
 fn a_table_without_primary_key_is_refused_with_a_hint() {
     let master = master();
     master.execute("CREATE TABLE nokey (a integer);");
-    let err = master
-        .client()
-        .batch_execute("SELECT dbmirror_mirror_table('nokey')")
-        .unwrap_err();
+    let err = master.client().batch_execute("SELECT dbmirror_mirror_table('nokey')").unwrap_err();
     let db = err.as_db_error().expect("a database error");
     assert_eq!(db.message(), "table public.nokey has no primary key");
-    assert!(
-        db.hint().unwrap().contains("ADD PRIMARY KEY"),
-        "{:?}",
-        db.hint()
-    );
+    assert!(db.hint().unwrap().contains("ADD PRIMARY KEY"), "{:?}", db.hint());
 
     // The seed's form bypasses the check; the trigger itself then refuses to capture.
-    master.execute(r#"CREATE TRIGGER nokey_trig AFTER INSERT ON nokey FOR EACH ROW EXECUTE PROCEDURE "recordchange" ();"#);
-    let err = master
-        .client()
-        .batch_execute("INSERT INTO nokey VALUES (1)")
-        .unwrap_err();
+    master.execute(
+        r#"CREATE TRIGGER nokey_trig AFTER INSERT ON nokey FOR EACH ROW EXECUTE PROCEDURE "recordchange" ();"#,
+    );
+    let err = master.client().batch_execute("INSERT INTO nokey VALUES (1)").unwrap_err();
     let db = err.as_db_error().expect("a database error");
-    assert_eq!(
-        db.message(),
-        "mirrored table \"public.nokey\" has no primary key"
-    );
-    assert!(
-        db.hint().unwrap().contains("dbmirror_unmirror_table"),
-        "{:?}",
-        db.hint()
-    );
+    assert_eq!(db.message(), "mirrored table \"public.nokey\" has no primary key");
+    assert!(db.hint().unwrap().contains("dbmirror_unmirror_table"), "{:?}", db.hint());
     assert_eq!(master.query_value("SELECT count(*)::text FROM nokey"), "0");
 }
 
@@ -297,14 +207,8 @@ fn dropping_the_primary_key_of_a_mirrored_table_stops_writes_with_a_clear_error(
          INSERT INTO t VALUES (1, 'a');
          ALTER TABLE t DROP CONSTRAINT t_pk;",
     );
-    let err = master
-        .client()
-        .batch_execute("UPDATE t SET v = 'b'")
-        .unwrap_err();
-    assert_eq!(
-        err.as_db_error().unwrap().message(),
-        "mirrored table \"public.t\" has no primary key"
-    );
+    let err = master.client().batch_execute("UPDATE t SET v = 'b'").unwrap_err();
+    assert_eq!(err.as_db_error().unwrap().message(), "mirrored table \"public.t\" has no primary key");
     assert_eq!(master.query_value("SELECT v FROM t"), "a");
 }
 
@@ -317,32 +221,15 @@ fn other_objects_and_trigger_misuse_are_refused() {
          CREATE TABLE t (id integer PRIMARY KEY);
          CREATE TRIGGER before_trig BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION recordchange();",
     );
-    let message = |sql: &str| {
-        master
-            .client()
-            .batch_execute(sql)
-            .unwrap_err()
-            .as_db_error()
-            .unwrap()
-            .message()
-            .to_string()
-    };
-    assert_eq!(
-        message("SELECT dbmirror_mirror_table('p')"),
-        "cannot mirror partitioned table public.p"
-    );
-    assert_eq!(
-        message("SELECT dbmirror_mirror_table('w')"),
-        "public.w is not a table"
-    );
+    let message =
+        |sql: &str| master.client().batch_execute(sql).unwrap_err().as_db_error().unwrap().message().to_string();
+    assert_eq!(message("SELECT dbmirror_mirror_table('p')"), "cannot mirror partitioned table public.p");
+    assert_eq!(message("SELECT dbmirror_mirror_table('w')"), "public.w is not a table");
     assert_eq!(
         message("SELECT dbmirror_mirror_table('dbmirror_pending')"),
         "cannot mirror dbmirror's own table public.dbmirror_pending"
     );
-    assert_eq!(
-        message("INSERT INTO t VALUES (1)"),
-        "recordchange() must be fired AFTER the change"
-    );
+    assert_eq!(message("INSERT INTO t VALUES (1)"), "recordchange() must be fired AFTER the change");
 }
 
 #[test]
@@ -354,18 +241,14 @@ fn mirroring_can_be_started_and_stopped_by_name() {
          SELECT dbmirror_mirror_table('t');",
     );
     assert_eq!(
-        master.query_value("SELECT string_agg(tgname, ',' ORDER BY tgname) FROM pg_trigger WHERE tgrelid = 't'::regclass"),
+        master.query_value(
+            "SELECT string_agg(tgname, ',' ORDER BY tgname) FROM pg_trigger WHERE tgrelid = 't'::regclass"
+        ),
         "dbmirror_capture,dbmirror_capture_truncate"
     );
-    assert_eq!(
-        master.query_value("SELECT string_agg(t::text, ',') FROM dbmirror_mirrored_tables() t"),
-        "t"
-    );
+    assert_eq!(master.query_value("SELECT string_agg(t::text, ',') FROM dbmirror_mirrored_tables() t"), "t");
     master.execute("SELECT dbmirror_unmirror_table('t'); INSERT INTO t VALUES (1);");
-    assert_eq!(
-        master.query_value("SELECT count(*)::text FROM pg_trigger WHERE tgrelid = 't'::regclass"),
-        "0"
-    );
+    assert_eq!(master.query_value("SELECT count(*)::text FROM pg_trigger WHERE tgrelid = 't'::regclass"), "0");
     assert_eq!(captured(&master), Vec::<Captured>::new());
 }
 
@@ -388,10 +271,7 @@ fn any_identifier_is_captured_as_it_is() {
             &[]
         )]
     );
-    assert_eq!(
-        master.query_value("SELECT array_to_string(columns, '|') FROM dbmirror_shape"),
-        "Id Col|sélect|a\"b"
-    );
+    assert_eq!(master.query_value("SELECT array_to_string(columns, '|') FROM dbmirror_shape"), "Id Col|sélect|a\"b");
 }
 
 #[test]
@@ -426,17 +306,12 @@ fn first_changes_of_a_table_in_concurrent_transactions_do_not_wait_for_each_othe
     let master = master();
     master.execute("CREATE TABLE t (id integer PRIMARY KEY); SELECT dbmirror_mirror_table('t');");
     let mut first = master.client();
-    first
-        .batch_execute("BEGIN; INSERT INTO t VALUES (1)")
-        .unwrap();
+    first.batch_execute("BEGIN; INSERT INTO t VALUES (1)").unwrap();
     let mut second = master.client();
     second
         .batch_execute("SET statement_timeout = '10s'; INSERT INTO t VALUES (2)")
         .expect("the second writer must not wait for the first one's transaction");
     first.batch_execute("COMMIT").unwrap();
-    let ids: Vec<_> = captured(&master)
-        .iter()
-        .map(|c| c.values.as_ref().unwrap()[0].clone().unwrap())
-        .collect();
+    let ids: Vec<_> = captured(&master).iter().map(|c| c.values.as_ref().unwrap()[0].clone().unwrap()).collect();
     assert_eq!(ids, ["2", "1"], "in commit order");
 }

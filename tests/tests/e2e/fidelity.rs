@@ -10,8 +10,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use dbmirror_tests::tools::{
-    apply, apply_config, export_command, export_config, export_once, replay_by_hand, transfer,
-    Workdir,
+    apply, apply_config, export_command, export_config, export_once, replay_by_hand, transfer, Workdir,
 };
 use dbmirror_tests::{assert_tables_equal, describe, Cluster};
 
@@ -23,20 +22,10 @@ fn samples() -> BTreeMap<&'static str, Vec<String>> {
     let s = |values: &[&str]| values.iter().map(|v| v.to_string()).collect::<Vec<_>>();
     let mut m = BTreeMap::new();
     m.insert("boolean", s(&["true", "false"]));
-    m.insert(
-        "bytea",
-        vec![
-            String::new(),
-            format!("\\x{all_bytes}"),
-            "\\x5c27225c".into(),
-        ],
-    );
+    m.insert("bytea", vec![String::new(), format!("\\x{all_bytes}"), "\\x5c27225c".into()]);
     m.insert("\"char\"", s(&["a", " ", "'", "\\"]));
     m.insert("name", s(&["a name with spaces ☃", &"n".repeat(63)]));
-    m.insert(
-        "bigint",
-        s(&["-9223372036854775808", "9223372036854775807", "0"]),
-    );
+    m.insert("bigint", s(&["-9223372036854775808", "9223372036854775807", "0"]));
     m.insert("smallint", s(&["-32768", "32767"]));
     m.insert("int2vector", s(&["1 2 3", ""]));
     m.insert("integer", s(&["-2147483648", "2147483647"]));
@@ -57,17 +46,8 @@ fn samples() -> BTreeMap<&'static str, Vec<String>> {
     m.insert("xid", s(&["0", "4294967295"]));
     m.insert("cid", s(&["0", "4294967295"]));
     m.insert("oidvector", s(&["1 2", ""]));
-    m.insert(
-        "json",
-        s(&[
-            "{\"a\": [1, 2.50, \"x\\u00e9\\ud83d\\ude00\"],  \"b\" : null}",
-            "[]",
-        ]),
-    );
-    m.insert(
-        "xml",
-        s(&["<a b=\"1\">x &amp; y</a>", "text only, as content"]),
-    );
+    m.insert("json", s(&["{\"a\": [1, 2.50, \"x\\u00e9\\ud83d\\ude00\"],  \"b\" : null}", "[]"]));
+    m.insert("xml", s(&["<a b=\"1\">x &amp; y</a>", "text only, as content"]));
     m.insert("xid8", s(&["0", "18446744073709551615"]));
     m.insert("point", s(&["(1.5,-2)", "(1e+308,-1e-308)"]));
     m.insert("lseg", s(&["[(0,0),(1,1)]"]));
@@ -75,19 +55,7 @@ fn samples() -> BTreeMap<&'static str, Vec<String>> {
     m.insert("box", s(&["(1,1),(0,0)"]));
     m.insert("polygon", s(&["((0,0),(1,1),(1,0))"]));
     m.insert("line", s(&["{1,-1,0}"]));
-    m.insert(
-        "real",
-        s(&[
-            "0",
-            "-0",
-            "Infinity",
-            "-Infinity",
-            "NaN",
-            "3.4028235e+38",
-            "1e-45",
-            "0.1",
-        ]),
-    );
+    m.insert("real", s(&["0", "-0", "Infinity", "-Infinity", "NaN", "3.4028235e+38", "1e-45", "0.1"]));
     m.insert(
         "double precision",
         s(&[
@@ -103,40 +71,16 @@ fn samples() -> BTreeMap<&'static str, Vec<String>> {
         ]),
     );
     m.insert("circle", s(&["<(1,2),3>"]));
-    m.insert(
-        "money",
-        s(&[
-            "0",
-            "-92233720368547758.08",
-            "92233720368547758.07",
-            "12.34",
-        ]),
-    );
+    m.insert("money", s(&["0", "-92233720368547758.08", "92233720368547758.07", "12.34"]));
     m.insert("macaddr", s(&["08:00:2b:01:02:03"]));
-    m.insert(
-        "inet",
-        s(&["192.168.0.1/24", "::ffff:1.2.3.4", "2001:db8::1"]),
-    );
+    m.insert("inet", s(&["192.168.0.1/24", "::ffff:1.2.3.4", "2001:db8::1"]));
     m.insert("cidr", s(&["10.0.0.0/8", "2001:db8::/32"]));
     m.insert("macaddr8", s(&["08:00:2b:01:02:03:04:05"]));
     m.insert("aclitem", s(&["postgres=arwdDxt/postgres", "=r/postgres"]));
     m.insert("character", s(&["x", " ", "é"]));
     m.insert("character varying", s(&["", "abc", "ünïcode"]));
-    m.insert(
-        "date",
-        s(&[
-            "2024-02-29",
-            "infinity",
-            "-infinity",
-            "4713-01-01 BC",
-            "5874897-12-31",
-            "0001-01-01",
-        ]),
-    );
-    m.insert(
-        "time without time zone",
-        s(&["00:00:00", "23:59:59.999999", "24:00:00"]),
-    );
+    m.insert("date", s(&["2024-02-29", "infinity", "-infinity", "4713-01-01 BC", "5874897-12-31", "0001-01-01"]));
+    m.insert("time without time zone", s(&["00:00:00", "23:59:59.999999", "24:00:00"]));
     m.insert(
         "timestamp without time zone",
         s(&[
@@ -167,10 +111,7 @@ fn samples() -> BTreeMap<&'static str, Vec<String>> {
             "-178000000 years",
         ]),
     );
-    m.insert(
-        "time with time zone",
-        s(&["12:34:56.789+05:45", "00:00:00-15:59"]),
-    );
+    m.insert("time with time zone", s(&["12:34:56.789+05:45", "00:00:00-15:59"]));
     m.insert("bit", s(&["1", "0"]));
     m.insert("bit varying", s(&["", "10101010101"]));
     m.insert(
@@ -193,52 +134,27 @@ fn samples() -> BTreeMap<&'static str, Vec<String>> {
     m.insert("regtype", s(&["integer", "character varying"]));
     m.insert("regrole", s(&["postgres", "pg_monitor"]));
     m.insert("regnamespace", s(&["pg_catalog", "public"]));
-    m.insert(
-        "uuid",
-        s(&[
-            "00000000-0000-0000-0000-000000000000",
-            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
-        ]),
-    );
+    m.insert("uuid", s(&["00000000-0000-0000-0000-000000000000", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"]));
     m.insert("pg_lsn", s(&["0/0", "FFFFFFFF/FFFFFFFF"]));
     m.insert("tsvector", s(&["'a quoted' fat:1A cat:2B", ""]));
     m.insert("tsquery", s(&["fat & (rat | cat)", "!x"]));
     m.insert("regconfig", s(&["english", "simple"]));
     m.insert("regdictionary", s(&["english_stem"]));
-    m.insert(
-        "jsonb",
-        s(&[
-            "{\"a\": \"\\u00e9\\ud83d\\ude00\", \"n\": 1.50, \"z\": [true, null]}",
-            "\"string\"",
-            "{}",
-        ]),
-    );
+    m.insert("jsonb", s(&["{\"a\": \"\\u00e9\\ud83d\\ude00\", \"n\": 1.50, \"z\": [true, null]}", "\"string\"", "{}"]));
     m.insert("jsonpath", s(&["$.a[*] ? (@ > 1)", "strict $.x"]));
     m.insert("txid_snapshot", s(&["10:20:10,14,15", "3:3:"]));
     m.insert("pg_snapshot", s(&["10:20:10,14,15"]));
     m.insert("int4range", s(&["[1,10)", "empty", "(,5]"]));
     m.insert("numrange", s(&["[1.5,2.25]", "(,)"]));
     m.insert("tsrange", s(&["[2024-01-01 00:00,infinity)"]));
-    m.insert(
-        "tstzrange",
-        s(&["[2024-01-01 00:00+00,2024-01-02 00:00+05)"]),
-    );
+    m.insert("tstzrange", s(&["[2024-01-01 00:00+00,2024-01-02 00:00+05)"]));
     m.insert("daterange", s(&["[2024-01-01,2024-02-29]", "empty"]));
-    m.insert(
-        "int8range",
-        s(&["[-9223372036854775808,9223372036854775807)"]),
-    );
+    m.insert("int8range", s(&["[-9223372036854775808,9223372036854775807)"]));
     m.insert("int4multirange", s(&["{[1,3),[5,7)}", "{}"]));
     m.insert("nummultirange", s(&["{[1.5,2.5]}"]));
     m.insert("tsmultirange", s(&["{[2024-01-01,2024-01-02)}"]));
-    m.insert(
-        "tstzmultirange",
-        s(&["{[2024-01-01 00:00+00,2024-01-02 00:00+00)}"]),
-    );
-    m.insert(
-        "datemultirange",
-        s(&["{[2024-01-01,2024-01-05),[2024-02-01,2024-02-02)}"]),
-    );
+    m.insert("tstzmultirange", s(&["{[2024-01-01 00:00+00,2024-01-02 00:00+00)}"]));
+    m.insert("datemultirange", s(&["{[2024-01-01,2024-01-05),[2024-02-01,2024-02-02)}"]));
     m.insert("int8multirange", s(&["{[1,2)}"]));
     m
 }
@@ -301,15 +217,7 @@ fn pair(schema: &str, tables: &[String]) -> Pair {
     let apply = apply_config(&work, &slave, "fidelity", &inbound, "");
     let init = dbmirror_tests::tools::apply(&apply, &["init"]);
     assert!(init.status.success(), "{}", describe(&init));
-    Pair {
-        master,
-        slave,
-        work,
-        outbox,
-        inbound,
-        export,
-        apply,
-    }
+    Pair { master, slave, work, outbox, inbound, export, apply }
 }
 
 impl Pair {
@@ -321,20 +229,10 @@ impl Pair {
         assert!(output.status.success(), "{}", describe(&output));
         let names: Vec<&str> = tables.iter().map(String::as_str).collect();
         assert_tables_equal(&self.master, &self.slave, &names);
-        let verify = export_command(&self.export, &["verify", "--slave", &self.slave.conninfo()])
-            .output()
-            .unwrap();
-        assert!(
-            verify.status.success(),
-            "verify found differences:\n{}",
-            describe(&verify)
-        );
+        let verify = export_command(&self.export, &["verify", "--slave", &self.slave.conninfo()]).output().unwrap();
+        assert!(verify.status.success(), "verify found differences:\n{}", describe(&verify));
         let report = String::from_utf8_lossy(&verify.stdout);
-        assert_eq!(
-            report.lines().filter(|l| l.starts_with("equal ")).count(),
-            tables.len(),
-            "{report}"
-        );
+        assert_eq!(report.lines().filter(|l| l.starts_with("equal ")).count(), tables.len(), "{report}");
     }
 }
 
@@ -368,30 +266,17 @@ fn every_built_in_type_and_its_array_round_trips() {
         .map(|(t, _)| t)
         .filter(|t| !samples.contains_key(t.as_str()) && !NO_INPUT.contains(&t.as_str()))
         .collect();
-    assert!(
-        missing.is_empty(),
-        "types without samples (add them to samples()): {missing:?}"
-    );
+    assert!(missing.is_empty(), "types without samples (add them to samples()): {missing:?}");
     assert!(types.len() > 80, "the catalog lists {} types", types.len());
 
-    let testable: Vec<&(String, bool)> = types
-        .iter()
-        .filter(|(t, _)| !NO_INPUT.contains(&t.as_str()))
-        .collect();
+    let testable: Vec<&(String, bool)> = types.iter().filter(|(t, _)| !NO_INPUT.contains(&t.as_str())).collect();
     let table_of = |i: usize| format!("public.v{i:03}");
     let schema: String = testable
         .iter()
         .enumerate()
         .map(|(i, (t, has_array))| {
-            let array = if *has_array {
-                format!(", a {t}[]")
-            } else {
-                String::new()
-            };
-            format!(
-                "CREATE TABLE {} (id integer PRIMARY KEY, v {t}{array});\n",
-                table_of(i)
-            )
+            let array = if *has_array { format!(", a {t}[]") } else { String::new() };
+            format!("CREATE TABLE {} (id integer PRIMARY KEY, v {t}{array});\n", table_of(i))
         })
         .collect();
     let tables: Vec<String> = (0..testable.len()).map(table_of).collect();
@@ -400,13 +285,8 @@ fn every_built_in_type_and_its_array_round_trips() {
     let mut client = p.master.client();
     client.batch_execute(HOSTILE_SESSION).unwrap();
     for no_input in NO_INPUT {
-        let err = client
-            .query_one(&format!("SELECT 'x'::{no_input}"), &[])
-            .expect_err(no_input);
-        assert!(
-            err.as_db_error().is_some(),
-            "{no_input} should refuse input: {err}"
-        );
+        let err = client.query_one(&format!("SELECT 'x'::{no_input}"), &[]).expect_err(no_input);
+        assert!(err.as_db_error().is_some(), "{no_input} should refuse input: {err}");
     }
     for (i, (t, has_array)) in testable.iter().enumerate() {
         let table = table_of(i);
@@ -421,11 +301,7 @@ fn every_built_in_type_and_its_array_round_trips() {
             }
         };
         let columns = |id: usize, j: usize| -> String {
-            let v = if j == values.len() {
-                "NULL".to_string()
-            } else {
-                typed(&values[j], t)
-            };
+            let v = if j == values.len() { "NULL".to_string() } else { typed(&values[j], t) };
             match (has_array, j == values.len()) {
                 (true, false) => format!("({id}, {v}, {})", array(j)),
                 (true, true) => format!("({id}, NULL, NULL)"),
@@ -532,9 +408,7 @@ fn any_identifier_round_trips() {
     ));
     p.sync_and_compare(&tables);
     assert_eq!(
-        p.slave.query_value(
-            r#"SELECT "select" FROM "Mixed Schema ""q"" ☃"."Table With Spaces" WHERE "Id" = 1"#
-        ),
+        p.slave.query_value(r#"SELECT "select" FROM "Mixed Schema ""q"" ☃"."Table With Spaces" WHERE "Id" = 1"#),
         "new key"
     );
 }
@@ -546,10 +420,7 @@ fn keys_composite_changing_reused_self_referencing_and_deferred() {
         CREATE TABLE pairkey (a text, b timestamptz, c numeric, v text, PRIMARY KEY (a, b, c));
         CREATE TABLE odd (k bytea PRIMARY KEY, u uuid UNIQUE, v text);
     "#;
-    let tables: Vec<String> = ["node", "pairkey", "odd"]
-        .iter()
-        .map(|t| t.to_string())
-        .collect();
+    let tables: Vec<String> = ["node", "pairkey", "odd"].iter().map(|t| t.to_string()).collect();
     let p = pair(schema, &tables);
     let mut client = p.master.client();
     client.batch_execute(HOSTILE_SESSION).unwrap();
@@ -601,72 +472,38 @@ fn sequences_on_the_slave_are_never_behind_and_never_go_back() {
     );
     p.sync_and_compare(&tables);
     let positions = |c: &Cluster| -> Vec<String> {
-        [
-            "s1_id_seq",
-            "shared_seq",
-            "down_seq",
-            "s2_id_seq",
-            "s3_id_seq",
-        ]
-        .iter()
-        .map(|s| c.query_value(&format!("SELECT last_value::text FROM {s}")))
-        .collect()
+        ["s1_id_seq", "shared_seq", "down_seq", "s2_id_seq", "s3_id_seq"]
+            .iter()
+            .map(|s| c.query_value(&format!("SELECT last_value::text FROM {s}")))
+            .collect()
     };
     assert_eq!(positions(&p.slave), positions(&p.master));
     // A newer value on the slave (someone used the sequence there) is not undone by an older file.
     p.slave.execute("SELECT setval('shared_seq', 5000)");
     p.master.execute("INSERT INTO s1 DEFAULT VALUES");
     p.sync_and_compare(&tables);
-    assert_eq!(
-        p.slave
-            .query_value("SELECT last_value::text FROM shared_seq"),
-        "5000"
-    );
-    assert_eq!(
-        p.slave
-            .query_value("SELECT last_value::text FROM s1_id_seq"),
-        "3"
-    );
-    assert_eq!(
-        p.slave.query_value("SELECT last_value::text FROM down_seq"),
-        "-3"
-    );
+    assert_eq!(p.slave.query_value("SELECT last_value::text FROM shared_seq"), "5000");
+    assert_eq!(p.slave.query_value("SELECT last_value::text FROM s1_id_seq"), "3");
+    assert_eq!(p.slave.query_value("SELECT last_value::text FROM down_seq"), "-3");
 }
 
 /// A writer whose client encoding is LATIN1: the master stores UTF-8, the file carries UTF-8.
 #[test]
 fn a_writer_in_another_client_encoding_round_trips() {
     let tables = vec!["enc".to_string()];
-    let p = pair(
-        "CREATE TABLE enc (id integer PRIMARY KEY, t text);",
-        &tables,
-    );
+    let p = pair("CREATE TABLE enc (id integer PRIMARY KEY, t text);", &tables);
     let script = p.work.path().join("latin1.sql");
     // "café" and "Ü" in LATIN1 bytes.
-    std::fs::write(
-        &script,
-        b"INSERT INTO enc VALUES (1, 'caf\xe9'), (2, '\xdc');\n",
-    )
-    .unwrap();
+    std::fs::write(&script, b"INSERT INTO enc VALUES (1, 'caf\xe9'), (2, '\xdc');\n").unwrap();
     let output = Command::new(dbmirror_tests::pg_bin().join("psql"))
         .env("PGCLIENTENCODING", "LATIN1")
-        .args([
-            "-X",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            &p.master.conninfo(),
-            "-f",
-        ])
+        .args(["-X", "-v", "ON_ERROR_STOP=1", "-d", &p.master.conninfo(), "-f"])
         .arg(&script)
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", describe(&output));
     p.sync_and_compare(&tables);
-    assert_eq!(
-        p.slave.query_value("SELECT t FROM enc WHERE id = 1"),
-        "café"
-    );
+    assert_eq!(p.slave.query_value("SELECT t FROM enc WHERE id = 1"), "café");
 }
 
 /// Concurrent clients with conflicting updates, foreign keys, a cascading trigger and
@@ -686,13 +523,9 @@ fn a_concurrent_conflicting_workload_converges() {
         END $$;
         CREATE TRIGGER a_book AFTER INSERT ON entry FOR EACH ROW EXECUTE FUNCTION book();
     "#;
-    let tables: Vec<String> = ["account", "entry", "audit"]
-        .iter()
-        .map(|t| t.to_string())
-        .collect();
+    let tables: Vec<String> = ["account", "entry", "audit"].iter().map(|t| t.to_string()).collect();
     let p = pair(schema, &tables);
-    p.master
-        .execute("INSERT INTO account SELECT g, 0 FROM generate_series(1, 5) g");
+    p.master.execute("INSERT INTO account SELECT g, 0 FROM generate_series(1, 5) g");
     // The slave runs the same trigger; the files' replica role keeps it from firing twice.
     let script = p.work.file(
         "workload.sql",
@@ -712,56 +545,22 @@ END;
 "#,
     );
     // The exporter runs during the load.
-    let config = export_config(
-        &p.work,
-        &p.master,
-        "fidelity",
-        &p.outbox,
-        "sleep_interval = 0.2",
-    );
-    let mut exporter = export_command(&config, &["run"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let config = export_config(&p.work, &p.master, "fidelity", &p.outbox, "sleep_interval = 0.2");
+    let mut exporter = export_command(&config, &["run"]).stderr(std::process::Stdio::null()).spawn().unwrap();
     let output = Command::new(dbmirror_tests::pg_bin().join("pgbench"))
-        .args([
-            "-n",
-            "-c",
-            "4",
-            "-j",
-            "2",
-            "-t",
-            "150",
-            "--max-tries=20",
-            "-f",
-        ])
+        .args(["-n", "-c", "4", "-j", "2", "-t", "150", "--max-tries=20", "-f"])
         .arg(&script)
         .arg(p.master.conninfo())
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "pgbench failed:\n{}",
-        describe(&output)
-    );
+    assert!(output.status.success(), "pgbench failed:\n{}", describe(&output));
     // Let the exporter catch up, then stop it.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while p
-        .master
-        .query_value("SELECT count(*)::text FROM dbmirror_pending")
-        != "0"
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the exporter did not catch up"
-        );
+    while p.master.query_value("SELECT count(*)::text FROM dbmirror_pending") != "0" {
+        assert!(std::time::Instant::now() < deadline, "the exporter did not catch up");
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    assert!(Command::new("kill")
-        .args(["-TERM", &exporter.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
+    assert!(Command::new("kill").args(["-TERM", &exporter.id().to_string()]).status().unwrap().success());
     assert!(exporter.wait().unwrap().success());
     p.sync_and_compare(&tables);
     // And by hand, with psql, on a second slave: the same result.
@@ -789,7 +588,9 @@ fn truncate_cascade_and_generated_columns_round_trip() {
          UPDATE child SET label = 'changed' WHERE id = 1;",
     );
     p.sync_and_compare(&tables);
-    p.master.execute("BEGIN; TRUNCATE parent CASCADE; INSERT INTO parent VALUES (3); INSERT INTO child VALUES (3, 3, 'c'); COMMIT;");
+    p.master.execute(
+        "BEGIN; TRUNCATE parent CASCADE; INSERT INTO parent VALUES (3); INSERT INTO child VALUES (3, 3, 'c'); COMMIT;",
+    );
     p.sync_and_compare(&tables);
     assert_eq!(p.slave.query_value("SELECT shout FROM child"), "C");
 }

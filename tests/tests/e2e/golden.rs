@@ -44,8 +44,7 @@ fn normalise(outbox: &Path) -> Vec<(String, Vec<u8>)> {
         for line in reader.lines() {
             let line = line.unwrap();
             if line.starts_with(&format!("SELECT {GUARD_FUNCTION}(")) {
-                let previous =
-                    previous.map_or_else(|| "NULL".to_string(), |c| quote(&c.to_string()));
+                let previous = previous.map_or_else(|| "NULL".to_string(), |c| quote(&c.to_string()));
                 text.push_str(&format!(
                     "SELECT {GUARD_FUNCTION}({}, {}, {}, {}, {previous});\n",
                     quote(&header.slave),
@@ -58,18 +57,10 @@ fn normalise(outbox: &Path) -> Vec<(String, Vec<u8>)> {
                 text.push('\n');
             }
         }
-        let name = TransactionFileName {
-            number: header.number,
-            time,
-            xid: header.xid,
-            compressed: false,
-        };
+        let name = TransactionFileName { number: header.number, time, xid: header.xid, compressed: false };
         let checksum = Checksum::of(text.as_bytes());
         previous = Some(checksum);
-        entries.push(ManifestEntry {
-            checksum,
-            file: name.clone(),
-        });
+        entries.push(ManifestEntry { checksum, file: name.clone() });
         files.push((name.file_name(), text.into_bytes()));
     }
     // One manifest per two files, as the scenario exports with batch_size = 2.
@@ -88,30 +79,18 @@ fn the_spool_example_is_what_the_exporter_writes() {
     export_once(&s.config);
     let files = normalise(&s.outbox);
     // The exporter wrote the same manifests (by name) as the normalised spool has.
-    let manifests = |names: Vec<String>| -> Vec<String> {
-        names
-            .into_iter()
-            .filter(|n| n.ends_with(".sha256"))
-            .collect()
-    };
-    let mut exported: Vec<String> = std::fs::read_dir(&s.outbox)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let manifests =
+        |names: Vec<String>| -> Vec<String> { names.into_iter().filter(|n| n.ends_with(".sha256")).collect() };
+    let mut exported: Vec<String> =
+        std::fs::read_dir(&s.outbox).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     exported.sort();
-    assert_eq!(
-        manifests(exported),
-        manifests(files.iter().map(|(n, _)| n.clone()).collect())
-    );
+    assert_eq!(manifests(exported), manifests(files.iter().map(|(n, _)| n.clone()).collect()));
 
     let golden = repository().join("spool-example");
     if std::env::var_os("BLESS").is_some() {
         for entry in std::fs::read_dir(&golden).unwrap() {
             let path = entry.unwrap().path();
-            if path
-                .extension()
-                .is_some_and(|e| e == "sql" || e == "sha256")
-            {
+            if path.extension().is_some_and(|e| e == "sql" || e == "sha256") {
                 std::fs::remove_file(path).unwrap();
             }
         }
@@ -123,12 +102,7 @@ fn the_spool_example_is_what_the_exporter_writes() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "sql" || e == "sha256"))
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_str().unwrap().to_string(),
-                std::fs::read(&p).unwrap(),
-            )
-        })
+        .map(|p| (p.file_name().unwrap().to_str().unwrap().to_string(), std::fs::read(&p).unwrap()))
         .collect();
     expected.sort();
     let names = |f: &[(String, Vec<u8>)]| f.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
@@ -159,11 +133,7 @@ fn the_spool_example_is_what_the_exporter_writes() {
         .current_dir(&copy)
         .output()
         .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        dbmirror_tests::describe(&check)
-    );
+    assert!(check.status.success(), "{}", dbmirror_tests::describe(&check));
     replay_by_hand(&s.slave, &copy);
     assert_tables_equal(&s.master, &s.slave, TABLES);
 }

@@ -106,6 +106,11 @@ pub fn pass(config: &Config, client: &mut Client, stop: &AtomicBool) -> Result<S
         }
     }
     progress.report();
+    if let Some(first) = inbox.refused().first() {
+        return Err(Error::new(Kind::BadFile, first.clone()).with_hint(
+            "The files it lists wait for a good manifest: put one into the spool (from the exporter's outbox), then run the applier again.",
+        ));
+    }
     Ok(summary)
 }
 

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use dbmirror_spool::{ARCHIVE_DIR, QUARANTINE_DIR};
+use dbmirror_spool::{PublicKey, ARCHIVE_DIR, QUARANTINE_DIR};
 use serde::Deserialize;
 
 use dbmirror_apply::configuration;
@@ -26,6 +26,7 @@ struct RawConfig {
     master: Option<String>,
     settle_seconds: Option<f64>,
     poll_interval: Option<f64>,
+    public_key: Option<PathBuf>,
 }
 
 /// A checked configuration.
@@ -44,6 +45,8 @@ pub struct Config {
     pub master: Option<u64>,
     pub settle: Duration,
     pub poll_interval: Duration,
+    /// The exporter's public key: when set, only manifests it signed are used.
+    pub public_key: Option<PublicKey>,
 }
 
 impl Config {
@@ -75,6 +78,12 @@ impl Config {
             master,
             settle: configuration::seconds("settle_seconds", raw.settle_seconds, DEFAULT_SETTLE_SECONDS, true)?,
             poll_interval: configuration::seconds("poll_interval", raw.poll_interval, DEFAULT_POLL_INTERVAL, false)?,
+            public_key: raw
+                .public_key
+                .as_deref()
+                .map(PublicKey::load)
+                .transpose()
+                .map_err(|e| Error::config(e.to_string()))?,
         })
     }
 }

@@ -62,6 +62,8 @@ pub struct Inbox<'a> {
     disputed: BTreeMap<u64, String>,
     /// Only look (for `status`): move nothing.
     inspect: bool,
+    /// Manifests this scan moved to quarantine, with the reason.
+    refused: Vec<String>,
 }
 
 impl<'a> Inbox<'a> {
@@ -70,6 +72,7 @@ impl<'a> Inbox<'a> {
     pub fn scan(config: &'a Config, inspect: bool) -> Result<Self, Error> {
         let mut inbox = Inbox {
             inspect,
+            refused: Vec::new(),
             config,
             covered: BTreeMap::new(),
             files: BTreeMap::new(),
@@ -81,7 +84,9 @@ impl<'a> Inbox<'a> {
             match entry {
                 Entry::Transaction { name, path } => inbox.files.entry(name.number).or_default().push((name, path)),
                 Entry::Manifest { name, path } => inbox.read_manifest(name, path)?,
-                Entry::Temporary(_) => {}
+                Entry::Temporary(path) => {
+                    inbox.notes.push(format!("ignoring temporary file \"{}\"", path.display()));
+                }
                 Entry::Unrecognized { path, error } => {
                     inbox.notes.push(format!("ignoring \"{}\": {error}", path.display()));
                 }
@@ -99,6 +104,15 @@ impl<'a> Inbox<'a> {
             Err(format!("manifest is larger than {MAX_MANIFEST_BYTES} bytes"))
         } else {
             Manifest::parse(&name, &text).map_err(|e| e.to_string())
+        };
+        // A complete manifest that fails its signature is refused at once; an incomplete one
+        // may still be arriving.
+        let (manifest, complete) = match manifest {
+            Ok(manifest) => match self.config.public_key.as_ref().map(|key| manifest.verify(key)) {
+                Some(Err(e)) => (Err(e.to_string()), true),
+                _ => (Ok(manifest), true),
+            },
+            Err(reason) => (Err(reason), false),
         };
         match manifest {
             Ok(manifest) => {
@@ -126,8 +140,9 @@ impl<'a> Inbox<'a> {
             Err(reason) if self.inspect => {
                 self.notes.push(format!("manifest \"{}\" is unusable: {reason}", path.display()))
             }
-            Err(reason) if self.settled(&path)? => {
+            Err(reason) if complete || self.settled(&path)? => {
                 quarantine(self.config, &path, &reason)?;
+                self.refused.push(format!("manifest \"{}\" was moved to quarantine: {reason}", path.display()));
             }
             Err(_) => self.notes.push(format!("manifest \"{}\" is still arriving", path.display())),
         }
@@ -191,10 +206,15 @@ impl<'a> Inbox<'a> {
         };
         let path = self.config.spool.join(entry.file.file_name());
         if !path.is_file() {
-            return Ok(Next::Waiting(Some(format!(
-                "waiting for file {number} (\"{}\"; its manifest has arrived)",
-                entry.file.file_name()
-            ))));
+            let mut reason =
+                format!("waiting for file {number} (\"{}\"; its manifest has arrived)", entry.file.file_name());
+            if let Some((other, _)) = self.files.get(&number).and_then(|files| files.first()) {
+                reason.push_str(&format!(
+                    "; \"{}\" has that number but is not the file the manifest names",
+                    other.file_name()
+                ));
+            }
+            return Ok(Next::Waiting(Some(reason)));
         }
         let (stored, _) = sha256_of(fs::File::open(&path)?)
             .map_err(|e| Error::runtime(format!("could not read \"{}\": {e}", path.display())))?;
@@ -241,6 +261,11 @@ impl<'a> Inbox<'a> {
     /// Number of manifests present.
     pub fn manifest_count(&self) -> usize {
         self.manifests.len()
+    }
+
+    /// What this scan refused (manifests it moved to quarantine).
+    pub fn refused(&self) -> &[String] {
+        &self.refused
     }
 
     pub fn notes(&self) -> &[String] {

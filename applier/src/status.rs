@@ -23,6 +23,8 @@ struct Status {
     gaps: Vec<u64>,
     waiting: Vec<String>,
     quarantined: Vec<Quarantined>,
+    /// Whether manifests must be signed (a public key is configured).
+    signatures_required: bool,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -70,6 +72,7 @@ pub fn show(config: &Config, json: bool) -> Result<(), Error> {
         gaps,
         waiting,
         quarantined: quarantined(config).into_iter().map(|(file, reason)| Quarantined { file, reason }).collect(),
+        signatures_required: config.public_key.is_some(),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&status).expect("status always serialises"));
@@ -89,6 +92,11 @@ pub fn show(config: &Config, json: bool) -> Result<(), Error> {
     }
     for line in &status.waiting {
         println!("waiting:       {line}");
+    }
+    if status.signatures_required {
+        println!("signatures:    required (public_key)");
+    } else {
+        println!("signatures:    not checked: no public_key, so whoever can write to the spool can change the mirrored tables");
     }
     for q in &status.quarantined {
         println!("quarantined:   {} ({})", q.file, q.reason);

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use dbmirror_spool::SigningKey;
 use serde::Deserialize;
 
 use dbmirror_apply::configuration;
@@ -26,19 +27,19 @@ struct RawConfig {
     sleep_interval: Option<f64>,
     alert_command: Option<String>,
     batch_size: Option<usize>,
+    signing_key: Option<PathBuf>,
 }
 
 /// Where exported transactions go.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Output {
     /// One file per transaction in this directory (the seed's file mode).
-    Files { directory: PathBuf, compress: bool },
+    Files { directory: PathBuf, compress: bool, signing_key: Option<Box<SigningKey>> },
     /// Straight into the slave database (the seed's direct mode).
     Direct { slave: Box<postgres::Config> },
 }
 
 /// A checked configuration.
-#[derive(Debug, Clone)]
 pub struct Config {
     pub slave_name: String,
     pub master: postgres::Config,
@@ -73,9 +74,23 @@ impl Config {
                     ))
                     .with_hint("Create it first; the exporter does not create directories."));
                 }
-                Output::Files { directory, compress }
+                Output::Files {
+                    directory,
+                    compress,
+                    signing_key: raw
+                        .signing_key
+                        .as_deref()
+                        .map(|path| SigningKey::load(path).map(Box::new))
+                        .transpose()
+                        .map_err(|e| Error::config(e.to_string()))?,
+                }
             }
             (None, Some(slave)) => {
+                if raw.signing_key.is_some() {
+                    return Err(Error::config(
+                        "signing_key signs manifests of files, it does not apply to direct mode",
+                    ));
+                }
                 if raw.compression.is_some() {
                     return Err(Error::config("compression applies to files, not to direct mode"));
                 }

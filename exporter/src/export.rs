@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use dbmirror_spool::{
-    sync_dir, AtomicFile, Checksum, Header, Manifest, ManifestEntry, SqlWriter, TransactionFileName, FORMAT_VERSION,
+    sync_dir, AtomicFile, Checksum, Header, Manifest, ManifestEntry, SigningKey, SqlWriter, TransactionFileName,
+    FORMAT_VERSION,
 };
 
 use crate::config::{Config, Output};
@@ -54,8 +55,9 @@ pub fn once(config: &Config, stop: &AtomicBool) -> Result<Summary, Error> {
         let (first, last) = (first.number, last.number);
         let (_, previous) = master.slave_row()?;
         let written = match (&config.output, direct.as_mut()) {
-            (Output::Files { directory, compress }, _) => {
-                write_files(&mut master, config, directory, *compress, &batch, previous)?
+            (Output::Files { directory, compress, signing_key }, _) => {
+                let files = Files { directory, compress: *compress, signing_key: signing_key.as_deref() };
+                write_files(&mut master, config, &files, &batch, previous)?
             }
             (Output::Direct { .. }, Some(direct)) => apply_direct(&mut master, config, direct, &batch, previous)?,
             (Output::Direct { .. }, None) => {
@@ -105,11 +107,17 @@ pub fn render<W: Write>(master: &mut Master, header: &Header, assigned: &Assigne
     Ok(writer.finish(&assigned.sequences)?)
 }
 
+/// Where and how file mode writes.
+struct Files<'a> {
+    directory: &'a Path,
+    compress: bool,
+    signing_key: Option<&'a SigningKey>,
+}
+
 fn write_files(
     master: &mut Master,
     config: &Config,
-    directory: &Path,
-    compress: bool,
+    files: &Files<'_>,
     batch: &[Assigned],
     mut previous: Option<Checksum>,
 ) -> Result<Vec<(i64, Checksum)>, Error> {
@@ -120,13 +128,13 @@ fn write_files(
             number: assigned.number as u64,
             time: assigned.assigned_at,
             xid: assigned.xid as u64,
-            compressed: compress,
+            compressed: files.compress,
         };
         // A file already under this name was written before a crash (and may have been
         // carried off already): what we write now must be the very same bytes.
-        let existing = existing_checksum(&directory.join(name.file_name()))?;
+        let existing = existing_checksum(&files.directory.join(name.file_name()))?;
         let header = header(master, config, assigned, previous);
-        let out = SqlWriter::create(directory, &name)?;
+        let out = SqlWriter::create(files.directory, &name)?;
         let out = render(master, &header, assigned, out)?;
         fault::point("before-rename");
         let file = out.finish(existing).map_err(|e| {
@@ -143,12 +151,15 @@ fn write_files(
         written.push((assigned.xid, file.sql_sha256));
         entries.push(ManifestEntry { checksum: file.stored_sha256, file: name });
     }
-    sync_dir(directory)?;
-    let manifest = Manifest::new(entries)?;
-    let mut file = AtomicFile::create(directory, &manifest.name.file_name())?;
+    sync_dir(files.directory)?;
+    let mut manifest = Manifest::new(entries)?;
+    if let Some(key) = files.signing_key {
+        manifest.sign(key);
+    }
+    let mut file = AtomicFile::create(files.directory, &manifest.name.file_name())?;
     file.write_all(manifest.render().as_bytes())?;
     file.commit()?;
-    sync_dir(directory)?;
+    sync_dir(files.directory)?;
     fault::point("after-manifest");
     Ok(written)
 }

@@ -33,9 +33,9 @@ use error::{Error, EXIT_CODES};
     after_help = EXIT_CODES
 )]
 struct Cli {
-    /// Configuration file (TOML), one per slave
+    /// Configuration file (TOML), one per slave; every command but keygen needs it
     #[arg(long, short, value_name = "FILE")]
-    config: PathBuf,
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -53,6 +53,12 @@ enum Command {
         /// Print JSON instead of text
         #[arg(long)]
         json: bool,
+    },
+    /// Make an Ed25519 key pair for signing manifests: PREFIX.key (secret: the exporter's
+    /// signing_key) and PREFIX.pub (public: the applier's public_key); never replaces a file
+    Keygen {
+        /// Path and name of the key files, without extension
+        prefix: PathBuf,
     },
     /// Compare every mirrored table of master and slave (row count and hash per table)
     Verify {
@@ -81,10 +87,18 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli, alert_command: &mut Option<String>) -> Result<(), Error> {
-    let config = Config::load(&cli.config)?;
+    let command = match cli.command {
+        Command::Keygen { prefix } => return keygen(&prefix),
+        command => command,
+    };
+    let Some(path) = &cli.config else {
+        return Err(Error::config("--config FILE is required").with_hint("See dbmirror-export --help."));
+    };
+    let config = Config::load(path)?;
     alert_command.clone_from(&config.alert_command);
     let stop = dbmirror_apply::signals::stop_flag()?;
-    match cli.command {
+    match command {
+        Command::Keygen { .. } => unreachable!("keygen needs no configuration and returned above"),
         Command::Once => {
             let summary = export::once(&config, &stop)?;
             log::info(&format!(
@@ -121,6 +135,31 @@ fn run(cli: Cli, alert_command: &mut Option<String>) -> Result<(), Error> {
             verify::report(&verify::compare(&mut master, &slave)?, json)
         }
     }
+}
+
+/// Writes a new key pair: PREFIX.key and PREFIX.pub.
+fn keygen(prefix: &std::path::Path) -> Result<(), Error> {
+    let (secret, public) = dbmirror_spool::SigningKey::generate()?;
+    let with = |extension: &str| {
+        let mut name = prefix.as_os_str().to_owned();
+        name.push(extension);
+        PathBuf::from(name)
+    };
+    let (secret_path, public_path) = (with(".key"), with(".pub"));
+    if public_path.exists() {
+        return Err(Error::config(format!(
+            "\"{}\" exists already; keygen never replaces a key",
+            public_path.display()
+        )));
+    }
+    secret.save(&secret_path)?;
+    public.save(&public_path)?;
+    log::info(&format!(
+        "wrote \"{}\" (secret: the exporter's signing_key) and \"{}\" (public: the applier's public_key)",
+        secret_path.display(),
+        public_path.display()
+    ));
+    Ok(())
 }
 
 /// Runs the configured alert command with the error on its standard input, as the seed

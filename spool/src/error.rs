@@ -19,6 +19,8 @@ pub enum ErrorKind {
     ChecksumMismatch,
     /// A file already exists under the name being written, with other content.
     Conflict,
+    /// A manifest is unsigned, or its signature or a key file is not valid.
+    BadSignature,
 }
 
 /// An error of the spool library.

@@ -20,8 +20,10 @@
 //! * **Manifests**, named `FIRST-LAST.sha256` with both numbers padded as above, written after
 //!   every file they cover. A manifest lists one line per file numbered FIRST to LAST, in
 //!   `sha256sum` format (`<64 lowercase hex digits><2 spaces><file name>`), the checksum being of
-//!   the file as stored (compressed if it is), then a last line `# end <sha256>` whose checksum
-//!   is of every byte before that line. `sha256sum -c --strict` accepts a manifest as it is (it
+//!   the file as stored (compressed if it is), then, when the exporter holds a signing key, a
+//!   line `# signature ed25519 <128 hex digits>` (the Ed25519 signature of the file lines, see
+//!   [`SigningKey`]), then a last line `# end <sha256>` whose checksum is of every byte before
+//!   that line. `sha256sum -c --strict` accepts a manifest as it is (it
 //!   ignores `#` lines); the end line lets the applier tell a complete manifest from one that is
 //!   still being copied.
 //! * **Temporary files**, whose names end in `.tmp`: files being written. They are never read;
@@ -61,6 +63,7 @@ mod error;
 mod header;
 mod manifest;
 mod name;
+mod signature;
 pub mod sql;
 
 pub use atomic::{sync_dir, AtomicFile};
@@ -71,6 +74,7 @@ pub use error::{Error, ErrorKind};
 pub use header::Header;
 pub use manifest::{Manifest, ManifestEntry, ManifestName};
 pub use name::TransactionFileName;
+pub use signature::{PublicKey, Signature, SigningKey};
 
 /// Version of the spool format written by this library.
 pub const FORMAT_VERSION: u32 = 1;

@@ -1,13 +1,17 @@
 //! Manifests: `FIRST-LAST.sha256`, one `sha256sum` line per transaction file numbered FIRST to
-//! LAST, then `# end <sha256 of the lines before>`.
+//! LAST, then, if the manifest is signed, `# signature ed25519 <hex>` (see [`crate::signature`]),
+//! then `# end <sha256 of the lines before>`.
 
 use crate::checksum::Checksum;
 use crate::error::{Error, ErrorKind};
 use crate::name::TransactionFileName;
+use crate::signature::{PublicKey, Signature, SigningKey};
 use crate::{MANIFEST_EXTENSION, NUMBER_WIDTH};
 
 /// Prefix of a manifest's last line.
 const END: &str = "# end ";
+/// Prefix of a manifest's signature line.
+const SIGNATURE: &str = "# signature ed25519 ";
 
 /// The range of file numbers a manifest covers, as its name says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +61,8 @@ pub struct ManifestEntry {
 pub struct Manifest {
     pub name: ManifestName,
     pub entries: Vec<ManifestEntry>,
+    /// Signature of the file lines, if signed.
+    pub signature: Option<Signature>,
 }
 
 impl Manifest {
@@ -67,14 +73,35 @@ impl Manifest {
         };
         let name = ManifestName { first: first.file.number, last: last.file.number };
         check_numbers(&name, &entries)?;
-        Ok(Self { name, entries })
+        Ok(Self { name, entries, signature: None })
+    }
+
+    /// The file lines, which the signature covers.
+    fn lines(&self) -> String {
+        self.entries.iter().map(|entry| format!("{}  {}\n", entry.checksum, entry.file.file_name())).collect()
+    }
+
+    /// Signs the manifest with the exporter's secret key.
+    pub fn sign(&mut self, key: &SigningKey) {
+        self.signature = Some(key.sign(self.lines().as_bytes()));
+    }
+
+    /// Checks that the manifest is signed, and by the holder of `key`'s secret.
+    pub fn verify(&self, key: &PublicKey) -> Result<(), Error> {
+        let what =
+            |why: &str| Error::new(ErrorKind::BadSignature, format!("manifest \"{}\" {why}", self.name.file_name()));
+        match &self.signature {
+            None => Err(what("is not signed, and a public key is configured")),
+            Some(signature) if key.verify(self.lines().as_bytes(), signature) => Ok(()),
+            Some(_) => Err(what("has a signature that does not verify with the configured public key")),
+        }
     }
 
     /// The manifest's text.
     pub fn render(&self) -> String {
-        let mut text = String::new();
-        for entry in &self.entries {
-            text.push_str(&format!("{}  {}\n", entry.checksum, entry.file.file_name()));
+        let mut text = self.lines();
+        if let Some(signature) = &self.signature {
+            text.push_str(&format!("{SIGNATURE}{}\n", signature.to_hex()));
         }
         let end = Checksum::of(text.as_bytes());
         text.push_str(&format!("{END}{end}\n"));
@@ -99,6 +126,13 @@ impl Manifest {
         if end != Checksum::of(body.as_bytes()) {
             return Err(bad(name, "its end line does not match its content"));
         }
+        let (body, signature) = match body.strip_suffix('\n').and_then(|b| b.rsplit_once('\n').or(Some(("", b)))) {
+            Some((before, last)) if last.starts_with(SIGNATURE) => {
+                let signature = Signature::parse(&last[SIGNATURE.len()..]).map_err(|e| bad(name, &e.to_string()))?;
+                (if before.is_empty() { "" } else { &body[..before.len() + 1] }, Some(signature))
+            }
+            _ => (body, None),
+        };
         let mut entries = Vec::new();
         for (i, line) in body.lines().enumerate() {
             let (checksum, file) =
@@ -109,7 +143,7 @@ impl Manifest {
             entries.push(ManifestEntry { checksum, file });
         }
         check_numbers(name, &entries)?;
-        Ok(Self { name: *name, entries })
+        Ok(Self { name: *name, entries, signature })
     }
 
     /// The entry for file `number`, if the manifest covers it.
@@ -193,6 +227,29 @@ mod tests {
             let err = Manifest::parse(&name, case.as_bytes()).expect_err(&case);
             assert_eq!(err.kind(), ErrorKind::BadManifest);
         }
+    }
+
+    #[test]
+    fn signed_manifests_verify_and_still_suit_sha256sum() {
+        let (key, public) = SigningKey::generate().unwrap();
+        let mut manifest = sample();
+        manifest.sign(&key);
+        let text = manifest.render();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5);
+        assert!(lines[3].starts_with("# signature ed25519 ") && lines[3].len() == 20 + 128, "{}", lines[3]);
+        let parsed = Manifest::parse(&manifest.name, text.as_bytes()).unwrap();
+        assert_eq!(parsed, manifest);
+        parsed.verify(&public).unwrap();
+
+        let (_, stranger) = SigningKey::generate().unwrap();
+        assert_eq!(parsed.verify(&stranger).unwrap_err().kind(), ErrorKind::BadSignature);
+        assert_eq!(sample().verify(&public).unwrap_err().kind(), ErrorKind::BadSignature);
+        // Rewriting a checksum and the end line, without the secret key, breaks the signature.
+        let mut forged = parsed.clone();
+        forged.entries[0].checksum = Checksum::of(b"forged");
+        let forged = Manifest::parse(&forged.name, forged.render().as_bytes()).unwrap();
+        assert!(forged.verify(&public).is_err());
     }
 
     #[test]

@@ -3,5 +3,6 @@
 mod apply;
 mod capture;
 mod export;
+mod faults;
 mod fidelity;
 mod golden;

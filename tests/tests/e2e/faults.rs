@@ -5,9 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use dbmirror_tests::tools::{
-    apply, apply_config, export_command, export_config, export_once, file_names, transaction_files, transfer,
-};
+use dbmirror_tests::tools::{apply, apply_config, export_config, export_once, file_names, transaction_files, transfer};
 use dbmirror_tests::{assert_tables_equal, describe, table_rows, Cluster};
 
 use crate::export::{setup, workload, Setup, TABLES};
@@ -202,7 +200,7 @@ fn signed_manifests_are_required_once_a_public_key_is_configured() {
     s.master.execute("INSERT INTO item (name) VALUES ('genuine')");
     export_once(&signed);
     let file = transaction_files(&s.outbox).last().unwrap().clone();
-    let manifest_name = file_names(&s.outbox).into_iter().filter(|n| n.ends_with(".sha256")).next_back().unwrap();
+    let manifest_name = file_names(&s.outbox).into_iter().rfind(|n| n.ends_with(".sha256")).unwrap();
     let forged_sql = std::fs::read_to_string(&file).unwrap().replace("'genuine'", "'forged!'");
     let manifest = std::fs::read_to_string(s.outbox.join(&manifest_name)).unwrap();
     let old_sum = dbmirror_spool::Checksum::of(&std::fs::read(&file).unwrap()).to_string();

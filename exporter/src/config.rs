@@ -40,6 +40,7 @@ pub enum Output {
 }
 
 /// A checked configuration.
+#[derive(Debug)]
 pub struct Config {
     pub slave_name: String,
     pub master: postgres::Config,

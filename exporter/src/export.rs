@@ -134,8 +134,9 @@ fn write_files(
         // carried off already): what we write now must be the very same bytes.
         let existing = existing_checksum(&files.directory.join(name.file_name()))?;
         let header = header(master, config, assigned, previous);
-        let out = SqlWriter::create(files.directory, &name)?;
-        let out = render(master, &header, assigned, out)?;
+        let out = fault::Budget::new(SqlWriter::create(files.directory, &name)?);
+        let out =
+            render(master, &header, assigned, out).map_err(|e| outbox_failure(e, files.directory, &name))?.into_inner();
         fault::point("before-rename");
         let file = out.finish(existing).map_err(|e| {
             if e.kind() == dbmirror_spool::ErrorKind::Conflict {
@@ -162,6 +163,16 @@ fn write_files(
     sync_dir(files.directory)?;
     fault::point("after-manifest");
     Ok(written)
+}
+
+/// A failure while writing a file: name the file, and say that nothing was recorded as sent.
+fn outbox_failure(e: Error, directory: &Path, name: &TransactionFileName) -> Error {
+    if e.kind() != Kind::Runtime || !e.to_string().starts_with("I/O error") {
+        return e;
+    }
+    e.context(&format!("could not write \"{}\"", directory.join(name.file_name()).display())).with_hint(
+        "Nothing was recorded as sent. Make room in the outbox (carry files away) or fix it, then run the exporter again.",
+    )
 }
 
 fn existing_checksum(path: &Path) -> Result<Option<Checksum>, Error> {

@@ -310,3 +310,268 @@ fn a_missing_or_changed_slave_table_stops_the_applier_with_a_clear_error() {
         assert_tables_equal(&s.master, &s.slave, TABLES);
     }
 }
+
+/// A tiny xorshift generator: the crash loop's random moments, reproducible from the printed seed.
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % below
+    }
+}
+
+/// Moves finished files from the outbox to the inbound spool, as `rsync --remove-source-files`
+/// would, until `stop` is set.
+fn mover(
+    outbox: PathBuf,
+    inbound: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            for name in file_names(&outbox) {
+                if !name.ends_with(".tmp") {
+                    let _ = std::fs::rename(outbox.join(&name), inbound.join(&name));
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    })
+}
+
+/// Writes to the master until `stop` is set, reconnecting whenever the master goes away.
+fn writer(conninfo: String, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut committed = 0;
+        let mut round = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let Ok(mut client) = postgres::Client::connect(&conninfo, postgres::NoTls) else {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                continue;
+            };
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                round += 1;
+                let sql = format!(
+                    "BEGIN; INSERT INTO item (name, price) VALUES ('round {round}', {round});
+                     UPDATE item SET price = price + 1 WHERE id = (SELECT max(id) / 2 + 1 FROM item);
+                     DELETE FROM item WHERE id = (SELECT min(id) FROM item) AND {round} % 5 = 0;
+                     INSERT INTO \"Order Line\" VALUES ({round}, 1, NULL, {round}) ON CONFLICT DO NOTHING;
+                     COMMIT;"
+                );
+                if client.batch_execute(&sql).is_err() {
+                    break;
+                }
+                committed += 1;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+        committed
+    })
+}
+
+/// kill -9 of the exporter and the applier at random moments while the master is written to,
+/// and immediate shutdowns of both servers, then catch up: the slave equals the master, every
+/// number was applied, and none twice (the guard would have refused it). `CRASH_KILLS` (default
+/// 50 of each) sets the length; a longer run is `CRASH_KILLS=500 scripts/test faults::crash`.
+#[test]
+fn crash_loop_kill_9_anywhere_loses_nothing_and_doubles_nothing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let kills: u64 = std::env::var("CRASH_KILLS").ok().and_then(|k| k.parse().ok()).unwrap_or(50);
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    eprintln!("crash loop: {kills} kills of each, seed {seed}");
+    let mut random = Random(seed);
+
+    let s = setup("sleep_interval = 0.05\nbatch_size = 20");
+    let inbound = s.work.dir("inbound");
+    let apply_conf = apply_config(&s.work, &s.slave, "slave1", &inbound, "poll_interval = 0.1\nsettle_seconds = 2");
+    let stop = Arc::new(AtomicBool::new(false));
+    let moving = mover(s.outbox.clone(), inbound.clone(), stop.clone());
+    let writing = writer(s.master.conninfo(), stop.clone());
+
+    let spawn = |exporter: bool| {
+        let mut command = if exporter {
+            dbmirror_tests::tools::export_command(&s.config, &["run"])
+        } else {
+            dbmirror_tests::tools::apply_command(&apply_conf, &["watch"])
+        };
+        command.stderr(std::process::Stdio::null()).spawn().expect("the tool starts")
+    };
+    let mut exporter = spawn(true);
+    let mut applier = spawn(false);
+    for round in 0..2 * kills {
+        std::thread::sleep(std::time::Duration::from_millis(20 + random.next(250)));
+        let victim = if round % 2 == 0 { &mut exporter } else { &mut applier };
+        victim.kill().expect("SIGKILL is delivered");
+        victim.wait().expect("the killed process is reaped");
+        *victim = spawn(round % 2 == 0);
+        match round {
+            r if r == kills / 2 || r == kills + kills / 2 => {
+                s.master.crash();
+                s.master.restart();
+            }
+            r if r == kills / 2 + 10 || r == kills + kills / 2 + 10 => {
+                s.slave.crash();
+                s.slave.restart();
+            }
+            _ => {}
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let committed = writing.join().unwrap();
+    moving.join().unwrap();
+    for mut child in [exporter, applier] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    assert!(committed > 100, "the workload ran ({committed} transactions)");
+
+    // Catch up, as an operator would after the storm.
+    export_once(&s.config);
+    transfer(&s.outbox, &inbound);
+    let output = apply(&apply_conf, &["once"]);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_tables_equal(&s.master, &s.slave, TABLES);
+    let assigned = s.master.query_value("SELECT last_number::text FROM dbmirror_mirrorhost");
+    assert_eq!(last_applied(&s.slave), assigned, "every number assigned was applied");
+    assert!(file_names(&inbound.join("quarantine")).is_empty(), "nothing was quarantined");
+    // Each number is in the archive (copies of a file carried twice are kept with a suffix).
+    let archived: std::collections::BTreeSet<u64> = file_names(&inbound.join("archive"))
+        .iter()
+        .filter_map(|n| dbmirror_spool::TransactionFileName::parse(n).ok())
+        .map(|n| n.number)
+        .collect();
+    let last: u64 = assigned.parse().unwrap();
+    assert_eq!(archived, (1..=last).collect(), "every file number was applied once, in order");
+}
+
+/// Waits until `done` or fails after a minute.
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The master goes away while the exporter streams a large transaction: a clear error, no file
+/// and nothing recorded; once the master is back, the same export completes.
+#[test]
+fn the_master_going_away_mid_export_leaves_nothing_half_done() {
+    let s = setup("");
+    s.master.execute("INSERT INTO item (name, price) SELECT 'bulk ' || g, g FROM generate_series(1, 400000) g");
+    let child = dbmirror_tests::tools::export_command(&s.config, &["once"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the exporter to start writing", || file_names(&s.outbox).iter().any(|n| n.ends_with(".sql.tmp")));
+    s.master.crash();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(stderr(&output).contains("database connection"), "{}", describe(&output));
+    assert!(file_names(&s.outbox).is_empty(), "no file, no temporary file, no manifest: {:?}", file_names(&s.outbox));
+    s.master.restart();
+    assert_eq!(
+        s.master.query_value("SELECT count(*)::text FROM dbmirror_mirroredtransaction WHERE sha256 IS NOT NULL"),
+        "0"
+    );
+    export_once(&s.config);
+    let inbound = s.work.dir("inbound");
+    transfer(&s.outbox, &inbound);
+    let output = apply(&apply_config(&s.work, &s.slave, "slave1", &inbound, ""), &["once"]);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_tables_equal(&s.master, &s.slave, TABLES);
+}
+
+/// The slave goes away during a large COPY, or a statement times out: the file is not blamed
+/// (it stays in the spool, exit code 1), nothing of it remains, and the next run applies it.
+#[test]
+fn a_lost_slave_or_a_statement_timeout_is_retried_not_blamed_on_the_file() {
+    let s = setup("");
+    s.master.execute("INSERT INTO item (name, price) SELECT 'bulk ' || g, g FROM generate_series(1, 400000) g");
+    export_once(&s.config);
+    let inbound = s.work.dir("inbound");
+    transfer(&s.outbox, &inbound);
+    let config = apply_config(&s.work, &s.slave, "slave1", &inbound, "");
+    let spool = file_names(&inbound);
+
+    let child =
+        dbmirror_tests::tools::apply_command(&config, &["once"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    wait_for("the COPY to start", || {
+        s.slave.query_value("SELECT count(*)::text FROM pg_stat_activity WHERE query LIKE 'COPY%'") == "1"
+    });
+    s.slave.crash();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(stderr(&output).contains("will be tried again"), "{}", describe(&output));
+    s.slave.restart();
+    assert_eq!(last_applied(&s.slave), "none");
+    assert_eq!(s.slave.query_value("SELECT count(*)::text FROM item"), "0");
+
+    s.slave.execute("ALTER ROLE postgres SET statement_timeout = '50ms'");
+    let output = apply(&config, &["once"]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(stderr(&output).contains("canceling statement due to statement timeout"), "{}", describe(&output));
+    assert_eq!(last_applied(&s.slave), "none");
+    assert!(file_names(&inbound.join("quarantine")).is_empty());
+    let mut still: Vec<String> = file_names(&inbound).into_iter().filter(|n| !n.starts_with('.')).collect();
+    still.sort();
+    assert_eq!(still, spool.into_iter().filter(|n| !n.starts_with('.')).collect::<Vec<_>>());
+
+    s.slave.execute("ALTER ROLE postgres RESET statement_timeout");
+    let output = apply(&config, &["once"]);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_tables_equal(&s.master, &s.slave, TABLES);
+}
+
+/// The outbox fills up: the exporter stops with a clear error and records nothing as sent that
+/// is not durably on disk; with room again, it writes the same files. A small tmpfs where the
+/// machine allows mounting one, otherwise an injected "No space left on device".
+#[test]
+fn a_full_outbox_stops_the_exporter_without_recording_anything_as_sent() {
+    let s = setup("");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&s.outbox)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    eprintln!("disk full: {}", if mounted { "256 kB tmpfs" } else { "injected ENOSPC (mount not permitted)" });
+    s.master.execute("INSERT INTO item (name) VALUES ('small')");
+    s.master.execute("INSERT INTO item (name, price) SELECT repeat('x', 200) || g, g FROM generate_series(1, 5000) g");
+    let mut command = dbmirror_tests::tools::export_command(&s.config, &["once"]);
+    if !mounted {
+        command.env("DBMIRROR_EXPORT_DISK_FULL_AFTER", "262144");
+    }
+    let output = command.output().unwrap();
+    let unmount = || {
+        if mounted {
+            assert!(Command::new("umount").arg(&s.outbox).status().unwrap().success());
+        }
+    };
+    if output.status.code() != Some(1) {
+        unmount();
+    }
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(stderr(&output).contains("No space left on device"), "{}", describe(&output));
+    assert!(stderr(&output).contains("HINT:  Nothing was recorded as sent."), "{}", describe(&output));
+    let written =
+        s.master.query_value("SELECT count(*)::text FROM dbmirror_mirroredtransaction WHERE sha256 IS NOT NULL");
+    let leftovers: Vec<String> = file_names(&s.outbox);
+    unmount();
+    assert_eq!(written, "0", "nothing is recorded as sent");
+    assert!(leftovers.iter().all(|n| !n.ends_with(".tmp")), "the failed file does not stay: {leftovers:?}");
+    assert!(leftovers.iter().all(|n| !n.ends_with(".sha256")), "no manifest for a batch that failed: {leftovers:?}");
+    // With room again (the tmpfs gone, or no injected failure), the same export completes.
+    for name in &leftovers {
+        let _ = std::fs::remove_file(s.outbox.join(name));
+    }
+    export_once(&s.config);
+    let inbound = s.work.dir("inbound");
+    transfer(&s.outbox, &inbound);
+    let output = apply(&apply_config(&s.work, &s.slave, "slave1", &inbound, ""), &["once"]);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_tables_equal(&s.master, &s.slave, TABLES);
+}

@@ -575,3 +575,46 @@ fn a_full_outbox_stops_the_exporter_without_recording_anything_as_sent() {
     assert!(output.status.success(), "{}", describe(&output));
     assert_tables_equal(&s.master, &s.slave, TABLES);
 }
+
+/// The role that sql/applier_role.sql makes can apply files, and do nothing else.
+#[test]
+fn the_applier_runs_as_a_role_that_can_only_change_the_mirrored_tables() {
+    let s = setup("");
+    let role_sql = dbmirror_tests::repository().join("sql/applier_role.sql");
+    let output = s.slave.psql(&[
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-v",
+        "role=mirror_writer",
+        "-v",
+        "tables=public.item, public.\"Order Line\"",
+        "-v",
+        "sequences=public.item_id_seq",
+        "-f",
+        &role_sql.display().to_string(),
+    ]);
+    assert!(output.status.success(), "{}", describe(&output));
+    workload(&s.master);
+    export_once(&s.config);
+    let inbound = s.work.dir("inbound");
+    transfer(&s.outbox, &inbound);
+    let conninfo = s.slave.conninfo().replace("user=postgres", "user=mirror_writer");
+    let config = s.work.file(
+        "restricted.toml",
+        &format!("slave_name = \"slave1\"\nslave = \"{conninfo}\"\nspool = \"{}\"\n", inbound.display()),
+    );
+    let output = apply(&config, &["once"]);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_tables_equal(&s.master, &s.slave, TABLES);
+    // Nothing else: not another table, not the catalog, not its own state behind the guard's back.
+    let mut client = postgres::Client::connect(&conninfo, postgres::NoTls).unwrap();
+    for sql in [
+        "CREATE TABLE public.intruder (x int)",
+        "DELETE FROM dbmirror.slave_state",
+        "SELECT pg_catalog.pg_read_file('/etc/passwd')",
+        "ALTER TABLE public.item ADD COLUMN x int",
+    ] {
+        let err = client.batch_execute(sql).expect_err(sql);
+        assert_eq!(err.as_db_error().map(|d| d.code().code()), Some("42501"), "{sql}: {err:?}");
+    }
+}

@@ -9,10 +9,11 @@
 use std::io::{BufReader, BufWriter, Seek, SeekFrom};
 
 use dbmirror_apply::{replay, slave};
-use dbmirror_spool::{Checksum, HashingWriter, Header};
+use dbmirror_spool::{Checksum, HashingWriter};
 use postgres::Client;
 
 use crate::error::Error;
+use crate::master::Assigned;
 
 pub struct Direct {
     client: Client,
@@ -23,29 +24,34 @@ impl Direct {
     pub fn connect(config: &postgres::Config, slave_name: &str) -> Result<Self, Error> {
         Ok(Self { client: slave::connect(config, "dbmirror-export")?, slave: slave_name.to_string() })
     }
+}
 
-    /// Renders the transaction with `render` and applies it; returns the checksum of its SQL.
-    pub fn apply(
-        &mut self,
-        header: &Header,
-        render: impl FnOnce(
-            HashingWriter<BufWriter<std::fs::File>>,
-        ) -> Result<HashingWriter<BufWriter<std::fs::File>>, Error>,
-    ) -> Result<Checksum, Error> {
+impl crate::export::Destination for Direct {
+    type Out = HashingWriter<BufWriter<std::fs::File>>;
+
+    fn open(&mut self, _assigned: &Assigned) -> Result<Self::Out, Error> {
         let file =
             tempfile::tempfile().map_err(|e| Error::runtime(format!("could not create a temporary file: {e}")))?;
-        let out = render(HashingWriter::new(BufWriter::new(file)))?;
+        Ok(HashingWriter::new(BufWriter::new(file)))
+    }
+
+    /// Applies the rendered transaction, unless the slave has its number already (a crash came
+    /// between applying and recording it).
+    fn close(&mut self, assigned: &Assigned, out: Self::Out) -> Result<Checksum, Error> {
         let (out, sha) = out.finish();
         let mut file =
             out.into_inner().map_err(|e| Error::runtime(format!("could not write a temporary file: {e}")))?;
-        let applied = slave::last_applied(&mut self.client, &self.slave)?;
-        if applied.is_some_and(|n| n >= header.number as i64) {
+        if slave::last_applied(&mut self.client, &self.slave)?.is_some_and(|n| n >= assigned.number) {
             return Ok(sha);
         }
         file.seek(SeekFrom::Start(0))?;
         let record = slave::record_checksum_sql(&self.slave, &sha);
         replay::replay(&mut self.client, BufReader::new(file), Some(&record))
-            .map_err(|e| Error::runtime(format!("file {} could not be applied to the slave: {e}", header.number)))?;
+            .map_err(|e| Error::runtime(format!("file {} could not be applied to the slave: {e}", assigned.number)))?;
         Ok(sha)
+    }
+
+    fn end(&mut self) -> Result<(), Error> {
+        Ok(())
     }
 }

@@ -20,7 +20,7 @@ use crate::config::{Config, Output};
 use crate::direct::Direct;
 use crate::error::{Error, Kind};
 use crate::fault;
-use crate::master::{Assigned, Master};
+use crate::master::{Assigned, Identity, Master};
 use crate::sql::FileWriter;
 use dbmirror_apply::{log, signals};
 
@@ -56,13 +56,17 @@ pub fn once(config: &Config, stop: &AtomicBool) -> Result<Summary, Error> {
         let (_, previous) = master.slave_row()?;
         let written = match (&config.output, direct.as_mut()) {
             (Output::Files { directory, compress, signing_key }, _) => {
-                let files = Files { directory, compress: *compress, signing_key: signing_key.as_deref() };
-                write_files(&mut master, config, &files, &batch, previous)?
+                let mut files = Files {
+                    directory,
+                    compress: *compress,
+                    signing_key: signing_key.as_deref(),
+                    existing: None,
+                    entries: Vec::new(),
+                };
+                export_batch(&mut master, config, &mut files, &batch, previous)?
             }
-            (Output::Direct { .. }, Some(direct)) => apply_direct(&mut master, config, direct, &batch, previous)?,
-            (Output::Direct { .. }, None) => {
-                unreachable!("direct mode always connects to the slave first")
-            }
+            (Output::Direct { .. }, Some(direct)) => export_batch(&mut master, config, direct, &batch, previous)?,
+            (Output::Direct { .. }, None) => unreachable!("direct mode always connects to the slave first"),
         };
         fault::point("before-mark-written");
         let purged = master.mark_written(&written)?;
@@ -80,11 +84,11 @@ pub fn once(config: &Config, stop: &AtomicBool) -> Result<Summary, Error> {
     Ok(summary)
 }
 
-fn header(master: &Master, config: &Config, assigned: &Assigned, previous: Option<Checksum>) -> Header {
+fn header(identity: &Identity, config: &Config, assigned: &Assigned, previous: Option<Checksum>) -> Header {
     Header {
         format: FORMAT_VERSION,
-        master: master.identity.system_identifier,
-        database: master.identity.database.clone(),
+        master: identity.system_identifier,
+        database: identity.database.clone(),
         slave: config.slave_name.clone(),
         number: assigned.number as u64,
         xid: assigned.xid as u64,
@@ -94,75 +98,150 @@ fn header(master: &Master, config: &Config, assigned: &Assigned, previous: Optio
     }
 }
 
-/// Renders one transaction into `out`, checking that every captured change arrived.
-pub fn render<W: Write>(master: &mut Master, header: &Header, assigned: &Assigned, out: W) -> Result<W, Error> {
-    let mut writer = FileWriter::begin(out, header)?;
-    let count = master.changes(assigned.xid, |change| Ok(writer.change(change)?))?;
-    if count != assigned.changes {
-        return Err(Error::runtime(format!(
-            "transaction {} has {count} captured changes, but dbmirror_Pending says {}",
-            assigned.xid, assigned.changes
-        )));
+/// Where the transactions of a batch go, one after the other: files, or the slave itself.
+pub trait Destination {
+    /// What a transaction's SQL is written to.
+    type Out: Write;
+    fn open(&mut self, assigned: &Assigned) -> Result<Self::Out, Error>;
+    /// Completes a transaction; returns the checksum of its SQL.
+    fn close(&mut self, assigned: &Assigned, out: Self::Out) -> Result<Checksum, Error>;
+    /// Completes the batch.
+    fn end(&mut self) -> Result<(), Error>;
+    /// Says where a failure to write `assigned` happened.
+    fn write_error(&self, _assigned: &Assigned, e: Error) -> Error {
+        e
     }
-    Ok(writer.finish(&assigned.sequences)?)
 }
 
-/// Where and how file mode writes.
+/// Renders a batch into `destination`, streaming its changes from the master in one query, and
+/// checks that every transaction arrived with all its captured changes. Returns each
+/// transaction's xid with the checksum of its SQL.
+fn export_batch<D: Destination>(
+    master: &mut Master,
+    config: &Config,
+    destination: &mut D,
+    batch: &[Assigned],
+    mut previous: Option<Checksum>,
+) -> Result<Vec<(i64, Checksum)>, Error> {
+    struct Open<W: Write> {
+        position: usize,
+        writer: FileWriter<W>,
+        changes: i64,
+    }
+    let identity = master.identity.clone();
+    let mut written: Vec<(i64, Checksum)> = Vec::with_capacity(batch.len());
+    let mut open: Option<Open<D::Out>> = None;
+    let close = |open: Open<D::Out>, destination: &mut D, written: &mut Vec<(i64, Checksum)>| {
+        let assigned = &batch[open.position];
+        if open.changes != assigned.changes {
+            return Err(Error::runtime(format!(
+                "transaction {} has {} captured changes, but dbmirror_Pending says {}",
+                assigned.xid, open.changes, assigned.changes
+            )));
+        }
+        let out = open.writer.finish(&assigned.sequences).map_err(|e| destination.write_error(assigned, e.into()))?;
+        let sha = destination.close(assigned, out)?;
+        written.push((assigned.xid, sha));
+        Ok::<_, Error>(sha)
+    };
+    master.stream_batch(batch, |position, change| {
+        if open.as_ref().is_none_or(|o| o.position != position) {
+            if let Some(done) = open.take() {
+                previous = Some(close(done, destination, &mut written)?);
+            }
+            if position != written.len() {
+                return Err(missing(&batch[written.len()]));
+            }
+            let assigned = &batch[position];
+            let header = header(&identity, config, assigned, previous);
+            let writer = FileWriter::begin(destination.open(assigned)?, &header)
+                .map_err(|e| destination.write_error(assigned, e.into()))?;
+            open = Some(Open { position, writer, changes: 0 });
+        }
+        let current = open.as_mut().expect("a transaction is open");
+        if let Err(e) = current.writer.change(change) {
+            return Err(destination.write_error(&batch[current.position], e.into()));
+        }
+        current.changes += 1;
+        Ok(())
+    })?;
+    if let Some(done) = open.take() {
+        close(done, destination, &mut written)?;
+    }
+    if let Some(assigned) = batch.get(written.len()) {
+        return Err(missing(assigned));
+    }
+    destination.end()?;
+    Ok(written)
+}
+
+fn missing(assigned: &Assigned) -> Error {
+    Error::runtime(format!("transaction {} has no captured changes in dbmirror_PendingData", assigned.xid))
+}
+
+/// File mode: one file per transaction, and a manifest for the batch.
 struct Files<'a> {
     directory: &'a Path,
     compress: bool,
     signing_key: Option<&'a SigningKey>,
+    /// Checksum of a file already under the name being written (from before a crash).
+    existing: Option<Checksum>,
+    entries: Vec<ManifestEntry>,
 }
 
-fn write_files(
-    master: &mut Master,
-    config: &Config,
-    files: &Files<'_>,
-    batch: &[Assigned],
-    mut previous: Option<Checksum>,
-) -> Result<Vec<(i64, Checksum)>, Error> {
-    let mut written = Vec::with_capacity(batch.len());
-    let mut entries = Vec::with_capacity(batch.len());
-    for assigned in batch {
-        let name = TransactionFileName {
+impl Files<'_> {
+    fn name(&self, assigned: &Assigned) -> TransactionFileName {
+        TransactionFileName {
             number: assigned.number as u64,
             time: assigned.assigned_at,
             xid: assigned.xid as u64,
-            compressed: files.compress,
-        };
+            compressed: self.compress,
+        }
+    }
+}
+
+impl Destination for Files<'_> {
+    type Out = fault::Budget<SqlWriter>;
+
+    fn open(&mut self, assigned: &Assigned) -> Result<Self::Out, Error> {
+        let name = self.name(assigned);
         // A file already under this name was written before a crash (and may have been
         // carried off already): what we write now must be the very same bytes.
-        let existing = existing_checksum(&files.directory.join(name.file_name()))?;
-        let header = header(master, config, assigned, previous);
-        let out = fault::Budget::new(SqlWriter::create(files.directory, &name)?);
-        let out =
-            render(master, &header, assigned, out).map_err(|e| outbox_failure(e, files.directory, &name))?.into_inner();
+        self.existing = existing_checksum(&self.directory.join(name.file_name()))?;
+        Ok(fault::Budget::new(SqlWriter::create(self.directory, &name)?))
+    }
+
+    fn close(&mut self, assigned: &Assigned, out: Self::Out) -> Result<Checksum, Error> {
+        let name = self.name(assigned);
         fault::point("before-rename");
-        let file = out.finish(existing).map_err(|e| {
-            if e.kind() == dbmirror_spool::ErrorKind::Conflict {
-                Error::new(Kind::BadFile, e.to_string()).with_hint(
-                    "The outbox holds a different file under this number. Keep both for inspection, and report this as a bug.",
-                )
-            } else {
-                e.into()
-            }
+        let file = out.into_inner().finish(self.existing.take()).map_err(|e| match e.kind() {
+            dbmirror_spool::ErrorKind::Conflict => Error::new(Kind::BadFile, e.to_string()).with_hint(
+                "The outbox holds a different file under this number. Keep both for inspection, and report this as a bug.",
+            ),
+            _ => outbox_failure(e.into(), self.directory, &name),
         })?;
         fault::point("after-rename");
-        previous = Some(file.sql_sha256);
-        written.push((assigned.xid, file.sql_sha256));
-        entries.push(ManifestEntry { checksum: file.stored_sha256, file: name });
+        self.entries.push(ManifestEntry { checksum: file.stored_sha256, file: name });
+        Ok(file.sql_sha256)
     }
-    sync_dir(files.directory)?;
-    let mut manifest = Manifest::new(entries)?;
-    if let Some(key) = files.signing_key {
-        manifest.sign(key);
+
+    fn write_error(&self, assigned: &Assigned, e: Error) -> Error {
+        outbox_failure(e, self.directory, &self.name(assigned))
     }
-    let mut file = AtomicFile::create(files.directory, &manifest.name.file_name())?;
-    file.write_all(manifest.render().as_bytes())?;
-    file.commit()?;
-    sync_dir(files.directory)?;
-    fault::point("after-manifest");
-    Ok(written)
+
+    fn end(&mut self) -> Result<(), Error> {
+        sync_dir(self.directory)?;
+        let mut manifest = Manifest::new(std::mem::take(&mut self.entries))?;
+        if let Some(key) = self.signing_key {
+            manifest.sign(key);
+        }
+        let mut file = AtomicFile::create(self.directory, &manifest.name.file_name())?;
+        file.write_all(manifest.render().as_bytes())?;
+        file.commit()?;
+        sync_dir(self.directory)?;
+        fault::point("after-manifest");
+        Ok(())
+    }
 }
 
 /// A failure while writing a file: name the file, and say that nothing was recorded as sent.
@@ -181,23 +260,6 @@ fn existing_checksum(path: &Path) -> Result<Option<Checksum>, Error> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::runtime(format!("could not read \"{}\": {e}", path.display()))),
     }
-}
-
-fn apply_direct(
-    master: &mut Master,
-    config: &Config,
-    direct: &mut Direct,
-    batch: &[Assigned],
-    mut previous: Option<Checksum>,
-) -> Result<Vec<(i64, Checksum)>, Error> {
-    let mut written = Vec::with_capacity(batch.len());
-    for assigned in batch {
-        let header = header(master, config, assigned, previous);
-        let sha = direct.apply(&header, |out| render(master, &header, assigned, out))?;
-        previous = Some(sha);
-        written.push((assigned.xid, sha));
-    }
-    Ok(written)
 }
 
 /// `run`: exports, sleeps `sleep_interval` when idle, retries failures that retrying may cure

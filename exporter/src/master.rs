@@ -257,22 +257,39 @@ impl Master {
         Ok(batch)
     }
 
-    /// Streams the changes of one transaction, in the order they happened.
-    pub fn changes(&mut self, xid: i64, mut sink: impl FnMut(Change) -> Result<(), Error>) -> Result<i64, Error> {
+    /// Streams the changes of a batch of transactions in one query: transaction by transaction
+    /// in batch order, and within a transaction in the order the changes happened. `sink` gets
+    /// the position of the transaction in `batch` with each change.
+    pub fn stream_batch(
+        &mut self,
+        batch: &[Assigned],
+        mut sink: impl FnMut(usize, Change) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let (Some(low), Some(high)) = (batch.iter().map(|a| a.xid).min(), batch.iter().map(|a| a.xid).max()) else {
+            return Ok(());
+        };
+        let xids: Vec<i64> = batch.iter().map(|a| a.xid).collect();
         let schema = self.schema.clone();
         let tables = &mut self.tables;
         let mut tx = self.client.transaction()?;
+        // Sort the raw rows first and render after: the inner query's OFFSET 0 keeps the
+        // planner from rendering every value before the sort.
         let statement = tx.prepare(&format!(
-            "SELECT op, shape, {schema}.dbmirror_values(shape, key, true), {schema}.dbmirror_values(shape, data, false), unchanged \
-               FROM {schema}.dbmirror_PendingData WHERE xid = $1 ORDER BY cid, seq"
+            "SELECT s.position, s.op, s.shape, {schema}.dbmirror_values(s.shape, s.key, true), \
+                    {schema}.dbmirror_values(s.shape, s.data, false), s.unchanged \
+               FROM (SELECT b.position, d.op, d.shape, d.key, d.data, d.unchanged \
+                       FROM unnest($1::bigint[]) WITH ORDINALITY AS b(xid, position) \
+                       JOIN {schema}.dbmirror_PendingData d ON d.xid = b.xid \
+                      WHERE d.xid BETWEEN $2 AND $3 \
+                      ORDER BY b.position, d.cid, d.seq OFFSET 0) s"
         ))?;
-        let portal = tx.bind(&statement, &[&xid])?;
-        let mut count = 0;
+        let portal = tx.bind(&statement, &[&xids, &low, &high])?;
         loop {
             let rows = tx.query_portal(&portal, FETCH_ROWS)?;
             for row in &rows {
-                let op: i8 = row.get(0);
-                let shape: i64 = row.get(1);
+                let position = row.get::<_, i64>(0) as usize - 1;
+                let op: i8 = row.get(1);
+                let shape: i64 = row.get(2);
                 let table = match tables.get(&shape) {
                     Some(table) => table.clone(),
                     None => {
@@ -281,9 +298,10 @@ impl Master {
                         table
                     }
                 };
-                let key: Option<Values> = row.get(2);
-                let values: Option<Values> = row.get(3);
-                let unchanged: Option<Vec<u8>> = row.get(4);
+                let key: Option<Values> = row.get(3);
+                let values: Option<Values> = row.get(4);
+                let unchanged: Option<Vec<u8>> = row.get(5);
+                let xid = batch[position].xid;
                 let missing =
                     |what: &str| Error::runtime(format!("captured change of transaction {xid} has no {what}"));
                 let change = match op as u8 {
@@ -299,15 +317,14 @@ impl Master {
                         )))
                     }
                 };
-                sink(change)?;
-                count += 1;
+                sink(position, change)?;
             }
             if rows.len() < FETCH_ROWS as usize {
                 break;
             }
         }
         tx.commit()?;
-        Ok(count)
+        Ok(())
     }
 
     /// Records a batch as durably written (with the checksums of the files' SQL), and purges

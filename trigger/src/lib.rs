@@ -28,7 +28,7 @@ pub(crate) mod names {
     pub const PENDING: &std::ffi::CStr = c"dbmirror_pending";
     pub const PENDING_KEY: &std::ffi::CStr = c"dbmirror_pending_pkey";
     pub const PENDING_DATA: &std::ffi::CStr = c"dbmirror_pendingdata";
-    pub const PENDING_DATA_KEY: &std::ffi::CStr = c"dbmirror_pendingdata_pkey";
+    pub const PENDING_DATA_INDEX: &std::ffi::CStr = c"dbmirror_pendingdata_xid";
     pub const COMMIT_SEQ: &std::ffi::CStr = c"dbmirror_commit_seq";
     pub const SHAPE: &str = "dbmirror_shape";
 }

@@ -1,15 +1,20 @@
 //! Writing the pending tables, and the per-transaction state of capture.
 //!
-//! Captured rows are inserted through the storage layer (`simple_heap_insert` and
-//! `index_insert`, as PostgreSQL's own catalog code does), not through SQL: no parse, plan or
-//! permission check per change, and users who change mirrored tables need no privilege on the
-//! pending tables, so they cannot forge captured rows either.
+//! Captured rows are inserted through the storage layer (`heap_multi_insert` and
+//! `index_insert`, as PostgreSQL's own COPY and catalog code do), not through SQL: no parse,
+//! plan or permission check per change, and users who change mirrored tables need no privilege
+//! on the pending tables, so they cannot forge captured rows either.
 //!
-//! Each change becomes one row of dbmirror_PendingData. Just before the transaction commits
-//! (or is prepared), one row goes to dbmirror_Pending with a number from dbmirror_commit_seq:
-//! taken while the transaction still holds its row locks, so a transaction that had to wait
-//! for another one's locks always gets a higher number than the one it waited for.
-//! Subtransactions that roll back take their changes with them; the change count follows.
+//! Each change becomes one row of dbmirror_PendingData. Rows are buffered per subtransaction
+//! level and written in batches (one WAL record per page instead of one per row): when a buffer
+//! fills, when its subtransaction commits, and just before the transaction commits. A buffer is
+//! always written by the subtransaction that captured its rows, so rolling a subtransaction back
+//! takes its rows with it, written or not; the change count follows.
+//!
+//! Just before the transaction commits (or is prepared), one row goes to dbmirror_Pending with
+//! a number from dbmirror_commit_seq: taken while the transaction still holds its row locks, so
+//! a transaction that had to wait for another one's locks always gets a higher number than the
+//! one it waited for.
 
 use std::cell::{Cell, RefCell};
 use std::ffi::CStr;
@@ -46,8 +51,10 @@ pub struct Tables {
     pending: Oid,
     pending_key: Oid,
     pending_data: Oid,
-    pending_data_key: Oid,
+    pending_data_index: Oid,
     commit_seq: Oid,
+    /// dbmirror_PendingData's row type, copied into the cache memory context.
+    pending_data_desc: pg_sys::TupleDesc,
 }
 
 static TABLES: BackendLocal<RefCell<Option<Rc<Tables>>>> = BackendLocal::new(RefCell::new(None));
@@ -78,13 +85,34 @@ pub fn tables(schema: Oid) -> Rc<Tables> {
     };
     // SAFETY: inside a transaction; schema is a namespace OID from the catalog.
     let schema_name = unsafe { CStr::from_ptr(pg_sys::get_namespace_name(schema)) }.to_string_lossy().into_owned();
+    let pending_data = lookup(names::PENDING_DATA);
+    // SAFETY: the relation exists (looked up above); the copy lives as long as the backend.
+    let pending_data_desc = unsafe {
+        let rel = pg_sys::table_open(pending_data, pg_sys::AccessShareLock as _);
+        let old = pg_sys::MemoryContextSwitchTo(pg_sys::CacheMemoryContext);
+        let desc = pg_sys::CreateTupleDescCopy((*rel).rd_att);
+        pg_sys::MemoryContextSwitchTo(old);
+        pg_sys::table_close(rel, pg_sys::AccessShareLock as _);
+        desc
+    };
+    // SAFETY: as above.
+    if unsafe { (*pending_data_desc).natts } != PENDING_DATA_COLUMNS {
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "dbmirror pending tables do not match the installed library",
+            "recordchange",
+        )
+        .set_hint("Update the extension with ALTER EXTENSION dbmirror UPDATE.")
+        .report(PgLogLevel::ERROR);
+    }
     let tables = Rc::new(Tables {
         schema,
         schema_name,
+        pending_data_desc,
         pending: lookup(names::PENDING),
         pending_key: lookup(names::PENDING_KEY),
-        pending_data: lookup(names::PENDING_DATA),
-        pending_data_key: lookup(names::PENDING_DATA_KEY),
+        pending_data,
+        pending_data_index: lookup(names::PENDING_DATA_INDEX),
         commit_seq: lookup(names::COMMIT_SEQ),
     });
     *TABLES.get().borrow_mut() = Some(tables.clone());
@@ -100,7 +128,7 @@ pub fn forget_tables(relid: Oid) {
     };
     let hit = cached.as_ref().is_some_and(|t| {
         relid == pg_sys::InvalidOid
-            || [t.pending, t.pending_key, t.pending_data, t.pending_data_key, t.commit_seq].contains(&relid)
+            || [t.pending, t.pending_key, t.pending_data, t.pending_data_index, t.commit_seq].contains(&relid)
     });
     if hit {
         TABLES_STALE.get().set(true);
@@ -126,6 +154,23 @@ pub fn as_superuser<R>(f: impl FnOnce() -> R) -> R {
     result
 }
 
+/// Rows of dbmirror_PendingData captured at one subtransaction level and not yet written.
+struct Buffer {
+    /// Transaction nesting level that captured them (1 is the top level).
+    level: i32,
+    /// Holds the rows; a child of TopTransactionContext, reset after each write.
+    context: pg_sys::MemoryContext,
+    rows: Vec<pg_sys::HeapTuple>,
+    bytes: usize,
+}
+
+/// Columns of dbmirror_PendingData, in `record`'s order.
+const PENDING_DATA_COLUMNS: i32 = 8;
+
+/// A buffer is written once it holds this many rows, or this many bytes.
+const BUFFER_ROWS: usize = 1000;
+const BUFFER_BYTES: usize = 16 << 20;
+
 /// What the current top-level transaction has captured so far.
 struct Xact {
     tables: Option<Rc<Tables>>,
@@ -137,10 +182,18 @@ struct Xact {
     relids: Vec<Oid>,
     /// (changes, relids.len()) at the start of each open subtransaction.
     saved: Vec<(i64, usize)>,
+    /// Unwritten rows, by level, innermost last.
+    buffers: Vec<Buffer>,
 }
 
-static XACT: BackendLocal<RefCell<Xact>> =
-    BackendLocal::new(RefCell::new(Xact { tables: None, changes: 0, seq: 0, relids: Vec::new(), saved: Vec::new() }));
+static XACT: BackendLocal<RefCell<Xact>> = BackendLocal::new(RefCell::new(Xact {
+    tables: None,
+    changes: 0,
+    seq: 0,
+    relids: Vec::new(),
+    saved: Vec::new(),
+    buffers: Vec::new(),
+}));
 
 /// One captured change, ready to be written.
 pub struct Change {
@@ -153,20 +206,33 @@ pub struct Change {
     pub unchanged: Option<Datum>,
 }
 
-/// Writes one change of the current transaction to dbmirror_PendingData.
+/// Records one change of the current transaction: a row of dbmirror_PendingData, written with
+/// others of its subtransaction.
 pub fn record(tables: &Rc<Tables>, change: Change) {
     // SAFETY: called from the trigger, inside a transaction that is changing a table.
-    let xid = unsafe { pg_sys::GetTopFullTransactionId() }.value as i64;
-    let seq = {
-        let mut xact = XACT.get().borrow_mut();
-        xact.seq += 1;
-        xact.changes += 1;
-        if xact.relids.last() != Some(&change.relid) && !xact.relids.contains(&change.relid) {
-            xact.relids.push(change.relid);
-        }
-        xact.tables.get_or_insert_with(|| tables.clone());
-        xact.seq
-    };
+    let (xid, level) =
+        unsafe { (pg_sys::GetTopFullTransactionId().value as i64, pg_sys::GetCurrentTransactionNestLevel()) };
+    let mut xact = XACT.get().borrow_mut();
+    xact.seq += 1;
+    xact.changes += 1;
+    if xact.relids.last() != Some(&change.relid) && !xact.relids.contains(&change.relid) {
+        xact.relids.push(change.relid);
+    }
+    xact.tables.get_or_insert_with(|| tables.clone());
+    let seq = xact.seq;
+    if xact.buffers.last().is_none_or(|b| b.level != level) {
+        // SAFETY: inside a transaction, so TopTransactionContext exists; the context dies with it.
+        let context = unsafe {
+            pg_sys::AllocSetContextCreateInternal(
+                pg_sys::TopTransactionContext,
+                c"dbmirror captured rows".as_ptr(),
+                pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+            )
+        };
+        xact.buffers.push(Buffer { level, context, rows: Vec::new(), bytes: 0 });
+    }
     let optional = |d: Option<Datum>| (d.unwrap_or(Datum::from(0)), d.is_none());
     let (key, key_null) = optional(change.key);
     let (data, data_null) = optional(change.data);
@@ -182,8 +248,73 @@ pub fn record(tables: &Rc<Tables>, change: Change) {
         unchanged,
     ];
     let mut nulls = [false, false, false, false, false, key_null, data_null, unchanged_null];
-    // SAFETY: the datums match dbmirror_PendingData's columns; its key is (xid, cid, seq).
-    unsafe { insert(tables.pending_data, tables.pending_data_key, &mut values, &mut nulls, 3) };
+    let buffer = xact.buffers.last_mut().expect("a buffer for this level was just made");
+    // SAFETY: the datums match dbmirror_PendingData's columns (the descriptor is checked when
+    // the tables are looked up); the row is copied into the buffer's context.
+    let row = unsafe {
+        let old = pg_sys::MemoryContextSwitchTo(buffer.context);
+        let row = pg_sys::heap_form_tuple(tables.pending_data_desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+        pg_sys::MemoryContextSwitchTo(old);
+        row
+    };
+    buffer.bytes += unsafe { (*row).t_len } as usize;
+    buffer.rows.push(row);
+    let full = buffer.rows.len() >= BUFFER_ROWS || buffer.bytes >= BUFFER_BYTES;
+    drop(xact);
+    if full {
+        write_buffer(level);
+    }
+}
+
+/// Writes the buffered rows of `level` (which must be the current level) to
+/// dbmirror_PendingData and its index.
+fn write_buffer(level: i32) {
+    let (tables, rows, context) = {
+        let mut xact = XACT.get().borrow_mut();
+        let Some(tables) = xact.tables.clone() else { return };
+        let Some(buffer) = xact.buffers.iter_mut().find(|b| b.level == level) else { return };
+        if buffer.rows.is_empty() {
+            return;
+        }
+        buffer.bytes = 0;
+        (tables, std::mem::take(&mut buffer.rows), buffer.context)
+    };
+    let lock = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
+    // SAFETY: the rows were formed with dbmirror_PendingData's descriptor in `context`, which
+    // also holds the slots; both are released together by the reset at the end.
+    unsafe {
+        let old = pg_sys::MemoryContextSwitchTo(context);
+        let heap = pg_sys::table_open(tables.pending_data, lock);
+        let mut slots: Vec<*mut pg_sys::TupleTableSlot> = rows
+            .iter()
+            .map(|row| {
+                // The cached copy is not reference-counted, so slots over it need no releasing: the
+                // context reset frees them.
+                let slot = pg_sys::MakeSingleTupleTableSlot(tables.pending_data_desc, &pg_sys::TTSOpsHeapTuple);
+                pg_sys::ExecStoreHeapTuple(*row, slot, true);
+                slot
+            })
+            .collect();
+        pg_sys::heap_multi_insert(
+            heap,
+            slots.as_mut_ptr(),
+            slots.len() as i32,
+            pg_sys::GetCurrentCommandId(true),
+            0,
+            std::ptr::null_mut(),
+        );
+        let index = pg_sys::index_open(tables.pending_data_index, lock);
+        let info = pg_sys::BuildIndexInfo(index);
+        // The index is on xid, the first column, the same for every row of the transaction.
+        let xid = Datum::from(pg_sys::GetTopFullTransactionId().value as i64);
+        for slot in &slots {
+            index_insert(index, &mut [xid], &mut [false], &mut (**slot).tts_tid, heap, false, info);
+        }
+        pg_sys::index_close(index, pg_sys::NoLock as _);
+        pg_sys::table_close(heap, pg_sys::NoLock as _);
+        pg_sys::MemoryContextSwitchTo(old);
+        pg_sys::MemoryContextReset(context);
+    }
 }
 
 /// Inserts one row into `table` and its unique index `index`, whose columns are the first
@@ -207,60 +338,47 @@ unsafe fn insert(table: Oid, index: Oid, values: &mut [Datum], nulls: &mut [bool
         let index = pg_sys::index_open(index, lock);
         let info = pg_sys::BuildIndexInfo(index);
         debug_assert_eq!((*info).ii_NumIndexKeyAttrs as usize, key_columns);
-        index_insert(index, &mut values[..key_columns], &mut nulls[..key_columns], tuple, heap, info);
+        index_insert(
+            index,
+            &mut values[..key_columns],
+            &mut nulls[..key_columns],
+            &mut (*tuple).t_self,
+            heap,
+            true,
+            info,
+        );
         pg_sys::index_close(index, pg_sys::NoLock as _);
         pg_sys::table_close(heap, pg_sys::NoLock as _);
     }
 }
 
-#[cfg(feature = "pg13")]
+/// Inserts one index entry pointing at `tid`.
+#[allow(clippy::too_many_arguments)]
 unsafe fn index_insert(
     index: pg_sys::Relation,
     values: &mut [Datum],
     nulls: &mut [bool],
-    tuple: pg_sys::HeapTuple,
+    tid: pg_sys::ItemPointer,
     heap: pg_sys::Relation,
+    unique: bool,
     info: *mut pg_sys::IndexInfo,
 ) {
+    let check =
+        if unique { pg_sys::IndexUniqueCheck::UNIQUE_CHECK_YES } else { pg_sys::IndexUniqueCheck::UNIQUE_CHECK_NO };
+    // SAFETY: the caller passes one datum per key column of the index, and a valid heap tid.
     unsafe {
-        pg_sys::index_insert(
-            index,
-            values.as_mut_ptr(),
-            nulls.as_mut_ptr(),
-            &mut (*tuple).t_self,
-            heap,
-            pg_sys::IndexUniqueCheck::UNIQUE_CHECK_YES,
-            info,
-        );
-    }
-}
-
-#[cfg(not(feature = "pg13"))]
-unsafe fn index_insert(
-    index: pg_sys::Relation,
-    values: &mut [Datum],
-    nulls: &mut [bool],
-    tuple: pg_sys::HeapTuple,
-    heap: pg_sys::Relation,
-    info: *mut pg_sys::IndexInfo,
-) {
-    unsafe {
-        pg_sys::index_insert(
-            index,
-            values.as_mut_ptr(),
-            nulls.as_mut_ptr(),
-            &mut (*tuple).t_self,
-            heap,
-            pg_sys::IndexUniqueCheck::UNIQUE_CHECK_YES,
-            false,
-            info,
-        );
+        #[cfg(feature = "pg13")]
+        pg_sys::index_insert(index, values.as_mut_ptr(), nulls.as_mut_ptr(), tid, heap, check, info);
+        #[cfg(not(feature = "pg13"))]
+        pg_sys::index_insert(index, values.as_mut_ptr(), nulls.as_mut_ptr(), tid, heap, check, false, info);
     }
 }
 
 /// Writes the transaction's row of dbmirror_Pending, if it captured anything that is still
 /// part of it.
 fn finish_capture() {
+    // SAFETY: plain read of the transaction state.
+    write_buffer(unsafe { pg_sys::GetCurrentTransactionNestLevel() });
     let (tables, changes, relids) = {
         let xact = XACT.get().borrow();
         match &xact.tables {
@@ -301,6 +419,8 @@ fn reset(aborted: bool) {
     xact.seq = 0;
     xact.relids.clear();
     xact.saved.clear();
+    // The buffers' contexts are children of TopTransactionContext, which PostgreSQL frees.
+    xact.buffers.clear();
     drop(xact);
     crate::shape::forget_stored(aborted);
 }
@@ -332,7 +452,22 @@ unsafe extern "C-unwind" fn subxact_callback(
     _arg: *mut std::ffi::c_void,
 ) {
     use pg_sys::SubXactEvent::*;
+    // SAFETY: plain read of the transaction state; during the callbacks of a subtransaction's
+    // end, it is still the current one.
+    let level = unsafe { pg_sys::GetCurrentTransactionNestLevel() };
+    if event == SUBXACT_EVENT_PRE_COMMIT_SUB {
+        // Written while the subtransaction is still open, so the rows are its own.
+        write_buffer(level);
+        return;
+    }
     let mut xact = XACT.get().borrow_mut();
+    if matches!(event, SUBXACT_EVENT_COMMIT_SUB | SUBXACT_EVENT_ABORT_SUB) {
+        while let Some(buffer) = xact.buffers.pop_if(|b| b.level >= level) {
+            // Empty after a commit (written at pre-commit); the rolled-back rows after an abort.
+            // SAFETY: the context was made for this buffer and nothing else points into it.
+            unsafe { pg_sys::MemoryContextDelete(buffer.context) };
+        }
+    }
     match event {
         SUBXACT_EVENT_START_SUB => {
             let mark = (xact.changes, xact.relids.len());

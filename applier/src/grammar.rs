@@ -286,6 +286,8 @@ enum Stage {
 /// What a checked statement is, as far as running it is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// A session setting before BEGIN: it may change how what follows is lexed.
+    Session,
     /// `COPY ... FROM STDIN`: data lines follow.
     Copy,
     /// The file's final COMMIT.
@@ -319,7 +321,7 @@ impl Checker {
             (Stage::Session, "SET") => {
                 p.next();
                 setting(&mut p, SESSION_SETTINGS)?;
-                (Stage::Session, Kind::Other)
+                (Stage::Session, Kind::Session)
             }
             (Stage::Session, "BEGIN") => {
                 p.next();
@@ -508,7 +510,8 @@ mod tests {
         let kinds = check_all(FILE).unwrap();
         assert_eq!(kinds[7], Kind::Copy);
         assert_eq!(kinds[13], Kind::Commit);
-        assert_eq!(kinds.iter().filter(|k| **k == Kind::Other).count(), 12);
+        assert_eq!(kinds[..2], [Kind::Session, Kind::Session]);
+        assert_eq!(kinds.iter().filter(|k| **k == Kind::Other).count(), 10);
     }
 
     /// Each case replaces one statement of a genuine file; all must be refused.

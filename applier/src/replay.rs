@@ -115,9 +115,59 @@ pub fn replay(client: &mut Client, script: impl BufRead, before_commit: Option<&
     result
 }
 
+/// Statements sent together in one round trip, at most: a file of many small statements costs
+/// a few round trips instead of one per statement, and memory stays bounded.
+const BATCH_STATEMENTS: usize = 256;
+const BATCH_BYTES: usize = 64 << 10;
+
+/// Checked statements waiting to be sent as one simple-query message. They run one after the
+/// other in the file's transaction, stopping at the first error, exactly as if sent one by one,
+/// with one exception that the caller avoids: the server lexes a whole message before running
+/// it, so a statement that changes how literals are lexed (`standard_conforming_strings`) is
+/// never batched with the statements after it.
+#[derive(Default)]
+struct Batch {
+    sql: String,
+    first_line: u64,
+    last_line: u64,
+    statements: usize,
+}
+
+impl Batch {
+    fn push(&mut self, sql: &str, line: u64) {
+        if self.statements == 0 {
+            self.first_line = line;
+        }
+        self.last_line = line;
+        self.statements += 1;
+        self.sql.push_str(sql);
+        self.sql.push('\n');
+    }
+
+    fn full(&self) -> bool {
+        self.statements >= BATCH_STATEMENTS || self.sql.len() >= BATCH_BYTES
+    }
+
+    fn send(&mut self, client: &mut Client) -> Result<(), ReplayError> {
+        if self.statements == 0 {
+            return Ok(());
+        }
+        let result = client.batch_execute(&self.sql);
+        let statement = if self.statements == 1 {
+            shown(self.sql.trim_end())
+        } else {
+            format!("one of the statements on lines {} to {}", self.first_line, self.last_line)
+        };
+        let line = self.first_line;
+        *self = Batch::default();
+        result.map_err(|error| ReplayError::Statement { line, statement, error })
+    }
+}
+
 fn run(client: &mut Client, script: impl BufRead, before_commit: Option<&str>) -> Result<Replayed, ReplayError> {
     let mut reader = ScriptReader::new(script);
     let mut checker = Checker::default();
+    let mut batch = Batch::default();
     let mut done = Replayed::default();
     while let Some(item) = reader.next_item().map_err(ReplayError::Script)? {
         match item {
@@ -147,9 +197,11 @@ fn run(client: &mut Client, script: impl BufRead, before_commit: Option<&str>) -
                         what: "COPY statement and COPY data do not match".into(),
                     });
                 }
-                let fail = |error| ReplayError::Statement { line, statement: shown(&sql), error };
+                done.statements += 1;
                 match kind {
                     Kind::Copy => {
+                        batch.send(client)?;
+                        let fail = |error| ReplayError::Statement { line, statement: shown(&sql), error };
                         let mut writer = client.copy_in(sql.as_str()).map_err(fail)?;
                         loop {
                             match reader.next_item().map_err(ReplayError::Script)? {
@@ -173,13 +225,22 @@ fn run(client: &mut Client, script: impl BufRead, before_commit: Option<&str>) -
                     }
                     Kind::Commit => {
                         if let Some(extra) = before_commit {
-                            client.batch_execute(extra).map_err(fail)?;
+                            batch.push(&format!("{extra};"), line);
                         }
-                        client.batch_execute(&sql).map_err(fail)?;
+                        batch.push(&sql, line);
+                        batch.send(client)?;
                     }
-                    Kind::Other => client.batch_execute(&sql).map_err(fail)?,
+                    Kind::Session => {
+                        batch.push(&sql, line);
+                        batch.send(client)?;
+                    }
+                    Kind::Other => {
+                        batch.push(&sql, line);
+                        if batch.full() {
+                            batch.send(client)?;
+                        }
+                    }
                 }
-                done.statements += 1;
             }
             Item::CopyData(_) | Item::CopyEnd { .. } => {
                 return Err(ReplayError::Unexpected {

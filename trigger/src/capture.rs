@@ -64,7 +64,7 @@ unsafe fn capture(td: &pg_sys::TriggerData) {
     // and the tuples valid for the duration of the call.
     unsafe {
         let rel = td.tg_relation;
-        let tables = pending::tables(pg_sys::get_func_namespace((*td.tg_trigger).tgfoid));
+        let tables = pending::tables((*td.tg_trigger).tgfoid);
         let shape = shape::of_relation(rel, &tables);
         let relid = (*rel).rd_id;
         let change = |cid, key, data, unchanged| Change { relid, cid, shape: shape.id, op, key, data, unchanged };

@@ -46,6 +46,8 @@ impl<T> BackendLocal<T> {
 
 /// The extension's tables, found by name in the extension's schema.
 pub struct Tables {
+    /// The trigger function they were found for.
+    function: Oid,
     pub schema: Oid,
     pub schema_name: String,
     pending: Oid,
@@ -60,15 +62,18 @@ pub struct Tables {
 static TABLES: BackendLocal<RefCell<Option<Rc<Tables>>>> = BackendLocal::new(RefCell::new(None));
 static TABLES_STALE: BackendLocal<Cell<bool>> = BackendLocal::new(Cell::new(false));
 
-/// The tables of the extension whose schema is `schema`.
-pub fn tables(schema: Oid) -> Rc<Tables> {
+/// The tables of the extension whose function `function` (recordchange) is running: they are
+/// in the function's schema.
+pub fn tables(function: Oid) -> Rc<Tables> {
     if TABLES_STALE.get().replace(false) {
         TABLES.get().borrow_mut().take();
     }
     let cached = TABLES.get().borrow().clone();
-    if let Some(tables) = cached.filter(|t| t.schema == schema) {
+    if let Some(tables) = cached.filter(|t| t.function == function) {
         return tables;
     }
+    // SAFETY: inside a transaction; the function is the one being called.
+    let schema = unsafe { pg_sys::get_func_namespace(function) };
     let lookup = |name: &CStr| {
         // SAFETY: inside a transaction; name is a NUL-terminated relation name.
         let oid = unsafe { pg_sys::get_relname_relid(name.as_ptr(), schema) };
@@ -106,6 +111,7 @@ pub fn tables(schema: Oid) -> Rc<Tables> {
         .report(PgLogLevel::ERROR);
     }
     let tables = Rc::new(Tables {
+        function,
         schema,
         schema_name,
         pending_data_desc,

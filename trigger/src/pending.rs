@@ -48,7 +48,6 @@ impl<T> BackendLocal<T> {
 pub struct Tables {
     /// The trigger function they were found for.
     function: Oid,
-    pub schema: Oid,
     pub schema_name: String,
     pending: Oid,
     pending_key: Oid,
@@ -112,7 +111,6 @@ pub fn tables(function: Oid) -> Rc<Tables> {
     }
     let tables = Rc::new(Tables {
         function,
-        schema,
         schema_name,
         pending_data_desc,
         pending: lookup(names::PENDING),

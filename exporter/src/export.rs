@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use dbmirror_spool::{
-    sync_dir, AtomicFile, Checksum, Header, Manifest, ManifestEntry, SigningKey, SqlWriter, TransactionFileName,
-    FORMAT_VERSION,
+    sync_dir, AtomicFile, Checksum, Header, Manifest, ManifestEntry, SigningKey, SqlWriter, Staged, Syncer,
+    TransactionFileName, FORMAT_VERSION,
 };
 
 use crate::config::{Config, Output};
@@ -60,8 +60,9 @@ pub fn once(config: &Config, stop: &AtomicBool) -> Result<Summary, Error> {
                     directory,
                     compress: *compress,
                     signing_key: signing_key.as_deref(),
-                    existing: None,
                     entries: Vec::new(),
+                    staged: Vec::new(),
+                    syncer: None,
                 };
                 export_batch(&mut master, config, &mut files, &batch, previous)?
             }
@@ -180,13 +181,19 @@ fn missing(assigned: &Assigned) -> Error {
 }
 
 /// File mode: one file per transaction, and a manifest for the batch.
+///
+/// A batch's files are written under temporary names while background threads fsync the ones
+/// done (concurrent fsyncs share journal commits); once all are durable they are renamed into
+/// place, the directory is fsynced, and the manifest follows the same way. Renaming never
+/// replaces a file: after a crash the same numbers are written again, and a file already
+/// carrying one must have the very same bytes (see [`Staged::publish`]).
 struct Files<'a> {
     directory: &'a Path,
     compress: bool,
     signing_key: Option<&'a SigningKey>,
-    /// Checksum of a file already under the name being written (from before a crash).
-    existing: Option<Checksum>,
     entries: Vec<ManifestEntry>,
+    staged: Vec<(TransactionFileName, Staged)>,
+    syncer: Option<Syncer>,
 }
 
 impl Files<'_> {
@@ -204,24 +211,18 @@ impl Destination for Files<'_> {
     type Out = fault::Budget<SqlWriter>;
 
     fn open(&mut self, assigned: &Assigned) -> Result<Self::Out, Error> {
-        let name = self.name(assigned);
-        // A file already under this name was written before a crash (and may have been
-        // carried off already): what we write now must be the very same bytes.
-        self.existing = existing_checksum(&self.directory.join(name.file_name()))?;
-        Ok(fault::Budget::new(SqlWriter::create(self.directory, &name)?))
+        Ok(fault::Budget::new(SqlWriter::create(self.directory, &self.name(assigned))?))
     }
 
     fn close(&mut self, assigned: &Assigned, out: Self::Out) -> Result<Checksum, Error> {
         let name = self.name(assigned);
-        fault::point("before-rename");
-        let file = out.into_inner().finish(self.existing.take()).map_err(|e| match e.kind() {
-            dbmirror_spool::ErrorKind::Conflict => Error::new(Kind::BadFile, e.to_string()).with_hint(
-                "The outbox holds a different file under this number. Keep both for inspection, and report this as a bug.",
-            ),
-            _ => outbox_failure(e.into(), self.directory, &name),
-        })?;
-        fault::point("after-rename");
-        self.entries.push(ManifestEntry { checksum: file.stored_sha256, file: name });
+        let (file, mut staged) =
+            out.into_inner().finish().map_err(|e| outbox_failure(e.into(), self.directory, &name))?;
+        if let Some((path, handle)) = staged.take_file() {
+            self.syncer.get_or_insert_with(Syncer::new).push(path, handle);
+        }
+        self.entries.push(ManifestEntry { checksum: file.stored_sha256, file: name.clone() });
+        self.staged.push((name, staged));
         Ok(file.sql_sha256)
     }
 
@@ -230,6 +231,19 @@ impl Destination for Files<'_> {
     }
 
     fn end(&mut self) -> Result<(), Error> {
+        if let Some(syncer) = self.syncer.take() {
+            syncer.finish()?;
+        }
+        fault::point("before-rename");
+        for (name, staged) in self.staged.drain(..) {
+            staged.publish().map_err(|e| match e.kind() {
+                dbmirror_spool::ErrorKind::Conflict => Error::new(Kind::BadFile, e.to_string()).with_hint(
+                    "The outbox holds a different file under this number. Keep both for inspection, and report this as a bug.",
+                ),
+                _ => outbox_failure(e.into(), self.directory, &name),
+            })?;
+        }
+        fault::point("after-rename");
         sync_dir(self.directory)?;
         let mut manifest = Manifest::new(std::mem::take(&mut self.entries))?;
         if let Some(key) = self.signing_key {
@@ -252,14 +266,6 @@ fn outbox_failure(e: Error, directory: &Path, name: &TransactionFileName) -> Err
     e.context(&format!("could not write \"{}\"", directory.join(name.file_name()).display())).with_hint(
         "Nothing was recorded as sent. Make room in the outbox (carry files away) or fix it, then run the exporter again.",
     )
-}
-
-fn existing_checksum(path: &Path) -> Result<Option<Checksum>, Error> {
-    match std::fs::File::open(path) {
-        Ok(file) => Ok(Some(dbmirror_spool::sha256_of(std::io::BufReader::new(file))?.0)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::runtime(format!("could not read \"{}\": {e}", path.display()))),
-    }
 }
 
 /// `run`: exports, sleeps `sleep_interval` when idle, retries failures that retrying may cure

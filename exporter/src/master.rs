@@ -272,6 +272,10 @@ impl Master {
         let schema = self.schema.clone();
         let tables = &mut self.tables;
         let mut tx = self.client.transaction()?;
+        // The planner takes the batch's xid array for 10 rows and, without this, joins it with
+        // a nested loop that compares every xid with every row; a hash join is what a batch
+        // needs. More sort memory keeps a batch of small transactions off the disk.
+        tx.batch_execute("SET LOCAL enable_nestloop = off; SET LOCAL work_mem = '64MB'")?;
         // Sort the raw rows first and render after: the inner query's OFFSET 0 keeps the
         // planner from rendering every value before the sort.
         let statement = tx.prepare(&format!(

@@ -1,12 +1,17 @@
 //! Atomic file writes, as pgBackRest does them: write `NAME.tmp`, fsync it, rename it to
 //! `NAME`, and fsync the directory (see [`sync_dir`]) so the rename itself is durable. A
 //! reader therefore sees either no file or the whole file, even across a power failure.
+//!
+//! For many files, [`AtomicFile::close`] stages a written file, a [`Syncer`] fsyncs staged files
+//! on background threads while the next ones are written (concurrent fsyncs also share journal
+//! commits), and [`Staged::publish`] renames each once all are synced.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::error::Error;
+use crate::checksum::Checksum;
+use crate::error::{Error, ErrorKind};
 use crate::TEMPORARY_SUFFIX;
 
 /// A file being written under its temporary name. Dropped without [`commit`](Self::commit)
@@ -48,8 +53,166 @@ impl AtomicFile {
         Ok(self.path.clone())
     }
 
+    /// Flushes the file, not yet durable, under its temporary name: fsync it (see [`Syncer`])
+    /// before [`Staged::publish`].
+    pub fn close(mut self) -> Result<Staged, Error> {
+        let writer = self.file.take().expect("an uncommitted file has its writer");
+        let file = writer.into_inner().map_err(|e| Error::io(&self.temporary, "write", e.into_error()))?;
+        Ok(Staged {
+            file: Some(file),
+            temporary: self.temporary.clone(),
+            path: self.path.clone(),
+            checksum: None,
+            published: false,
+        })
+    }
+
     /// Removes the temporary file (after a failed write); the same as dropping it.
     pub fn abandon(self) {}
+}
+
+/// A written file under its temporary name, waiting to be synced and renamed. Dropped before
+/// [`publish`](Self::publish), it removes its temporary file.
+pub struct Staged {
+    file: Option<File>,
+    temporary: PathBuf,
+    path: PathBuf,
+    /// The checksum of the content, when known: a file already under the final name with the
+    /// same checksum is the same file, written before a crash.
+    checksum: Option<Checksum>,
+    published: bool,
+}
+
+impl Staged {
+    /// The open file, to hand to a [`Syncer`]; `None` if taken already.
+    pub fn take_file(&mut self) -> Option<(PathBuf, File)> {
+        self.file.take().map(|file| (self.temporary.clone(), file))
+    }
+
+    /// The final path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn set_checksum(&mut self, checksum: Checksum) {
+        self.checksum = Some(checksum);
+    }
+
+    /// Renames the file to its final name, never replacing a file there: the kernel refuses
+    /// the rename when the name exists (`RENAME_NOREPLACE`), and only then is the existing
+    /// file read. One with this file's checksum is the same file, written before a crash, and
+    /// the new copy is dropped; any other is a [`ErrorKind::Conflict`] and stays as it is.
+    ///
+    /// The data must be durable already (synced by a [`Syncer`] that finished without error);
+    /// the caller fsyncs the directory afterwards.
+    pub fn publish(mut self) -> Result<PathBuf, Error> {
+        drop(self.file.take());
+        match rename_noreplace(&self.temporary, &self.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let found = File::open(&self.path)
+                    .and_then(|file| crate::sha256_of(io::BufReader::new(file)))
+                    .map_err(|e| Error::io(&self.path, "read", e))?
+                    .0;
+                if Some(found) != self.checksum {
+                    let written = self.checksum.map_or_else(|| "unknown".to_string(), |c| c.to_string());
+                    return Err(Error::new(
+                        ErrorKind::Conflict,
+                        format!(
+                            "a different file already exists under this name (sha256 {written} written, {found} found)"
+                        ),
+                    )
+                    .at(&self.path));
+                }
+                // Dropping self removes the duplicate.
+                return Ok(self.path.clone());
+            }
+            Err(e) => return Err(Error::io(&self.path, "rename a temporary file to", e)),
+        }
+        self.published = true;
+        Ok(self.path.clone())
+    }
+}
+
+/// `rename(2)` that fails with `AlreadyExists` instead of replacing `to`. On a file system
+/// without `RENAME_NOREPLACE` it checks first, which is enough for a single writer (the
+/// exporter holds a lock per outbox).
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    use rustix::io::Errno;
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
+            if to.try_exists()? {
+                return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+            }
+            fs::rename(from, to)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.published {
+            drop(self.file.take());
+            let _ = fs::remove_file(&self.temporary);
+        }
+    }
+}
+
+/// Fsyncs files on a few background threads.
+pub struct Syncer {
+    files: Option<std::sync::mpsc::Sender<(PathBuf, File)>>,
+    workers: Vec<std::thread::JoinHandle<Result<(), Error>>>,
+}
+
+impl Syncer {
+    /// Threads that fsync at once: enough for the file system to group their journal commits.
+    const THREADS: usize = 8;
+
+    pub fn new() -> Self {
+        let (sender, receiver) = std::sync::mpsc::channel::<(PathBuf, File)>();
+        let receiver = std::sync::Arc::new(std::sync::Mutex::new(receiver));
+        let workers = (0..Self::THREADS)
+            .map(|_| {
+                let receiver = receiver.clone();
+                std::thread::spawn(move || loop {
+                    let next = receiver.lock().map_err(|_| Error::new(ErrorKind::Io, "fsync worker failed"))?.recv();
+                    let Ok((path, file)) = next else { return Ok(()) };
+                    file.sync_all().map_err(|e| Error::io(&path, "fsync", e))?;
+                })
+            })
+            .collect();
+        Self { files: Some(sender), workers }
+    }
+
+    /// Queues a file to fsync.
+    pub fn push(&self, path: PathBuf, file: File) {
+        if let Some(files) = &self.files {
+            // A send fails only when every worker stopped on an error, which finish() reports.
+            let _ = files.send((path, file));
+        }
+    }
+
+    /// Waits until every queued file is synced; the first failure, if any.
+    pub fn finish(mut self) -> Result<(), Error> {
+        drop(self.files.take());
+        let mut result = Ok(());
+        for worker in self.workers.drain(..) {
+            let outcome = worker.join().unwrap_or_else(|_| Err(Error::new(ErrorKind::Io, "fsync worker panicked")));
+            if result.is_ok() {
+                result = outcome;
+            }
+        }
+        result
+    }
+}
+
+impl Default for Syncer {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Drop for AtomicFile {
@@ -91,6 +254,29 @@ mod tests {
         sync_dir(dir.path()).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"SELECT 1;\n");
         assert!(!dir.path().join("a.sql.tmp").exists());
+    }
+
+    #[test]
+    fn staged_files_appear_only_when_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let syncer = Syncer::new();
+        let mut staged = Vec::new();
+        for name in ["a.sql", "b.sql"] {
+            let mut file = AtomicFile::create(dir.path(), name).unwrap();
+            file.write_all(name.as_bytes()).unwrap();
+            let mut file = file.close().unwrap();
+            let (path, handle) = file.take_file().unwrap();
+            syncer.push(path, handle);
+            staged.push(file);
+        }
+        syncer.finish().unwrap();
+        assert!(!dir.path().join("a.sql").exists());
+        let first = staged.remove(0).publish().unwrap();
+        assert_eq!(fs::read(first).unwrap(), b"a.sql");
+        // The other one is dropped unpublished: nothing of it stays.
+        drop(staged);
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["a.sql"]);
     }
 
     #[test]

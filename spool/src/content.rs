@@ -4,9 +4,9 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
-use crate::atomic::AtomicFile;
+use crate::atomic::{AtomicFile, Staged};
 use crate::checksum::{Checksum, HashingWriter};
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 use crate::name::TransactionFileName;
 use crate::ZSTD_LEVEL;
 
@@ -70,10 +70,10 @@ impl SqlWriter {
         self.sql.byte_count()
     }
 
-    /// Completes the file: flushes, fsyncs and renames it to its final name. If a file of that
-    /// name exists already with checksum `existing`, the new content must be the same: when it
-    /// is not, nothing is replaced and the error is a [`ErrorKind::Conflict`](crate::ErrorKind).
-    pub fn finish(self, existing: Option<Checksum>) -> Result<Written, Error> {
+    /// Completes the file: flushes it and stages it under its temporary name (see
+    /// [`Staged`]): sync and publish it to give it its final name. Publishing never replaces a
+    /// file with different content: that is a [`ErrorKind::Conflict`](crate::ErrorKind).
+    pub fn finish(self) -> Result<(Written, Staged), Error> {
         let path = self.path.clone();
         let (stored, sql_sha256) = self.sql.finish();
         let hashing = match stored {
@@ -82,19 +82,20 @@ impl SqlWriter {
         };
         let stored_bytes = hashing.byte_count();
         let (file, stored_sha256) = hashing.finish();
-        if existing.is_some_and(|existing| existing != stored_sha256) {
-            file.abandon();
-            return Err(Error::new(
-                ErrorKind::Conflict,
-                format!(
-                    "a different file already exists under this name (sha256 {stored_sha256} written, {} found)",
-                    existing.map_or_else(String::new, |c| c.to_string())
-                ),
-            )
-            .at(&path));
+        let mut staged = file.close()?;
+        staged.set_checksum(stored_sha256);
+        Ok((Written { path, sql_sha256, stored_sha256, stored_bytes }, staged))
+    }
+
+    /// [`finish`](Self::finish), fsync and publish: the file under its final name, durable
+    /// (the caller fsyncs the directory).
+    pub fn commit(self) -> Result<Written, Error> {
+        let (written, mut staged) = self.finish()?;
+        if let Some((path, file)) = staged.take_file() {
+            file.sync_all().map_err(|e| Error::io(&path, "fsync", e))?;
         }
-        let path = file.commit()?;
-        Ok(Written { path, sql_sha256, stored_sha256, stored_bytes })
+        staged.publish()?;
+        Ok(written)
     }
 }
 
@@ -138,7 +139,7 @@ mod tests {
             };
             let mut writer = SqlWriter::create(dir.path(), &name).unwrap();
             writer.write_all(sql.as_bytes()).unwrap();
-            let written = writer.finish(None).unwrap();
+            let written = writer.commit().unwrap();
             assert_eq!(written.path, dir.path().join(name.file_name()));
             assert_eq!(written.sql_sha256, Checksum::of(sql.as_bytes()));
             let stored = std::fs::read(&written.path).unwrap();
@@ -160,16 +161,16 @@ mod tests {
             xid: 5,
             compressed: false,
         };
-        let write = |text: &str, existing| {
+        let write = |text: &str| {
             let mut writer = SqlWriter::create(dir.path(), &name).unwrap();
             writer.write_all(text.as_bytes()).unwrap();
-            writer.finish(existing)
+            writer.commit()
         };
-        let first = write("SELECT 1;\n", None).unwrap();
+        let first = write("SELECT 1;\n").unwrap();
         // The same bytes again: fine.
-        write("SELECT 1;\n", Some(first.stored_sha256)).unwrap();
-        let err = write("SELECT 2;\n", Some(first.stored_sha256)).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Conflict);
+        write("SELECT 1;\n").unwrap();
+        let err = write("SELECT 2;\n").unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Conflict);
         assert_eq!(std::fs::read_to_string(&first.path).unwrap(), "SELECT 1;\n");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "the temporary file is removed");
     }

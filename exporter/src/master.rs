@@ -29,13 +29,11 @@ use std::rc::Rc;
 use chrono::{DateTime, Utc};
 use dbmirror_spool::sql::CANONICAL_SETTINGS;
 use dbmirror_spool::Checksum;
+use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, IsolationLevel, NoTls};
 
 use crate::error::{Error, Kind};
 use crate::sql::{quote_identifier, quote_literal, Change, SequenceValue, Table, Values};
-
-/// Rows fetched per round trip while streaming a transaction's changes.
-const FETCH_ROWS: i32 = 2000;
 
 /// Who the master is, as written in every file header.
 #[derive(Debug, Clone)]
@@ -270,8 +268,12 @@ impl Master {
         };
         let xids: Vec<i64> = batch.iter().map(|a| a.xid).collect();
         let schema = self.schema.clone();
-        let tables = &mut self.tables;
         let mut tx = self.client.transaction()?;
+        // Every shape the batch can use is in dbmirror_Shape already (it was written with the
+        // changes, which committed before they were assigned): load the new ones first, so that
+        // the changes can stream without another query on this connection.
+        load_shapes(&mut tx, &schema, &mut self.tables)?;
+        let tables = &self.tables;
         // The planner takes the batch's xid array for 10 rows and, without this, joins it with
         // a nested loop that compares every xid with every row; a hash join is what a batch
         // needs. More sort memory keeps a batch of small transactions off the disk.
@@ -287,46 +289,39 @@ impl Master {
                       WHERE d.xid BETWEEN $2 AND $3 \
                       ORDER BY b.position, d.cid, d.seq OFFSET 0) s"
         ))?;
-        let portal = tx.bind(&statement, &[&xids, &low, &high])?;
-        loop {
-            let rows = tx.query_portal(&portal, FETCH_ROWS)?;
-            for row in &rows {
-                let position = row.get::<_, i64>(0) as usize - 1;
-                let op: i8 = row.get(1);
-                let shape: i64 = row.get(2);
-                let table = match tables.get(&shape) {
-                    Some(table) => table.clone(),
-                    None => {
-                        let table = Rc::new(load_table(&mut tx, &schema, shape)?);
-                        tables.insert(shape, table.clone());
-                        table
-                    }
-                };
-                let key: Option<Values> = row.get(3);
-                let values: Option<Values> = row.get(4);
-                let unchanged: Option<Vec<u8>> = row.get(5);
-                let xid = batch[position].xid;
-                let missing =
-                    |what: &str| Error::runtime(format!("captured change of transaction {xid} has no {what}"));
-                let change = match op as u8 {
-                    b'i' => Change::Insert { table, values: values.ok_or_else(|| missing("row"))? },
-                    b'u' => {
-                        Change::Update { table, old_key: key, values: values.ok_or_else(|| missing("row"))?, unchanged }
-                    }
-                    b'd' => Change::Delete { table, key: key.ok_or_else(|| missing("key"))? },
-                    b't' => Change::Truncate { table },
-                    other => {
-                        return Err(Error::runtime(format!(
-                            "captured change of transaction {xid} has unknown operation {other}"
-                        )))
-                    }
-                };
-                sink(position, change)?;
-            }
-            if rows.len() < FETCH_ROWS as usize {
-                break;
-            }
+        // One streamed result rather than pages of a portal: the server renders the next rows
+        // while the exporter writes files, held back only by the socket's buffer, so memory
+        // stays bounded and the two work at once.
+        let params: [&(dyn postgres::types::ToSql + Sync); 3] = [&xids, &low, &high];
+        let mut rows = tx.query_raw(&statement, params)?;
+        while let Some(row) = rows.next()? {
+            let position = row.get::<_, i64>(0) as usize - 1;
+            let op: i8 = row.get(1);
+            let shape: i64 = row.get(2);
+            let table = tables.get(&shape).cloned().ok_or_else(|| {
+                Error::runtime(format!("shape {shape} of a captured change is missing from dbmirror_Shape"))
+            })?;
+            let key: Option<Values> = row.get(3);
+            let values: Option<Values> = row.get(4);
+            let unchanged: Option<Vec<u8>> = row.get(5);
+            let xid = batch[position].xid;
+            let missing = |what: &str| Error::runtime(format!("captured change of transaction {xid} has no {what}"));
+            let change = match op as u8 {
+                b'i' => Change::Insert { table, values: values.ok_or_else(|| missing("row"))? },
+                b'u' => {
+                    Change::Update { table, old_key: key, values: values.ok_or_else(|| missing("row"))?, unchanged }
+                }
+                b'd' => Change::Delete { table, key: key.ok_or_else(|| missing("key"))? },
+                b't' => Change::Truncate { table },
+                other => {
+                    return Err(Error::runtime(format!(
+                        "captured change of transaction {xid} has unknown operation {other}"
+                    )))
+                }
+            };
+            sink(position, change)?;
         }
+        drop(rows);
         tx.commit()?;
         Ok(())
     }
@@ -402,17 +397,29 @@ fn assigned(row: &postgres::Row) -> Result<Assigned, Error> {
     })
 }
 
-fn load_table(tx: &mut postgres::Transaction<'_>, schema: &str, shape: i64) -> Result<Table, Error> {
-    let row = tx
-        .query_opt(
-            &format!("SELECT nspname, relname, columns, key FROM {schema}.dbmirror_Shape WHERE shape = $1 LIMIT 1"),
-            &[&shape],
-        )?
-        .ok_or_else(|| Error::runtime(format!("shape {shape} of a captured change is missing from dbmirror_Shape")))?;
-    let columns: Vec<String> = row.get(2);
-    let key: Vec<i16> = row.get(3);
-    let key: Vec<usize> = key.iter().map(|&k| k as usize).filter(|&k| k < columns.len()).collect();
-    Ok(Table::new(row.get::<_, &str>(0), row.get::<_, &str>(1), &columns, &key))
+/// Adds to `tables` every shape of dbmirror_Shape it does not hold yet. The table is small: a
+/// shape is a table's columns and key as they were when a change was captured, and a new one
+/// appears only after DDL on a mirrored table.
+fn load_shapes(
+    tx: &mut postgres::Transaction<'_>,
+    schema: &str,
+    tables: &mut HashMap<i64, Rc<Table>>,
+) -> Result<(), Error> {
+    let known: Vec<i64> = tables.keys().copied().collect();
+    let rows = tx.query(
+        &format!("SELECT shape, nspname, relname, columns, key FROM {schema}.dbmirror_Shape WHERE shape <> ALL ($1)"),
+        &[&known],
+    )?;
+    for row in rows {
+        let columns: Vec<String> = row.get(3);
+        let key: Vec<i16> = row.get(4);
+        let key: Vec<usize> = key.iter().map(|&k| k as usize).filter(|&k| k < columns.len()).collect();
+        // Two backends may record the same shape at once: the rows are equal, keep one.
+        tables
+            .entry(row.get(0))
+            .or_insert_with(|| Rc::new(Table::new(row.get::<_, &str>(1), row.get::<_, &str>(2), &columns, &key)));
+    }
+    Ok(())
 }
 
 /// Current positions of the sequences that the tables `relids` own or use in column defaults,

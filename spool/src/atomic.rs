@@ -135,8 +135,8 @@ impl Staged {
 }
 
 /// `rename(2)` that fails with `AlreadyExists` instead of replacing `to`. On a file system
-/// without `RENAME_NOREPLACE` it checks first, which is enough for a single writer (the
-/// exporter holds a lock per outbox).
+/// without `RENAME_NOREPLACE` it checks first, which is enough for a single writer (one
+/// exporter runs per slave, by an advisory lock on the master).
 fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     use rustix::fs::{renameat_with, RenameFlags, CWD};
     use rustix::io::Errno;
@@ -161,18 +161,21 @@ impl Drop for Staged {
     }
 }
 
-/// Fsyncs files on a few background threads.
+/// Fsyncs files on a few background threads. The queue is short: [`push`](Self::push) waits
+/// when it is full, so a slow disk holds back the writer instead of piling up open files.
 pub struct Syncer {
-    files: Option<std::sync::mpsc::Sender<(PathBuf, File)>>,
+    files: Option<std::sync::mpsc::SyncSender<(PathBuf, File)>>,
     workers: Vec<std::thread::JoinHandle<Result<(), Error>>>,
 }
 
 impl Syncer {
     /// Threads that fsync at once: enough for the file system to group their journal commits.
     const THREADS: usize = 8;
+    /// Files written but not yet taken by a thread.
+    const QUEUE: usize = 4 * Self::THREADS;
 
     pub fn new() -> Self {
-        let (sender, receiver) = std::sync::mpsc::channel::<(PathBuf, File)>();
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<(PathBuf, File)>(Self::QUEUE);
         let receiver = std::sync::Arc::new(std::sync::Mutex::new(receiver));
         let workers = (0..Self::THREADS)
             .map(|_| {
@@ -187,7 +190,7 @@ impl Syncer {
         Self { files: Some(sender), workers }
     }
 
-    /// Queues a file to fsync.
+    /// Queues a file to fsync, waiting while the queue is full.
     pub fn push(&self, path: PathBuf, file: File) {
         if let Some(files) = &self.files {
             // A send fails only when every worker stopped on an error, which finish() reports.

@@ -89,11 +89,6 @@ impl Staged {
         self.file.take().map(|file| (self.temporary.clone(), file))
     }
 
-    /// The final path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     pub(crate) fn set_checksum(&mut self, checksum: Checksum) {
         self.checksum = Some(checksum);
     }

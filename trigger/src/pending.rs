@@ -101,13 +101,7 @@ pub fn tables(function: Oid) -> Rc<Tables> {
     };
     // SAFETY: as above.
     if unsafe { (*pending_data_desc).natts } != PENDING_DATA_COLUMNS {
-        ErrorReport::new(
-            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            "dbmirror pending tables do not match the installed library",
-            "recordchange",
-        )
-        .set_hint("Update the extension with ALTER EXTENSION dbmirror UPDATE.")
-        .report(PgLogLevel::ERROR);
+        tables_do_not_match();
     }
     let tables = Rc::new(Tables {
         function,
@@ -321,6 +315,17 @@ fn write_buffer(level: i32) {
     }
 }
 
+/// Raises the ERROR for pending tables of another version of the extension than this library.
+fn tables_do_not_match() {
+    ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        "dbmirror pending tables do not match the installed library",
+        "recordchange",
+    )
+    .set_hint("Update the extension with ALTER EXTENSION dbmirror UPDATE.")
+    .report(PgLogLevel::ERROR);
+}
+
 /// Inserts one row into `table` and its unique index `index`, whose columns are the first
 /// `key_columns` columns of the table.
 unsafe fn insert(table: Oid, index: Oid, values: &mut [Datum], nulls: &mut [bool], key_columns: usize) {
@@ -329,13 +334,7 @@ unsafe fn insert(table: Oid, index: Oid, values: &mut [Datum], nulls: &mut [bool
     unsafe {
         let heap = pg_sys::table_open(table, lock);
         if (*(*heap).rd_att).natts as usize != values.len() {
-            ErrorReport::new(
-                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                "dbmirror pending tables do not match the installed library",
-                "recordchange",
-            )
-            .set_hint("Update the extension with ALTER EXTENSION dbmirror UPDATE.")
-            .report(PgLogLevel::ERROR);
+            tables_do_not_match();
         }
         let tuple = pg_sys::heap_form_tuple((*heap).rd_att, values.as_mut_ptr(), nulls.as_mut_ptr());
         pg_sys::simple_heap_insert(heap, tuple);

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use dbmirror_tests::tools::{
-    export_command, export_config, export_once, psql_file, replay_by_hand, transaction_files, transfer, Workdir,
+    apply, apply_config, export_command, export_config, export_once, psql_file, replay_by_hand, transaction_files,
+    transfer, Workdir,
 };
 use dbmirror_tests::{assert_tables_equal, describe, table_rows, Cluster};
 
@@ -41,6 +42,19 @@ pub fn setup(extra_config: &str) -> Setup {
     let outbox = work.dir("outbox");
     let config = export_config(&work, &master, "slave1", &outbox, extra_config);
     Setup { master, slave, work, outbox, config }
+}
+
+impl Setup {
+    /// Exports everything pending, carries the outbox to a fresh inbound spool, applies it
+    /// with `dbmirror-apply once`, and checks that the slave equals the master.
+    pub fn export_and_apply_everything(&self) {
+        export_once(&self.config);
+        let inbound = self.work.dir("inbound");
+        transfer(&self.outbox, &inbound);
+        let output = apply(&apply_config(&self.work, &self.slave, "slave1", &inbound, ""), &["once"]);
+        assert!(output.status.success(), "{}", describe(&output));
+        assert_tables_equal(&self.master, &self.slave, TABLES);
+    }
 }
 
 /// A few transactions touching every kind of change.

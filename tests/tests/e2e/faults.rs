@@ -478,12 +478,7 @@ fn the_master_going_away_mid_export_leaves_nothing_half_done() {
         s.master.query_value("SELECT count(*)::text FROM dbmirror_mirroredtransaction WHERE sha256 IS NOT NULL"),
         "0"
     );
-    export_once(&s.config);
-    let inbound = s.work.dir("inbound");
-    transfer(&s.outbox, &inbound);
-    let output = apply(&apply_config(&s.work, &s.slave, "slave1", &inbound, ""), &["once"]);
-    assert!(output.status.success(), "{}", describe(&output));
-    assert_tables_equal(&s.master, &s.slave, TABLES);
+    s.export_and_apply_everything();
 }
 
 /// The slave goes away during a large COPY, or a statement times out: the file is not blamed
@@ -562,12 +557,7 @@ fn a_full_outbox_stops_the_exporter_without_recording_anything_as_sent() {
     for name in &leftovers {
         let _ = std::fs::remove_file(s.outbox.join(name));
     }
-    export_once(&s.config);
-    let inbound = s.work.dir("inbound");
-    transfer(&s.outbox, &inbound);
-    let output = apply(&apply_config(&s.work, &s.slave, "slave1", &inbound, ""), &["once"]);
-    assert!(output.status.success(), "{}", describe(&output));
-    assert_tables_equal(&s.master, &s.slave, TABLES);
+    s.export_and_apply_everything();
 }
 
 /// The role that sql/applier_role.sql makes can apply files, and do nothing else.

@@ -86,17 +86,6 @@ impl SqlWriter {
         staged.set_checksum(stored_sha256);
         Ok((Written { path, sql_sha256, stored_sha256, stored_bytes }, staged))
     }
-
-    /// [`finish`](Self::finish), fsync and publish: the file under its final name, durable
-    /// (the caller fsyncs the directory).
-    pub fn commit(self) -> Result<Written, Error> {
-        let (written, mut staged) = self.finish()?;
-        if let Some((path, file)) = staged.take_file() {
-            file.sync_all().map_err(|e| Error::io(&path, "fsync", e))?;
-        }
-        staged.publish()?;
-        Ok(written)
-    }
 }
 
 impl Write for SqlWriter {
@@ -126,6 +115,16 @@ mod tests {
     use chrono::{TimeZone, Utc};
     use std::io::Read;
 
+    /// Finishes, fsyncs and publishes a file, as the exporter does for a batch.
+    fn commit(writer: SqlWriter) -> Result<Written, Error> {
+        let (written, mut staged) = writer.finish()?;
+        if let Some((_, file)) = staged.take_file() {
+            file.sync_all().unwrap();
+        }
+        staged.publish()?;
+        Ok(written)
+    }
+
     #[test]
     fn writes_plain_and_compressed_files_with_both_checksums() {
         let dir = tempfile::tempdir().unwrap();
@@ -139,7 +138,7 @@ mod tests {
             };
             let mut writer = SqlWriter::create(dir.path(), &name).unwrap();
             writer.write_all(sql.as_bytes()).unwrap();
-            let written = writer.commit().unwrap();
+            let written = commit(writer).unwrap();
             assert_eq!(written.path, dir.path().join(name.file_name()));
             assert_eq!(written.sql_sha256, Checksum::of(sql.as_bytes()));
             let stored = std::fs::read(&written.path).unwrap();
@@ -164,7 +163,7 @@ mod tests {
         let write = |text: &str| {
             let mut writer = SqlWriter::create(dir.path(), &name).unwrap();
             writer.write_all(text.as_bytes()).unwrap();
-            writer.commit()
+            commit(writer)
         };
         let first = write("SELECT 1;\n").unwrap();
         // The same bytes again: fine.

@@ -261,7 +261,7 @@ impl Master {
     pub fn stream_batch(
         &mut self,
         batch: &[Assigned],
-        mut sink: impl FnMut(usize, Change) -> Result<(), Error>,
+        mut sink: impl FnMut(usize, Change<'_>) -> Result<(), Error>,
     ) -> Result<(), Error> {
         let (Some(low), Some(high)) = (batch.iter().map(|a| a.xid).min(), batch.iter().map(|a| a.xid).max()) else {
             return Ok(());
@@ -303,7 +303,7 @@ impl Master {
             })?;
             let key: Option<Values> = row.get(3);
             let values: Option<Values> = row.get(4);
-            let unchanged: Option<Vec<u8>> = row.get(5);
+            let unchanged: Option<&[u8]> = row.get(5);
             let xid = batch[position].xid;
             let missing = |what: &str| Error::runtime(format!("captured change of transaction {xid} has no {what}"));
             let change = match op as u8 {

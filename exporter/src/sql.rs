@@ -20,7 +20,8 @@ use dbmirror_spool::Header;
 /// the extra round trips of COPY cost more than parsing a few INSERTs.
 pub const COPY_THRESHOLD: usize = 4;
 
-/// A mirrored table, as the SQL names it.
+/// A mirrored table, as the SQL names it. The pieces every statement on it repeats are
+/// quoted once, here.
 #[derive(Debug)]
 pub struct Table {
     /// Schema-qualified, quoted name.
@@ -29,39 +30,49 @@ pub struct Table {
     pub columns: Vec<String>,
     /// Key columns, as positions in `columns`.
     pub key: Vec<usize>,
+    /// The quoted column names, comma-separated.
+    column_list: String,
+    /// What the row-count checks of updates and deletes name, as literals.
+    update_label: String,
+    delete_label: String,
 }
 
 impl Table {
     pub fn new(schema: &str, table: &str, columns: &[String], key: &[usize]) -> Self {
+        let name = format!("{}.{}", quote_identifier(schema), quote_identifier(table));
+        let columns: Vec<String> = columns.iter().map(|c| quote_identifier(c)).collect();
         Self {
-            name: format!("{}.{}", quote_identifier(schema), quote_identifier(table)),
-            columns: columns.iter().map(|c| quote_identifier(c)).collect(),
+            column_list: columns.join(", "),
+            update_label: quote_literal(&format!("update of {name}")),
+            delete_label: quote_literal(&format!("delete from {name}")),
+            name,
+            columns,
             key: key.to_vec(),
         }
     }
 }
 
-/// Text values of a row; `None` is SQL NULL.
-pub type Values = Vec<Option<String>>;
+/// Text values of a row, borrowed from the master's result; `None` is SQL NULL.
+pub type Values<'a> = Vec<Option<&'a str>>;
 
 /// One captured change, decoded.
 #[derive(Debug)]
-pub enum Change {
+pub enum Change<'a> {
     Insert {
         table: Rc<Table>,
-        values: Values,
+        values: Values<'a>,
     },
     /// `values` holds the key columns and the changed columns; `unchanged` marks the others.
     /// `old_key` is set when the key itself changed.
     Update {
         table: Rc<Table>,
-        old_key: Option<Values>,
-        values: Values,
-        unchanged: Option<Vec<u8>>,
+        old_key: Option<Values<'a>>,
+        values: Values<'a>,
+        unchanged: Option<&'a [u8]>,
     },
     Delete {
         table: Rc<Table>,
-        key: Values,
+        key: Values<'a>,
     },
     Truncate {
         table: Rc<Table>,
@@ -83,35 +94,56 @@ pub fn quote_identifier(name: &str) -> String {
 
 /// `value` as a single-quoted SQL literal (standard_conforming_strings is on in every file).
 pub fn quote_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
+    let mut out = Vec::with_capacity(value.len() + 2);
+    push_literal(&mut out, Some(value));
+    String::from_utf8(out).expect("quoting keeps UTF-8 valid")
 }
 
-fn literal(value: &Option<String>) -> String {
-    value.as_deref().map_or_else(|| "NULL".to_string(), quote_literal)
+/// Appends `value` as a single-quoted SQL literal, or NULL.
+fn push_literal(out: &mut Vec<u8>, value: Option<&str>) {
+    let Some(mut rest) = value else {
+        out.extend_from_slice(b"NULL");
+        return;
+    };
+    out.push(b'\'');
+    while let Some(i) = rest.find('\'') {
+        out.extend_from_slice(&rest.as_bytes()[..=i]);
+        out.push(b'\'');
+        rest = &rest[i + 1..];
+    }
+    out.extend_from_slice(rest.as_bytes());
+    out.push(b'\'');
 }
 
 /// Appends `value` escaped for COPY's text format.
-fn copy_field(out: &mut Vec<u8>, value: &Option<String>) {
+fn copy_field(out: &mut Vec<u8>, value: Option<&str>) {
     let Some(value) = value else {
         out.extend_from_slice(b"\\N");
         return;
     };
-    for &b in value.as_bytes() {
-        match b {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            _ => out.push(b),
-        }
+    let bytes = value.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match b {
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(escaped);
+        start = i + 1;
     }
+    out.extend_from_slice(&bytes[start..]);
 }
 
 /// A run of inserts into one table, held back until we know whether it is long enough for
-/// COPY. Once it is, rows are streamed straight into the COPY block.
+/// COPY. Once it is, rows are streamed straight into the COPY block. Held rows are owned: the
+/// values of a change live only as long as the master's result row.
 struct InsertRun {
     table: Rc<Table>,
-    held: Vec<Values>,
+    held: Vec<Vec<Option<String>>>,
     copying: bool,
 }
 
@@ -120,6 +152,7 @@ pub struct FileWriter<W: Write> {
     out: W,
     run: Option<InsertRun>,
     truncates: Vec<Rc<Table>>,
+    /// The statement or COPY row being formed, written out whole.
     line: Vec<u8>,
 }
 
@@ -161,17 +194,17 @@ impl<W: Write> FileWriter<W> {
             }
             Change::Update { table, old_key, values, unchanged } => {
                 self.flush_pending()?;
-                self.update(&table, old_key.as_ref(), &values, unchanged.as_deref())
+                self.update(&table, old_key.as_ref(), &values, unchanged)
             }
             Change::Delete { table, key } => {
                 self.flush_pending()?;
-                let what = quote_literal(&format!("delete from {}", table.name));
-                writeln!(
-                    self.out,
-                    "WITH m AS (DELETE FROM {} WHERE {} RETURNING 1) SELECT {ONE_ROW_FUNCTION}(count(*), {what}) FROM m;",
-                    table.name,
-                    key_condition(&table, &key),
-                )
+                let line = &mut self.line;
+                line.clear();
+                line.extend_from_slice(b"WITH m AS (DELETE FROM ");
+                line.extend_from_slice(table.name.as_bytes());
+                push_key_condition(line, &table, key.iter().copied());
+                push_row_check(line, &table.delete_label);
+                self.out.write_all(line)
             }
         }
     }
@@ -187,20 +220,20 @@ impl<W: Write> FileWriter<W> {
         Ok(self.out)
     }
 
-    fn insert(&mut self, table: Rc<Table>, values: Values) -> io::Result<()> {
+    fn insert(&mut self, table: Rc<Table>, values: Values<'_>) -> io::Result<()> {
         if self.run.as_ref().is_some_and(|run| !Rc::ptr_eq(&run.table, &table)) {
             self.flush_run()?;
         }
         let run = self.run.get_or_insert_with(|| InsertRun { table, held: Vec::new(), copying: false });
         if run.copying {
-            return write_copy_row(&mut self.out, &mut self.line, &values);
+            return write_copy_row(&mut self.out, &mut self.line, values.iter().copied());
         }
-        run.held.push(values);
+        run.held.push(values.iter().map(|v| v.map(str::to_string)).collect());
         if run.held.len() >= COPY_THRESHOLD {
             run.copying = true;
-            writeln!(self.out, "COPY {} ({}) FROM STDIN;", run.table.name, run.table.columns.join(", "))?;
+            writeln!(self.out, "COPY {} ({}) FROM STDIN;", run.table.name, run.table.column_list)?;
             for values in std::mem::take(&mut run.held) {
-                write_copy_row(&mut self.out, &mut self.line, &values)?;
+                write_copy_row(&mut self.out, &mut self.line, values.iter().map(Option::as_deref))?;
             }
         }
         Ok(())
@@ -209,28 +242,30 @@ impl<W: Write> FileWriter<W> {
     fn update(
         &mut self,
         table: &Table,
-        old_key: Option<&Values>,
-        values: &Values,
+        old_key: Option<&Values<'_>>,
+        values: &Values<'_>,
         unchanged: Option<&[u8]>,
     ) -> io::Result<()> {
         let is_unchanged =
             |i: usize| unchanged.is_some_and(|bits| bits.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0));
-        let set: Vec<String> = (0..table.columns.len())
-            .filter(|&i| !is_unchanged(i))
-            .map(|i| format!("{} = {}", table.columns[i], literal(&values[i])))
-            .collect();
-        let key: Values = match old_key {
-            Some(old) => old.clone(),
-            None => table.key.iter().map(|&k| values[k].clone()).collect(),
-        };
-        let what = quote_literal(&format!("update of {}", table.name));
-        writeln!(
-            self.out,
-            "WITH m AS (UPDATE {} SET {} WHERE {} RETURNING 1) SELECT {ONE_ROW_FUNCTION}(count(*), {what}) FROM m;",
-            table.name,
-            set.join(", "),
-            key_condition(table, &key),
-        )
+        let line = &mut self.line;
+        line.clear();
+        line.extend_from_slice(b"WITH m AS (UPDATE ");
+        line.extend_from_slice(table.name.as_bytes());
+        let mut separator: &[u8] = b" SET ";
+        for i in (0..table.columns.len()).filter(|&i| !is_unchanged(i)) {
+            line.extend_from_slice(separator);
+            line.extend_from_slice(table.columns[i].as_bytes());
+            line.extend_from_slice(b" = ");
+            push_literal(line, values[i]);
+            separator = b", ";
+        }
+        match old_key {
+            Some(old) => push_key_condition(line, table, old.iter().copied()),
+            None => push_key_condition(line, table, table.key.iter().map(|&k| values[k])),
+        }
+        push_row_check(line, &table.update_label);
+        self.out.write_all(line)
     }
 
     fn flush_pending(&mut self) -> io::Result<()> {
@@ -246,14 +281,21 @@ impl<W: Write> FileWriter<W> {
             return self.out.write_all(b"\\.\n");
         }
         for values in run.held {
-            let list: Vec<String> = values.iter().map(literal).collect();
-            writeln!(
-                self.out,
-                "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE VALUES ({});",
-                run.table.name,
-                run.table.columns.join(", "),
-                list.join(", ")
-            )?;
+            let line = &mut self.line;
+            line.clear();
+            line.extend_from_slice(b"INSERT INTO ");
+            line.extend_from_slice(run.table.name.as_bytes());
+            line.extend_from_slice(b" (");
+            line.extend_from_slice(run.table.column_list.as_bytes());
+            line.extend_from_slice(b") OVERRIDING SYSTEM VALUE VALUES (");
+            for (i, value) in values.iter().enumerate() {
+                if i > 0 {
+                    line.extend_from_slice(b", ");
+                }
+                push_literal(line, value.as_deref());
+            }
+            line.extend_from_slice(b");\n");
+            self.out.write_all(line)?;
         }
         Ok(())
     }
@@ -271,9 +313,13 @@ impl<W: Write> FileWriter<W> {
     }
 }
 
-fn write_copy_row(out: &mut impl Write, line: &mut Vec<u8>, values: &Values) -> io::Result<()> {
+fn write_copy_row<'a>(
+    out: &mut impl Write,
+    line: &mut Vec<u8>,
+    values: impl Iterator<Item = Option<&'a str>>,
+) -> io::Result<()> {
     line.clear();
-    for (i, value) in values.iter().enumerate() {
+    for (i, value) in values.enumerate() {
         if i > 0 {
             line.push(b'\t');
         }
@@ -283,14 +329,25 @@ fn write_copy_row(out: &mut impl Write, line: &mut Vec<u8>, values: &Values) -> 
     out.write_all(line)
 }
 
-fn key_condition(table: &Table, key: &Values) -> String {
-    table
-        .key
-        .iter()
-        .zip(key)
-        .map(|(&k, value)| format!("{} = {}", table.columns[k], literal(value)))
-        .collect::<Vec<_>>()
-        .join(" AND ")
+/// Appends ` WHERE k1 = 'v1' AND k2 = 'v2'`, the key values given in key order.
+fn push_key_condition<'a>(line: &mut Vec<u8>, table: &Table, key: impl Iterator<Item = Option<&'a str>>) {
+    let mut separator: &[u8] = b" WHERE ";
+    for (&k, value) in table.key.iter().zip(key) {
+        line.extend_from_slice(separator);
+        line.extend_from_slice(table.columns[k].as_bytes());
+        line.extend_from_slice(b" = ");
+        push_literal(line, value);
+        separator = b" AND ";
+    }
+}
+
+/// Ends an UPDATE or DELETE with the check that it touched exactly one row.
+fn push_row_check(line: &mut Vec<u8>, label: &str) {
+    line.extend_from_slice(b" RETURNING 1) SELECT ");
+    line.extend_from_slice(ONE_ROW_FUNCTION.as_bytes());
+    line.extend_from_slice(b"(count(*), ");
+    line.extend_from_slice(label.as_bytes());
+    line.extend_from_slice(b") FROM m;\n");
 }
 
 #[cfg(test)]
@@ -328,8 +385,8 @@ mod tests {
         text[start..].to_string()
     }
 
-    fn row(values: &[Option<&str>]) -> Values {
-        values.iter().map(|v| v.map(str::to_string)).collect()
+    fn row<'a>(values: &[Option<&'a str>]) -> Values<'a> {
+        values.to_vec()
     }
 
     #[test]
@@ -352,7 +409,7 @@ mod tests {
     #[test]
     fn short_insert_runs_are_inserts_and_long_ones_copy() {
         let t = table();
-        let ins = |id: &str, name: Option<&str>| Change::Insert {
+        let ins = |id: &'static str, name: Option<&'static str>| Change::Insert {
             table: t.clone(),
             values: row(&[Some(id), name, Some("1.5")]),
         };
@@ -393,13 +450,13 @@ mod tests {
                 table: t.clone(),
                 old_key: None,
                 values: row(&[Some("1"), None, Some("2")]),
-                unchanged: Some(vec![0b010]),
+                unchanged: Some(&[0b010]),
             },
             Change::Update {
                 table: t.clone(),
                 old_key: Some(row(&[Some("1")])),
                 values: row(&[Some("9"), None, None]),
-                unchanged: Some(vec![0b110]),
+                unchanged: Some(&[0b110]),
             },
             Change::Delete { table: t.clone(), key: row(&[Some("9")]) },
         ]);

@@ -10,8 +10,10 @@ use crate::error::Error;
 use crate::name::TransactionFileName;
 use crate::ZSTD_LEVEL;
 
+/// Where the SQL text goes. A plain file stores the SQL text itself, so the checksum of the
+/// SQL is the checksum of the file; only a compressed file needs a second one.
 enum Stored {
-    Plain(HashingWriter<AtomicFile>),
+    Plain(AtomicFile),
     Zstd(zstd::stream::write::Encoder<'static, HashingWriter<AtomicFile>>),
 }
 
@@ -54,13 +56,12 @@ impl SqlWriter {
     pub fn create(dir: &Path, name: &TransactionFileName) -> Result<Self, Error> {
         let file = AtomicFile::create(dir, &name.file_name())?;
         let path = file.path().to_owned();
-        let stored = HashingWriter::new(file);
         let stored = if name.compressed {
-            let encoder = zstd::stream::write::Encoder::new(stored, ZSTD_LEVEL)
+            let encoder = zstd::stream::write::Encoder::new(HashingWriter::new(file), ZSTD_LEVEL)
                 .map_err(|e| Error::io(&path, "start compressing", e))?;
             Stored::Zstd(encoder)
         } else {
-            Stored::Plain(stored)
+            Stored::Plain(file)
         };
         Ok(Self { sql: HashingWriter::new(stored), path })
     }
@@ -75,13 +76,17 @@ impl SqlWriter {
     /// file with different content: that is a [`ErrorKind::Conflict`](crate::ErrorKind).
     pub fn finish(self) -> Result<(Written, Staged), Error> {
         let path = self.path.clone();
+        let sql_bytes = self.sql.byte_count();
         let (stored, sql_sha256) = self.sql.finish();
-        let hashing = match stored {
-            Stored::Plain(w) => w,
-            Stored::Zstd(w) => w.finish().map_err(|e| Error::io(&path, "finish compressing", e))?,
+        let (file, stored_sha256, stored_bytes) = match stored {
+            Stored::Plain(file) => (file, sql_sha256, sql_bytes),
+            Stored::Zstd(encoder) => {
+                let hashing = encoder.finish().map_err(|e| Error::io(&path, "finish compressing", e))?;
+                let stored_bytes = hashing.byte_count();
+                let (file, stored_sha256) = hashing.finish();
+                (file, stored_sha256, stored_bytes)
+            }
         };
-        let stored_bytes = hashing.byte_count();
-        let (file, stored_sha256) = hashing.finish();
         let mut staged = file.close()?;
         staged.set_checksum(stored_sha256);
         Ok((Written { path, sql_sha256, stored_sha256, stored_bytes }, staged))

@@ -43,7 +43,12 @@ CREATE TABLE dbmirror_Pending (
 
 CREATE SEQUENCE dbmirror_commit_seq AS bigint;
 
--- One row per captured change.
+-- One row per captured change, in one of two partitions chosen by the transaction's xid:
+-- transactions alternate between them every 16,384 xids. Capture writes each transaction's
+-- rows straight into its partition; sent rows are never deleted one by one: once nothing in a
+-- partition is waiting for any slave, dbmirror_purge empties it with TRUNCATE. While one
+-- partition fills, the other drains (see docs/capture.md). The partition expression is repeated
+-- in the capture library (trigger/src/pending.rs) and in dbmirror_purge.
 CREATE TABLE dbmirror_PendingData (
     xid             bigint NOT NULL,
     -- Command id of the change: changes made by cascading triggers run in later commands, so
@@ -62,11 +67,14 @@ CREATE TABLE dbmirror_PendingData (
     -- Updates only: bitmap of the columns the update left unchanged (bit i of byte i/8, least
     -- significant first); those columns are NULL in data unless they belong to the key.
     unchanged       bytea
-);
+) PARTITION BY LIST (((xid >> 14) & 1));
+CREATE TABLE dbmirror_PendingData_0 PARTITION OF dbmirror_PendingData FOR VALUES IN (0);
+CREATE TABLE dbmirror_PendingData_1 PARTITION OF dbmirror_PendingData FOR VALUES IN (1);
 -- Rows are written in batches at about the time their transaction commits, so xids are
 -- clustered on disk and a BRIN index finds a batch's rows for almost nothing at capture time;
 -- the exporter sorts each batch by (cid, seq). A b-tree here cost a quarter of capture.
-CREATE INDEX dbmirror_pendingdata_xid ON dbmirror_PendingData USING brin (xid) WITH (pages_per_range = 16);
+CREATE INDEX dbmirror_pendingdata_0_xid ON dbmirror_PendingData_0 USING brin (xid) WITH (pages_per_range = 16);
+CREATE INDEX dbmirror_pendingdata_1_xid ON dbmirror_PendingData_1 USING brin (xid) WITH (pages_per_range = 16);
 
 -- The shape of a mirrored table, content-addressed: shape is a hash of everything below, so a
 -- change of name, column, type or key makes a new shape and old changes keep theirs.
@@ -102,13 +110,14 @@ CREATE TABLE dbmirror_MirroredTransaction (
     UNIQUE (SlaveName, number)
 );
 
-REVOKE ALL ON dbmirror_MirrorHost, dbmirror_Pending, dbmirror_PendingData, dbmirror_Shape,
-    dbmirror_MirroredTransaction, dbmirror_commit_seq FROM PUBLIC;
+REVOKE ALL ON dbmirror_MirrorHost, dbmirror_Pending, dbmirror_PendingData, dbmirror_PendingData_0,
+    dbmirror_PendingData_1, dbmirror_Shape, dbmirror_MirroredTransaction, dbmirror_commit_seq FROM PUBLIC;
 
 -- pg_dump keeps the configuration and the captured changes with the database.
 SELECT pg_catalog.pg_extension_config_dump('dbmirror_MirrorHost', '');
 SELECT pg_catalog.pg_extension_config_dump('dbmirror_Pending', '');
-SELECT pg_catalog.pg_extension_config_dump('dbmirror_PendingData', '');
+SELECT pg_catalog.pg_extension_config_dump('dbmirror_PendingData_0', '');
+SELECT pg_catalog.pg_extension_config_dump('dbmirror_PendingData_1', '');
 SELECT pg_catalog.pg_extension_config_dump('dbmirror_Shape', '');
 SELECT pg_catalog.pg_extension_config_dump('dbmirror_MirroredTransaction', '');
 SELECT pg_catalog.pg_extension_config_dump('dbmirror_commit_seq', '');
@@ -188,9 +197,16 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
 $fn$;
 
 -- Purges the captured transactions among xids that every slave in dbmirror_MirrorHost has been
--- sent (its file durably written), with their changes and sent-records. Returns how many.
+-- sent (its file durably written): their dbmirror_Pending rows and sent-records. Then empties
+-- each partition of dbmirror_PendingData that no transaction still pending has changes in.
+-- Returns how many transactions were purged.
 CREATE FUNCTION dbmirror_purge(xids bigint[]) RETURNS bigint
-LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET jit = off AS $fn$
+DECLARE
+    purged bigint;
+    part int;
+    partitions regclass[] := ARRAY['@extschema@.dbmirror_PendingData_0', '@extschema@.dbmirror_PendingData_1'];
+BEGIN
     WITH done AS (
         SELECT p.xid FROM @extschema@.dbmirror_Pending p
          WHERE p.xid = ANY (xids)
@@ -201,17 +217,36 @@ LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $fn$
                 WHERE NOT EXISTS (
                     SELECT 1 FROM @extschema@.dbmirror_MirroredTransaction m
                      WHERE m.SlaveName = h.SlaveName AND m.xid = p.xid AND m.sha256 IS NOT NULL))
-    ), changes AS (
-        -- The range lets the BRIN index find the rows: transactions purged together are close.
-        DELETE FROM @extschema@.dbmirror_PendingData d USING done
-         WHERE d.xid = done.xid
-           AND d.xid BETWEEN (SELECT min(xid) FROM done) AND (SELECT max(xid) FROM done)
     ), sent AS (
         DELETE FROM @extschema@.dbmirror_MirroredTransaction m USING done WHERE m.xid = done.xid
-    ), purged AS (
+    ), gone AS (
         DELETE FROM @extschema@.dbmirror_Pending p USING done WHERE p.xid = done.xid RETURNING 1
     )
-    SELECT count(*) FROM purged
+    SELECT count(*) INTO purged FROM gone;
+    -- A partition may be emptied when no pending transaction has changes in it and no
+    -- transaction is writing into it. The lock tells the second: capture holds a lock on the
+    -- partition from its first write until its transaction ends, so once this lock is granted
+    -- every transaction that wrote there has ended, and one that writes next does so into the
+    -- emptied partition. NOWAIT: never queue in front of capture. The check after the lock
+    -- needs a snapshot taken after it, which only READ COMMITTED gives; under another
+    -- isolation level nothing is emptied (and nothing lost: the rows wait for a later purge).
+    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+        RETURN purged;
+    END IF;
+    FOR part IN 0..1 LOOP
+        CONTINUE WHEN pg_catalog.pg_relation_size(partitions[part + 1]) = 0
+            OR EXISTS (SELECT 1 FROM @extschema@.dbmirror_Pending p WHERE ((p.xid >> 14) & 1) = part);
+        BEGIN
+            EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE NOWAIT', partitions[part + 1]);
+        EXCEPTION WHEN lock_not_available THEN
+            CONTINUE;
+        END;
+        IF NOT EXISTS (SELECT 1 FROM @extschema@.dbmirror_Pending p WHERE ((p.xid >> 14) & 1) = part) THEN
+            EXECUTE pg_catalog.format('TRUNCATE %s', partitions[part + 1]);
+        END IF;
+    END LOOP;
+    RETURN purged;
+END
 $fn$;
 
 -- The seed's clean_pending.pl: purges every captured transaction that all current slaves have

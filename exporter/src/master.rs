@@ -79,7 +79,9 @@ impl Master {
             config.connect(NoTls).map_err(|e| Error::from(e).context("could not connect to the master"))?;
         let settings: String =
             CANONICAL_SETTINGS.iter().map(|(name, value)| format!("SET {name} = {};", quote_literal(value))).collect();
-        client.batch_execute(&settings)?;
+        // Every query of the exporter handles one batch: compiling it with JIT (which large
+        // cost estimates trigger) costs more than it saves.
+        client.batch_execute(&format!("{settings} SET jit = off;"))?;
         let row = client.query_opt(
             "SELECT n.nspname, (SELECT system_identifier FROM pg_catalog.pg_control_system())::text, \
                     pg_catalog.current_database() \
@@ -335,7 +337,9 @@ impl Master {
         let xids: Vec<i64> = written.iter().map(|(x, _)| *x).collect();
         let shas: Vec<String> = written.iter().map(|(_, c)| c.to_string()).collect();
         let schema = self.schema.clone();
-        let mut tx = self.client.transaction()?;
+        // READ COMMITTED, whatever the database's default: only then does dbmirror_purge empty
+        // the partitions of dbmirror_PendingData that hold nothing unsent.
+        let mut tx = self.client.build_transaction().isolation_level(IsolationLevel::ReadCommitted).start()?;
         // Lock the transactions first, in a fixed order: two exporters finishing the same
         // transaction for different slaves then purge it once, and never deadlock.
         tx.execute(
@@ -361,7 +365,11 @@ impl Master {
 
     /// `clean`: purges everything all current slaves have.
     pub fn clean(&mut self) -> Result<i64, Error> {
-        Ok(self.client.query_one(&format!("SELECT {}.dbmirror_clean()", self.schema), &[])?.get(0))
+        // READ COMMITTED, as in mark_written.
+        let mut tx = self.client.build_transaction().isolation_level(IsolationLevel::ReadCommitted).start()?;
+        let purged = tx.query_one(&format!("SELECT {}.dbmirror_clean()", self.schema), &[])?.get(0);
+        tx.commit()?;
+        Ok(purged)
     }
 
     pub fn status(&mut self) -> Result<MasterStatus, Error> {

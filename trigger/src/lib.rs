@@ -27,8 +27,9 @@ pgrx::extension_sql_file!("../../sql/master_setup.sql", name = "master_setup", b
 pub(crate) mod names {
     pub const PENDING: &std::ffi::CStr = c"dbmirror_pending";
     pub const PENDING_KEY: &std::ffi::CStr = c"dbmirror_pending_pkey";
-    pub const PENDING_DATA: &std::ffi::CStr = c"dbmirror_pendingdata";
-    pub const PENDING_DATA_INDEX: &std::ffi::CStr = c"dbmirror_pendingdata_xid";
+    /// The two partitions of dbmirror_PendingData, and their indexes.
+    pub const PENDING_DATA: [&std::ffi::CStr; 2] = [c"dbmirror_pendingdata_0", c"dbmirror_pendingdata_1"];
+    pub const PENDING_DATA_INDEX: [&std::ffi::CStr; 2] = [c"dbmirror_pendingdata_0_xid", c"dbmirror_pendingdata_1_xid"];
     pub const COMMIT_SEQ: &std::ffi::CStr = c"dbmirror_commit_seq";
     pub const SHAPE: &str = "dbmirror_shape";
 }

@@ -5,7 +5,8 @@
 //! plan or permission check per change, and users who change mirrored tables need no privilege
 //! on the pending tables, so they cannot forge captured rows either.
 //!
-//! Each change becomes one row of dbmirror_PendingData. Rows are buffered per subtransaction
+//! Each change becomes one row of dbmirror_PendingData, in the partition its transaction's xid
+//! selects (see [`partition`]). Rows are buffered per subtransaction
 //! level and written in batches (one WAL record per page instead of one per row): when a buffer
 //! fills, when its subtransaction commits, and just before the transaction commits. A buffer is
 //! always written by the subtransaction that captured its rows, so rolling a subtransaction back
@@ -51,10 +52,11 @@ pub struct Tables {
     pub schema_name: String,
     pending: Oid,
     pending_key: Oid,
-    pending_data: Oid,
-    pending_data_index: Oid,
+    pending_data: [Oid; 2],
+    pending_data_index: [Oid; 2],
     commit_seq: Oid,
-    /// dbmirror_PendingData's row type, copied into the cache memory context.
+    /// dbmirror_PendingData's row type (that of its partitions), copied into the cache memory
+    /// context.
     pending_data_desc: pg_sys::TupleDesc,
 }
 
@@ -89,10 +91,10 @@ pub fn tables(function: Oid) -> Rc<Tables> {
     };
     // SAFETY: inside a transaction; schema is a namespace OID from the catalog.
     let schema_name = unsafe { CStr::from_ptr(pg_sys::get_namespace_name(schema)) }.to_string_lossy().into_owned();
-    let pending_data = lookup(names::PENDING_DATA);
+    let pending_data = names::PENDING_DATA.map(lookup);
     // SAFETY: the relation exists (looked up above); the copy lives as long as the backend.
     let pending_data_desc = unsafe {
-        let rel = pg_sys::table_open(pending_data, pg_sys::AccessShareLock as _);
+        let rel = pg_sys::table_open(pending_data[0], pg_sys::AccessShareLock as _);
         let old = pg_sys::MemoryContextSwitchTo(pg_sys::CacheMemoryContext);
         let desc = pg_sys::CreateTupleDescCopy((*rel).rd_att);
         pg_sys::MemoryContextSwitchTo(old);
@@ -110,7 +112,7 @@ pub fn tables(function: Oid) -> Rc<Tables> {
         pending: lookup(names::PENDING),
         pending_key: lookup(names::PENDING_KEY),
         pending_data,
-        pending_data_index: lookup(names::PENDING_DATA_INDEX),
+        pending_data_index: names::PENDING_DATA_INDEX.map(lookup),
         commit_seq: lookup(names::COMMIT_SEQ),
     });
     *TABLES.get().borrow_mut() = Some(tables.clone());
@@ -126,7 +128,9 @@ pub fn forget_tables(relid: Oid) {
     };
     let hit = cached.as_ref().is_some_and(|t| {
         relid == pg_sys::InvalidOid
-            || [t.pending, t.pending_key, t.pending_data, t.pending_data_index, t.commit_seq].contains(&relid)
+            || [t.pending, t.pending_key, t.commit_seq].contains(&relid)
+            || t.pending_data.contains(&relid)
+            || t.pending_data_index.contains(&relid)
     });
     if hit {
         TABLES_STALE.get().set(true);
@@ -278,11 +282,16 @@ fn write_buffer(level: i32) {
         (tables, std::mem::take(&mut buffer.rows), buffer.context)
     };
     let lock = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
+    // SAFETY: inside a transaction that captured rows, so it has an xid.
+    let xid = unsafe { pg_sys::GetTopFullTransactionId() }.value;
+    let part = partition(xid);
     // SAFETY: the rows were formed with dbmirror_PendingData's descriptor in `context`, which
     // also holds the slots; both are released together by the reset at the end.
     unsafe {
         let old = pg_sys::MemoryContextSwitchTo(context);
-        let heap = pg_sys::table_open(tables.pending_data, lock);
+        // The lock is held until the transaction ends: dbmirror_purge empties a partition only
+        // when it can take a lock that conflicts with it.
+        let heap = pg_sys::table_open(tables.pending_data[part], lock);
         let mut slots: Vec<*mut pg_sys::TupleTableSlot> = rows
             .iter()
             .map(|row| {
@@ -301,10 +310,10 @@ fn write_buffer(level: i32) {
             0,
             std::ptr::null_mut(),
         );
-        let index = pg_sys::index_open(tables.pending_data_index, lock);
+        let index = pg_sys::index_open(tables.pending_data_index[part], lock);
         let info = pg_sys::BuildIndexInfo(index);
         // The index is on xid, the first column, the same for every row of the transaction.
-        let xid = Datum::from(pg_sys::GetTopFullTransactionId().value as i64);
+        let xid = Datum::from(xid as i64);
         for slot in &slots {
             index_insert(index, &mut [xid], &mut [false], &mut (**slot).tts_tid, heap, false, info);
         }
@@ -313,6 +322,13 @@ fn write_buffer(level: i32) {
         pg_sys::MemoryContextSwitchTo(old);
         pg_sys::MemoryContextReset(context);
     }
+}
+
+/// The partition of dbmirror_PendingData that the changes of transaction `xid` go to:
+/// `(xid >> 14) & 1`, the partition key of sql/master_setup.sql. Transactions alternate between
+/// the two every 16,384 xids, so one partition drains while the other fills.
+fn partition(xid: u64) -> usize {
+    ((xid >> 14) & 1) as usize
 }
 
 /// Raises the ERROR for pending tables of another version of the extension than this library.

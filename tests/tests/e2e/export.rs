@@ -323,6 +323,89 @@ fn a_transaction_running_during_an_export_is_not_skipped() {
     assert_tables_equal(&s.master, &s.slave, TABLES);
 }
 
+/// Sizes of the two partitions of dbmirror_PendingData, in bytes.
+fn partition_sizes(master: &Cluster) -> String {
+    master.query_value(
+        "SELECT pg_relation_size('dbmirror_pendingdata_0') || ' ' || pg_relation_size('dbmirror_pendingdata_1')",
+    )
+}
+
+#[test]
+fn sent_changes_are_emptied_by_partition_and_never_under_a_writer() {
+    let s = setup("");
+    // Changes in both partitions: transactions alternate every 16,384 xids.
+    s.master.execute("INSERT INTO item (name) SELECT 'early ' || g FROM generate_series(1, 20) g");
+    s.master.execute(
+        "CREATE PROCEDURE burn_xids(n int) LANGUAGE plpgsql AS $$ \
+         BEGIN FOR i IN 1..n LOOP PERFORM pg_current_xact_id(); COMMIT; END LOOP; END $$",
+    );
+    s.master.execute("CALL burn_xids(16384)");
+    s.master.execute("INSERT INTO item (name) SELECT 'late ' || g FROM generate_series(1, 20) g");
+    assert_eq!(
+        s.master.query_value(
+            "SELECT count(DISTINCT tableoid)::text || ' ' || \
+                    count(*) FILTER (WHERE tableoid <> ('dbmirror_pendingdata_' || ((xid >> 14) & 1))::regclass) \
+               FROM dbmirror_pendingdata"
+        ),
+        "2 0",
+        "each transaction's changes are in the partition its xid selects"
+    );
+
+    // A transaction that has written into its partition (a released savepoint writes its
+    // changes) keeps that partition from being emptied; one that has written nothing yet does not.
+    let part = |xid: &str| s.master.query_value(&format!("SELECT (({xid}::bigint >> 14) & 1)::text"));
+    let mut writing = s.master.client();
+    writing.batch_execute("BEGIN; SAVEPOINT a; INSERT INTO item (name) VALUES ('writing'); RELEASE a").unwrap();
+    let writing_xid: String = writing.query_one("SELECT pg_current_xact_id()::text", &[]).unwrap().get(0);
+    let mut waiting = s.master.client();
+    waiting.batch_execute("BEGIN; INSERT INTO item (name) VALUES ('not yet written')").unwrap();
+    export_once(&s.config);
+    assert_eq!(s.master.query_value("SELECT count(*)::text FROM dbmirror_pending"), "0");
+    let sizes = partition_sizes(&s.master);
+    let held = part(&writing_xid).parse::<usize>().unwrap();
+    let sizes: Vec<&str> = sizes.split(' ').collect();
+    assert_ne!(sizes[held], "0", "the partition a running transaction wrote into is kept");
+    assert_eq!(sizes[1 - held], "0", "the other one is emptied");
+
+    writing.batch_execute("COMMIT").unwrap();
+    waiting.batch_execute("COMMIT").unwrap();
+    // Changes of purged transactions stay until their partition is emptied; what waits is what
+    // dbmirror_Pending lists.
+    assert_eq!(
+        s.master.query_value("SELECT count(*)::text FROM dbmirror_pendingdata JOIN dbmirror_pending USING (xid)"),
+        "2"
+    );
+    export_once(&s.config);
+    assert_eq!(partition_sizes(&s.master), "0 0");
+    assert_eq!(transaction_files(&s.outbox).len(), 4);
+    replay_by_hand(&s.slave, &s.outbox);
+    assert_tables_equal(&s.master, &s.slave, TABLES);
+}
+
+#[test]
+fn partitions_are_emptied_only_under_read_committed() {
+    let s = setup("");
+    // The exporter purges under READ COMMITTED whatever the database's default.
+    s.master.execute("ALTER DATABASE postgres SET default_transaction_isolation = 'repeatable read'");
+    s.master.execute("INSERT INTO dbmirror_MirrorHost (SlaveName) VALUES ('gone')");
+    s.master.execute("INSERT INTO item (name) VALUES ('one')");
+    export_once(&s.config);
+    assert_ne!(partition_sizes(&s.master), "0 0", "slave 'gone' still needs the change");
+    s.master.execute("DELETE FROM dbmirror_MirrorHost WHERE SlaveName = 'gone'");
+    // A purge whose snapshot may predate its lock (here: clean under REPEATABLE READ) purges
+    // transactions but keeps their changes.
+    assert_eq!(s.master.query_value("SELECT dbmirror_clean()::text"), "1");
+    assert_ne!(partition_sizes(&s.master), "0 0");
+    s.master.execute("ALTER DATABASE postgres RESET default_transaction_isolation");
+    assert_eq!(s.master.query_value("SELECT dbmirror_clean()::text"), "0");
+    assert_eq!(partition_sizes(&s.master), "0 0");
+    s.master.execute("INSERT INTO item (name) VALUES ('two')");
+    export_once(&s.config);
+    assert_eq!(partition_sizes(&s.master), "0 0");
+    replay_by_hand(&s.slave, &s.outbox);
+    assert_tables_equal(&s.master, &s.slave, TABLES);
+}
+
 #[test]
 fn run_exports_as_changes_come_and_stops_on_sigterm() {
     let s = setup("sleep_interval = 0.2");

@@ -33,7 +33,7 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, IsolationLevel, NoTls};
 
 use crate::error::{Error, Kind};
-use crate::sql::{quote_identifier, quote_literal, Change, SequenceValue, Table, Values};
+use crate::sql::{copy_fields, quote_identifier, quote_literal, Change, SequenceValue, Table, Values};
 
 /// Who the master is, as written in every file header.
 #[derive(Debug, Clone)]
@@ -303,17 +303,30 @@ impl Master {
             let table = tables.get(&shape).cloned().ok_or_else(|| {
                 Error::runtime(format!("shape {shape} of a captured change is missing from dbmirror_Shape"))
             })?;
-            let key: Option<Values> = row.get(3);
-            let values: Option<Values> = row.get(4);
+            let key: Option<&str> = row.get(3);
+            let values: Option<&str> = row.get(4);
             let unchanged: Option<&[u8]> = row.get(5);
             let xid = batch[position].xid;
             let missing = |what: &str| Error::runtime(format!("captured change of transaction {xid} has no {what}"));
+            // Rows come in COPY's text format: an insert's goes into the file as it is, the
+            // others are taken apart into values.
             let change = match op as u8 {
-                b'i' => Change::Insert { table, values: values.ok_or_else(|| missing("row"))? },
-                b'u' => {
-                    Change::Update { table, old_key: key, values: values.ok_or_else(|| missing("row"))?, unchanged }
+                b'i' => {
+                    let row = values.ok_or_else(|| missing("row"))?;
+                    // Counting tabs is enough to check the row: a field holds no raw tab.
+                    check_count(row.bytes().filter(|&b| b == b'\t').count() + 1, table.columns.len(), xid, &table)?;
+                    Change::Insert { table, row }
                 }
-                b'd' => Change::Delete { table, key: key.ok_or_else(|| missing("key"))? },
+                b'u' => Change::Update {
+                    old_key: key.map(|k| split(k, table.key.len(), xid, &table)).transpose()?,
+                    values: split(values.ok_or_else(|| missing("row"))?, table.columns.len(), xid, &table)?,
+                    table,
+                    unchanged,
+                },
+                b'd' => Change::Delete {
+                    key: split(key.ok_or_else(|| missing("key"))?, table.key.len(), xid, &table)?,
+                    table,
+                },
                 b't' => Change::Truncate { table },
                 other => {
                     return Err(Error::runtime(format!(
@@ -391,6 +404,23 @@ impl Master {
             waiting_changes: row.get(2),
         })
     }
+}
+
+/// The values of a row of COPY text, which must be `expected` (the table's columns, or its key).
+fn split<'a>(row: &'a str, expected: usize, xid: i64, table: &Table) -> Result<Values<'a>, Error> {
+    let values = copy_fields(row).map_err(|e| Error::runtime(format!("captured change of transaction {xid}: {e}")))?;
+    check_count(values.len(), expected, xid, table)?;
+    Ok(values)
+}
+
+fn check_count(count: usize, expected: usize, xid: i64, table: &Table) -> Result<(), Error> {
+    if count != expected {
+        return Err(Error::runtime(format!(
+            "captured change of transaction {xid} has {count} values where {} has {expected}",
+            table.name
+        )));
+    }
+    Ok(())
 }
 
 fn assigned(row: &postgres::Row) -> Result<Assigned, Error> {

@@ -4,10 +4,12 @@
 //! Every identifier is double-quoted and every value is a single-quoted literal (or NULL)
 //! that the column's input function reads back, under the canonical settings the preamble
 //! sets (the same under which the master rendered the values). Runs of inserts into one table
-//! become `COPY ... FROM STDIN`, which psql and the applier both stream. UPDATE and DELETE are
+//! become `COPY ... FROM STDIN`, which psql and the applier both stream; the master renders
+//! each row in COPY's text format, so such rows go into the file as they come. UPDATE and DELETE are
 //! wrapped so that a statement that does not find exactly one row fails the file.
 //! docs/format.md shows a complete file.
 
+use std::borrow::Cow;
 use std::io::{self, Write};
 use std::rc::Rc;
 
@@ -52,15 +54,16 @@ impl Table {
     }
 }
 
-/// Text values of a row, borrowed from the master's result; `None` is SQL NULL.
-pub type Values<'a> = Vec<Option<&'a str>>;
+/// Text values of a row, mostly borrowed from the master's result; `None` is SQL NULL.
+pub type Values<'a> = Vec<Option<Cow<'a, str>>>;
 
 /// One captured change, decoded.
 #[derive(Debug)]
 pub enum Change<'a> {
+    /// `row` is the new row in COPY's text format, as the master rendered it.
     Insert {
         table: Rc<Table>,
-        values: Values<'a>,
+        row: &'a str,
     },
     /// `values` holds the key columns and the changed columns; `unchanged` marks the others.
     /// `old_key` is set when the key itself changed.
@@ -115,35 +118,17 @@ fn push_literal(out: &mut Vec<u8>, value: Option<&str>) {
     out.push(b'\'');
 }
 
-/// Appends `value` escaped for COPY's text format.
-fn copy_field(out: &mut Vec<u8>, value: Option<&str>) {
-    let Some(value) = value else {
-        out.extend_from_slice(b"\\N");
-        return;
-    };
-    let bytes = value.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escaped: &[u8] = match b {
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        out.extend_from_slice(escaped);
-        start = i + 1;
-    }
-    out.extend_from_slice(&bytes[start..]);
+/// The fields of a row in COPY's text format.
+pub fn copy_fields(row: &str) -> io::Result<Values<'_>> {
+    dbmirror_spool::copy_text::fields(row).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// A run of inserts into one table, held back until we know whether it is long enough for
-/// COPY. Once it is, rows are streamed straight into the COPY block. Held rows are owned: the
-/// values of a change live only as long as the master's result row.
+/// COPY. Once it is, rows are streamed straight into the COPY block. Held rows are owned: a
+/// change lives only as long as the master's result row.
 struct InsertRun {
     table: Rc<Table>,
-    held: Vec<Vec<Option<String>>>,
+    held: Vec<String>,
     copying: bool,
 }
 
@@ -183,9 +168,9 @@ impl<W: Write> FileWriter<W> {
     /// Writes one change.
     pub fn change(&mut self, change: Change) -> io::Result<()> {
         match change {
-            Change::Insert { table, values } => {
+            Change::Insert { table, row } => {
                 self.flush_truncates()?;
-                self.insert(table, values)
+                self.insert(table, row)
             }
             Change::Truncate { table } => {
                 self.flush_run()?;
@@ -202,7 +187,7 @@ impl<W: Write> FileWriter<W> {
                 line.clear();
                 line.extend_from_slice(b"WITH m AS (DELETE FROM ");
                 line.extend_from_slice(table.name.as_bytes());
-                push_key_condition(line, &table, key.iter().copied());
+                push_key_condition(line, &table, key.iter().map(Option::as_deref));
                 push_row_check(line, &table.delete_label);
                 self.out.write_all(line)
             }
@@ -220,20 +205,20 @@ impl<W: Write> FileWriter<W> {
         Ok(self.out)
     }
 
-    fn insert(&mut self, table: Rc<Table>, values: Values<'_>) -> io::Result<()> {
+    fn insert(&mut self, table: Rc<Table>, row: &str) -> io::Result<()> {
         if self.run.as_ref().is_some_and(|run| !Rc::ptr_eq(&run.table, &table)) {
             self.flush_run()?;
         }
         let run = self.run.get_or_insert_with(|| InsertRun { table, held: Vec::new(), copying: false });
         if run.copying {
-            return write_copy_row(&mut self.out, &mut self.line, values.iter().copied());
+            return write_copy_row(&mut self.out, &mut self.line, row);
         }
-        run.held.push(values.iter().map(|v| v.map(str::to_string)).collect());
+        run.held.push(row.to_string());
         if run.held.len() >= COPY_THRESHOLD {
             run.copying = true;
             writeln!(self.out, "COPY {} ({}) FROM STDIN;", run.table.name, run.table.column_list)?;
-            for values in std::mem::take(&mut run.held) {
-                write_copy_row(&mut self.out, &mut self.line, values.iter().map(Option::as_deref))?;
+            for row in std::mem::take(&mut run.held) {
+                write_copy_row(&mut self.out, &mut self.line, &row)?;
             }
         }
         Ok(())
@@ -257,12 +242,12 @@ impl<W: Write> FileWriter<W> {
             line.extend_from_slice(separator);
             line.extend_from_slice(table.columns[i].as_bytes());
             line.extend_from_slice(b" = ");
-            push_literal(line, values[i]);
+            push_literal(line, values[i].as_deref());
             separator = b", ";
         }
         match old_key {
-            Some(old) => push_key_condition(line, table, old.iter().copied()),
-            None => push_key_condition(line, table, table.key.iter().map(|&k| values[k])),
+            Some(old) => push_key_condition(line, table, old.iter().map(Option::as_deref)),
+            None => push_key_condition(line, table, table.key.iter().map(|&k| values[k].as_deref())),
         }
         push_row_check(line, &table.update_label);
         self.out.write_all(line)
@@ -280,7 +265,8 @@ impl<W: Write> FileWriter<W> {
         if run.copying {
             return self.out.write_all(b"\\.\n");
         }
-        for values in run.held {
+        for row in run.held {
+            let values = copy_fields(&row)?;
             let line = &mut self.line;
             line.clear();
             line.extend_from_slice(b"INSERT INTO ");
@@ -313,18 +299,10 @@ impl<W: Write> FileWriter<W> {
     }
 }
 
-fn write_copy_row<'a>(
-    out: &mut impl Write,
-    line: &mut Vec<u8>,
-    values: impl Iterator<Item = Option<&'a str>>,
-) -> io::Result<()> {
+/// Writes a row of COPY text and its newline in one write.
+fn write_copy_row(out: &mut impl Write, line: &mut Vec<u8>, row: &str) -> io::Result<()> {
     line.clear();
-    for (i, value) in values.enumerate() {
-        if i > 0 {
-            line.push(b'\t');
-        }
-        copy_field(line, value);
-    }
+    line.extend_from_slice(row.as_bytes());
     line.push(b'\n');
     out.write_all(line)
 }
@@ -386,7 +364,7 @@ mod tests {
     }
 
     fn row<'a>(values: &[Option<&'a str>]) -> Values<'a> {
-        values.to_vec()
+        values.iter().map(|v| v.map(Cow::Borrowed)).collect()
     }
 
     #[test]
@@ -406,27 +384,28 @@ mod tests {
         );
     }
 
+    /// Rows come from the master in COPY's text format: short runs become INSERTs with the
+    /// values unescaped and quoted, long ones COPY with the rows as they came.
     #[test]
     fn short_insert_runs_are_inserts_and_long_ones_copy() {
         let t = table();
-        let ins = |id: &'static str, name: Option<&'static str>| Change::Insert {
-            table: t.clone(),
-            values: row(&[Some(id), name, Some("1.5")]),
-        };
-        let text = body(vec![ins("1", Some("a'b")), ins("2", None)]);
+        let ins = |row: &'static str| Change::Insert { table: t.clone(), row };
+        let text = body(vec![ins("1\ta'b\t1.5"), ins("2\t\\N\t1.5"), ins("3\ttab\\t, \\\\ and \\n\t1.5")]);
         assert_eq!(
-            text.lines().skip(1).take(2).collect::<Vec<_>>(),
+            text.lines().skip(1).take(4).collect::<Vec<_>>(),
             [
                 "INSERT INTO \"public\".\"My \"\"T\"\"\" (\"id\", \"Name\", \"n\") OVERRIDING SYSTEM VALUE VALUES ('1', 'a''b', '1.5');",
                 "INSERT INTO \"public\".\"My \"\"T\"\"\" (\"id\", \"Name\", \"n\") OVERRIDING SYSTEM VALUE VALUES ('2', NULL, '1.5');",
+                "INSERT INTO \"public\".\"My \"\"T\"\"\" (\"id\", \"Name\", \"n\") OVERRIDING SYSTEM VALUE VALUES ('3', 'tab\t, \\ and ",
+                "', '1.5');",
             ]
         );
         let text = body(vec![
-            ins("1", Some("tab\there")),
-            ins("2", Some("back\\slash")),
-            ins("3", Some("new\nline\r")),
-            ins("4", None),
-            ins("5", Some("\\.")),
+            ins("1\ttab\\there\t1.5"),
+            ins("2\tback\\\\slash\t1.5"),
+            ins("3\tnew\\nline\\r\t1.5"),
+            ins("4\t\\N\t1.5"),
+            ins("5\t\\\\.\t1.5"),
         ]);
         assert_eq!(
             text.lines().skip(1).take(7).collect::<Vec<_>>(),
@@ -479,7 +458,7 @@ mod tests {
         let text = body(vec![
             Change::Truncate { table: a.clone() },
             Change::Truncate { table: b.clone() },
-            Change::Insert { table: b.clone(), values: row(&[Some("1")]) },
+            Change::Insert { table: b.clone(), row: "1" },
             Change::Truncate { table: b },
         ]);
         let lines: Vec<&str> = text.lines().skip(1).take(3).collect();

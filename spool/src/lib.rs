@@ -58,6 +58,7 @@
 mod atomic;
 mod checksum;
 mod content;
+pub mod copy_text;
 mod directory;
 mod error;
 mod header;

@@ -1,5 +1,6 @@
 //! Reading what the master captured, and comparing tables between clusters.
 
+use dbmirror_spool::copy_text;
 use dbmirror_spool::sql::CANONICAL_SETTINGS;
 
 use crate::Cluster;
@@ -53,12 +54,19 @@ pub fn captured(master: &Cluster) -> Vec<Captured> {
                         .collect()
                 })
                 .unwrap_or_default();
+            // dbmirror_values() renders a row as COPY text.
+            let values = |i: usize| {
+                row.get::<_, Option<&str>>(i).map(|text| {
+                    let fields = copy_text::fields(text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+                    fields.into_iter().map(|f| f.map(|f| f.into_owned())).collect()
+                })
+            };
             Captured {
                 xid: row.get(0),
                 op: op as u8 as char,
                 table: row.get(2),
-                key: row.get(3),
-                values: row.get(4),
+                key: values(3),
+                values: values(4),
                 unchanged,
             }
         })

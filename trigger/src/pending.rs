@@ -119,19 +119,18 @@ pub fn tables(function: Oid) -> Rc<Tables> {
     tables
 }
 
-/// Relcache invalidation: forget the table OIDs if one of them (or everything) changed, for
-/// instance after DROP EXTENSION and CREATE EXTENSION.
+/// Relcache invalidation: forget the table OIDs if they (or everything) changed, for instance
+/// after DROP EXTENSION and CREATE EXTENSION, which drop and create all the tables together.
+/// The partitions of dbmirror_PendingData are left out on purpose: dbmirror_purge's TRUNCATE
+/// invalidates them often, and keeps their OIDs.
 pub fn forget_tables(relid: Oid) {
     let Ok(cached) = TABLES.get().try_borrow() else {
         TABLES_STALE.get().set(true);
         return;
     };
-    let hit = cached.as_ref().is_some_and(|t| {
-        relid == pg_sys::InvalidOid
-            || [t.pending, t.pending_key, t.commit_seq].contains(&relid)
-            || t.pending_data.contains(&relid)
-            || t.pending_data_index.contains(&relid)
-    });
+    let hit = cached
+        .as_ref()
+        .is_some_and(|t| relid == pg_sys::InvalidOid || [t.pending, t.pending_key, t.commit_seq].contains(&relid));
     if hit {
         TABLES_STALE.get().set(true);
     }

@@ -33,7 +33,7 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, IsolationLevel, NoTls};
 
 use crate::error::{Error, Kind};
-use crate::sql::{copy_fields, quote_identifier, quote_literal, Change, SequenceValue, Table, Values};
+use crate::sql::{quote_identifier, quote_literal, Change, SequenceValue, Table, Values};
 
 /// Who the master is, as written in every file header.
 #[derive(Debug, Clone)]
@@ -408,7 +408,8 @@ impl Master {
 
 /// The values of a row of COPY text, which must be `expected` (the table's columns, or its key).
 fn split<'a>(row: &'a str, expected: usize, xid: i64, table: &Table) -> Result<Values<'a>, Error> {
-    let values = copy_fields(row).map_err(|e| Error::runtime(format!("captured change of transaction {xid}: {e}")))?;
+    let values = dbmirror_spool::copy_text::fields(row)
+        .map_err(|e| Error::runtime(format!("captured change of transaction {xid}: {e}")))?;
     check_count(values.len(), expected, xid, table)?;
     Ok(values)
 }

@@ -118,8 +118,8 @@ fn push_literal(out: &mut Vec<u8>, value: Option<&str>) {
     out.push(b'\'');
 }
 
-/// The fields of a row in COPY's text format.
-pub fn copy_fields(row: &str) -> io::Result<Values<'_>> {
+/// The fields of a row in COPY's text format, for the held inserts of a short run.
+fn copy_fields(row: &str) -> io::Result<Values<'_>> {
     dbmirror_spool::copy_text::fields(row).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 

@@ -7,7 +7,7 @@
 -- xid: 1005
 -- changes: 2
 -- exported-at: 2026-01-01T00:00:00.000000Z
--- previous-sha256: 30fa584423ed55de8460dd6710c5d59016e63beec28d5b9284c5556042b02449
+-- previous-sha256: f1ea6736ca4fd456a8faacb2a2b6ecddeba0ef87daee035b69d5c507a0001abc
 \set ON_ERROR_STOP on
 SET client_encoding = 'UTF8';
 SET standard_conforming_strings = 'on';
@@ -20,7 +20,7 @@ SET LOCAL bytea_output = 'hex';
 SET LOCAL lc_monetary = 'C';
 SET LOCAL xmloption = 'content';
 SET LOCAL session_replication_role = 'replica';
-SELECT dbmirror.guard('slave1', '7000000000000000001', 5, 1005, '30fa584423ed55de8460dd6710c5d59016e63beec28d5b9284c5556042b02449');
+SELECT dbmirror.guard('slave1', '7000000000000000001', 5, 1005, 'f1ea6736ca4fd456a8faacb2a2b6ecddeba0ef87daee035b69d5c507a0001abc');
 TRUNCATE ONLY "public"."Order Line";
 INSERT INTO "public"."Order Line" ("Order", "Line", "item", "qty") OVERRIDING SYSTEM VALUE VALUES ('2', '1', '3', '9');
 COMMIT;

@@ -14,9 +14,20 @@
 -- these tables and cannot forge captured rows. Only the owner (and the exporter's role, once
 -- granted) can read or change them.
 
+-- The system identifier of this cluster, as transaction files name their master.
+CREATE FUNCTION dbmirror_system_identifier() RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT system_identifier::text FROM pg_catalog.pg_control_system()
+$fn$;
+
 -- Slaves. SlaveName is the name each slave's configuration uses.
 CREATE TABLE dbmirror_MirrorHost (
     SlaveName       text PRIMARY KEY CHECK (SlaveName <> ''),
+    -- The cluster whose stream the columns below describe. Capture state belongs to one
+    -- cluster: a master restored from a dump into another cluster (or upgraded with
+    -- pg_upgrade, which makes a new one) has a different system identifier, and the exporter
+    -- refuses to continue the old stream there (see dbmirror_reset()).
+    system_identifier text NOT NULL DEFAULT @extschema@.dbmirror_system_identifier(),
     -- Highest file number assigned to this slave. Numbers are gapless per slave.
     last_number     bigint NOT NULL DEFAULT 0 CHECK (last_number >= 0),
     -- sha256 of the SQL text of the last file written for this slave (the hash chain).
@@ -66,7 +77,10 @@ CREATE TABLE dbmirror_PendingData (
     data            bytea,
     -- Updates only: bitmap of the columns the update left unchanged (bit i of byte i/8, least
     -- significant first); those columns are NULL in data unless they belong to the key.
-    unchanged       bytea
+    unchanged       bytea,
+    -- Tables mirrored with check_conflicts: image of the old values the slave checks before it
+    -- applies the change (the changed columns of an update, the whole row of a delete).
+    old             bytea
 ) PARTITION BY LIST (((xid >> 14) & 1));
 CREATE TABLE dbmirror_PendingData_0 PARTITION OF dbmirror_PendingData FOR VALUES IN (0);
 CREATE TABLE dbmirror_PendingData_1 PARTITION OF dbmirror_PendingData FOR VALUES IN (1);
@@ -91,7 +105,9 @@ CREATE TABLE dbmirror_Shape (
     types           oid[] NOT NULL,
     typmods         integer[] NOT NULL,
     -- Primary key columns, as 0-based positions in columns.
-    key             smallint[] NOT NULL
+    key             smallint[] NOT NULL,
+    -- Identity columns GENERATED ALWAYS, as 0-based positions in columns.
+    identity_always smallint[] NOT NULL DEFAULT '{}'
 );
 CREATE INDEX dbmirror_shape_shape ON dbmirror_Shape (shape);
 
@@ -113,61 +129,57 @@ CREATE TABLE dbmirror_MirroredTransaction (
 REVOKE ALL ON dbmirror_MirrorHost, dbmirror_Pending, dbmirror_PendingData, dbmirror_PendingData_0,
     dbmirror_PendingData_1, dbmirror_Shape, dbmirror_MirroredTransaction, dbmirror_commit_seq FROM PUBLIC;
 
--- pg_dump keeps the configuration and the captured changes with the database.
+-- pg_dump keeps the list of slaves with the database, and nothing of the capture state: the
+-- captured changes and their transaction ids belong to this cluster (a restored copy in another
+-- cluster would reuse those ids), and a restored master starts a new stream (see
+-- dbmirror_reset()).
 SELECT pg_catalog.pg_extension_config_dump('dbmirror_MirrorHost', '');
-SELECT pg_catalog.pg_extension_config_dump('dbmirror_Pending', '');
-SELECT pg_catalog.pg_extension_config_dump('dbmirror_PendingData_0', '');
-SELECT pg_catalog.pg_extension_config_dump('dbmirror_PendingData_1', '');
-SELECT pg_catalog.pg_extension_config_dump('dbmirror_Shape', '');
-SELECT pg_catalog.pg_extension_config_dump('dbmirror_MirroredTransaction', '');
-SELECT pg_catalog.pg_extension_config_dump('dbmirror_commit_seq', '');
 
--- Start mirroring a table: installs the row trigger and the TRUNCATE trigger.
-CREATE FUNCTION dbmirror_mirror_table(tbl regclass) RETURNS void
+-- Starts mirroring a table: checks that its changes can be captured completely (an ordinary,
+-- logged table with an immediate primary key of ordinary columns), creates the capture trigger
+-- dbmirror_capture (AFTER INSERT OR UPDATE OR DELETE FOR EACH ROW, calling recordchange()),
+-- and completes dbmirror's own internal triggers (ordering, TRUNCATE), all ENABLE ALWAYS. On a
+-- table already mirrored (in the seed's form too), it completes and repairs what is missing.
+-- check_conflicts: the slave checks, before each UPDATE and DELETE, that the row holds the
+-- values the master had before the change (see docs/format.md).
+CREATE FUNCTION dbmirror_mirror_table(tbl regclass, check_conflicts boolean DEFAULT false) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
-    rel pg_catalog.pg_class%ROWTYPE;
     fn  oid := '@extschema@.recordchange()'::pg_catalog.regprocedure;
+    trg record;
+    existed boolean := false;
+    changed boolean := false;
 BEGIN
-    SELECT * INTO rel FROM pg_catalog.pg_class WHERE oid = tbl;
-    IF rel.relnamespace = '@extschema@'::pg_catalog.regnamespace AND rel.relname LIKE 'dbmirror\_%' THEN
-        RAISE EXCEPTION 'cannot mirror dbmirror''s own table %', tbl
-            USING ERRCODE = 'feature_not_supported';
+    -- Refuses what cannot be mirrored before any trigger exists.
+    PERFORM @extschema@.dbmirror_check_table(tbl, 'mirror');
+    FOR trg IN
+        SELECT t.tgname, t.tgnargs > 0 AS checks FROM pg_catalog.pg_trigger t
+         WHERE t.tgrelid = tbl AND t.tgfoid = fn AND NOT t.tgisinternal
+    LOOP
+        existed := true;
+        IF trg.checks IS DISTINCT FROM check_conflicts THEN
+            -- Replaced in the same transaction, under the same lock: no change goes uncaptured.
+            EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', trg.tgname, tbl);
+            changed := true;
+        END IF;
+    END LOOP;
+    IF NOT existed OR changed THEN
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER dbmirror_capture AFTER INSERT OR UPDATE OR DELETE ON %s '
+            'FOR EACH ROW EXECUTE FUNCTION %s(%s)', tbl, fn::pg_catalog.regproc,
+            CASE WHEN check_conflicts THEN pg_catalog.quote_literal('check_conflicts') ELSE '' END);
     END IF;
-    IF rel.relkind = 'p' THEN
-        RAISE EXCEPTION 'cannot mirror partitioned table %', tbl
-            USING ERRCODE = 'feature_not_supported',
-                  HINT = 'Mirror each partition instead.';
+    IF @extschema@.dbmirror_check_table(tbl, 'mirror') THEN
+        changed := true;
     END IF;
-    IF rel.relkind <> 'r' THEN
-        RAISE EXCEPTION '% is not a table', tbl
-            USING ERRCODE = 'wrong_object_type',
-                  HINT = 'Only ordinary tables can be mirrored.';
-    END IF;
-    IF rel.relpersistence = 't' THEN
-        RAISE EXCEPTION 'cannot mirror temporary table %', tbl
-            USING ERRCODE = 'feature_not_supported';
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = tbl AND i.indisprimary) THEN
-        RAISE EXCEPTION 'table % has no primary key', tbl
-            USING ERRCODE = 'invalid_table_definition',
-                  HINT = 'dbmirror finds rows on the slave by primary key; add one with ALTER TABLE ... ADD PRIMARY KEY.';
-    END IF;
-    IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid = tbl AND t.tgfoid = fn) THEN
+    IF existed AND NOT changed THEN
         RAISE NOTICE 'table % is already mirrored', tbl;
-        RETURN;
     END IF;
-    EXECUTE pg_catalog.format(
-        'CREATE TRIGGER dbmirror_capture AFTER INSERT OR UPDATE OR DELETE ON %s '
-        'FOR EACH ROW EXECUTE FUNCTION %s()', tbl, fn::pg_catalog.regproc);
-    EXECUTE pg_catalog.format(
-        'CREATE TRIGGER dbmirror_capture_truncate AFTER TRUNCATE ON %s '
-        'FOR EACH STATEMENT EXECUTE FUNCTION %s()', tbl, fn::pg_catalog.regproc);
 END
 $fn$;
 
--- Stop mirroring a table: drops every trigger on it that calls recordchange(), whatever its
--- name (the seed's AddTrigger.sql names them freely).
+-- Stops mirroring a table: drops every trigger on it that calls recordchange(), whatever its
+-- name (the seed's AddTrigger.sql names them freely), and dbmirror's own triggers on it.
 CREATE FUNCTION dbmirror_unmirror_table(tbl regclass) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
@@ -180,6 +192,13 @@ BEGIN
     LOOP
         EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', trg.tgname, tbl);
         found := true;
+    END LOOP;
+    -- The event trigger drops these once no capture trigger is left; without it, they go here.
+    FOR trg IN
+        SELECT t.tgname FROM pg_catalog.pg_trigger t
+         WHERE t.tgrelid = tbl AND t.tgfoid = '@extschema@.dbmirror_before()'::pg_catalog.regprocedure
+    LOOP
+        EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS %I ON %s', trg.tgname, tbl);
     END LOOP;
     IF NOT found THEN
         RAISE NOTICE 'table % is not mirrored', tbl;
@@ -194,6 +213,22 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
       FROM pg_catalog.pg_trigger t
      WHERE t.tgfoid = '@extschema@.recordchange()'::pg_catalog.regprocedure
      ORDER BY 1
+$fn$;
+
+-- Starts a new stream on this master for every slave: forgets what was sent (numbers, the
+-- checksum chain, the xid horizon) and records this cluster as the stream's owner. For a
+-- master restored from a dump or upgraded with pg_upgrade (the exporter refuses to continue
+-- the old stream there) or restored from an older copy: every slave must then be seeded again
+-- from this master, because it holds rows the new stream does not carry. Changes captured and
+-- not yet exported stay, and are the first files of the new stream.
+CREATE FUNCTION dbmirror_reset() RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    DELETE FROM @extschema@.dbmirror_MirroredTransaction;
+    UPDATE @extschema@.dbmirror_MirrorHost
+       SET system_identifier = @extschema@.dbmirror_system_identifier(),
+           last_number = 0, last_sha256 = NULL, xid_horizon = 0;
+END
 $fn$;
 
 -- Purges the captured transactions among xids that every slave in dbmirror_MirrorHost has been

@@ -106,3 +106,12 @@ BEGIN
     END IF;
 END
 $fn$;
+
+-- For tables mirrored with check_conflicts: whether a column still holds the value the master's
+-- row had before the change, compared as text under the file's canonical settings (every type
+-- has an output function, not every type an equality operator). NULL is only NULL.
+CREATE OR REPLACE FUNCTION dbmirror.old_value(value anyelement, old text)
+RETURNS boolean LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT CASE WHEN old IS NULL THEN value IS NULL
+                ELSE value IS NOT NULL AND pg_catalog.format('%s', value) = old END
+$fn$;

@@ -19,6 +19,9 @@ pub enum Kind {
     BadFile,
     /// A comparison found differences. Exit code 6.
     Differs,
+    /// The master's state does not continue the stream written so far (it was restored from a
+    /// dump or an older copy). Exit code 7.
+    Diverged,
 }
 
 impl Kind {
@@ -30,6 +33,7 @@ impl Kind {
             Kind::Busy => 4,
             Kind::BadFile => 5,
             Kind::Differs => 6,
+            Kind::Diverged => 7,
         }
     }
 }

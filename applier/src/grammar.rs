@@ -10,13 +10,15 @@
 //! guard     := SELECT dbmirror.guard('text', 'text', int, int, 'text' | NULL) ;
 //! change    := INSERT INTO table (column, ...) OVERRIDING SYSTEM VALUE VALUES (value, ...) ;
 //!            | COPY table (column, ...) FROM STDIN ;
-//!            | WITH m AS (UPDATE table SET column = value, ... WHERE key RETURNING 1)
+//!            | WITH m AS (UPDATE ONLY table SET column = value, ... WHERE key old* RETURNING 1)
 //!                SELECT dbmirror.one_row(count(*), 'text') FROM m ;
-//!            | WITH m AS (DELETE FROM table WHERE key RETURNING 1)
+//!            | WITH m AS (DELETE FROM ONLY table WHERE key old* RETURNING 1)
 //!                SELECT dbmirror.one_row(count(*), 'text') FROM m ;
 //!            | TRUNCATE ONLY table, ... ;
 //! sequence  := SELECT dbmirror.advance_sequence('schema.sequence', int, true) ;
 //! key       := column = value AND ...
+//! old       := AND dbmirror.old_value(column, value)
+//!                                    -- ONLY is optional in UPDATE and DELETE (older files lack it)
 //! table     := "schema"."name"        -- not in pg_catalog, information_schema, pg_toast or dbmirror
 //! column    := "name"
 //! value     := 'text' | NULL
@@ -28,7 +30,8 @@
 //! dollar quotes or escape strings, so anything using them is refused.
 
 use dbmirror_spool::sql::{
-    APPLY_SETTINGS, CANONICAL_SETTINGS, GUARD_FUNCTION, ONE_ROW_FUNCTION, SEQUENCE_FUNCTION, SESSION_SETTINGS,
+    APPLY_SETTINGS, CANONICAL_SETTINGS, GUARD_FUNCTION, OLD_VALUE_FUNCTION, ONE_ROW_FUNCTION, SEQUENCE_FUNCTION,
+    SESSION_SETTINGS,
 };
 
 /// Schemas a file may never touch.
@@ -195,15 +198,34 @@ impl Parser {
         Ok(items)
     }
 
-    /// `"column" = value AND ...`
+    /// `"column" = value AND ...`, then `AND dbmirror.old_value("column", value)` any number of
+    /// times.
     fn key(&mut self) -> Result<(), String> {
+        let mut old_values = false;
         loop {
-            self.ident()?;
-            self.punct('=')?;
-            self.value()?;
+            if !old_values && matches!(self.peek(), Some(Token::Ident(_))) {
+                self.ident()?;
+                self.punct('=')?;
+                self.value()?;
+            } else {
+                old_values = true;
+                self.function(OLD_VALUE_FUNCTION)?;
+                self.punct('(')?;
+                self.ident()?;
+                self.punct(',')?;
+                self.value()?;
+                self.punct(')')?;
+            }
             if !self.is_word("AND") {
                 return Ok(());
             }
+            self.next();
+        }
+    }
+
+    /// An optional `ONLY`.
+    fn only(&mut self) {
+        if self.is_word("ONLY") {
             self.next();
         }
     }
@@ -385,6 +407,7 @@ impl Checker {
                 p.punct('(')?;
                 if p.is_word("UPDATE") {
                     p.next();
+                    p.only();
                     p.table()?;
                     p.word("SET")?;
                     p.list(|p| {
@@ -395,6 +418,7 @@ impl Checker {
                 } else {
                     p.word("DELETE")?;
                     p.word("FROM")?;
+                    p.only();
                     p.table()?;
                 }
                 p.word("WHERE")?;

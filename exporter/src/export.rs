@@ -20,7 +20,8 @@ use crate::config::{Config, Output};
 use crate::direct::Direct;
 use crate::error::{Error, Kind};
 use crate::fault;
-use crate::master::{Assigned, Identity, Master};
+use crate::master::{Assigned, CaptureProblem, Identity, Master};
+use crate::outbox;
 use crate::sql::FileWriter;
 use dbmirror_apply::{log, signals};
 
@@ -32,11 +33,48 @@ pub struct Summary {
     pub purged: i64,
 }
 
+/// What keeps the master's capture from being complete, as last reported: reported again only
+/// when it changes, so that `run` says it once per change, not once per poll.
+#[derive(Debug, Default)]
+pub struct CaptureProblems {
+    last: Option<Vec<CaptureProblem>>,
+}
+
+impl CaptureProblems {
+    /// Logs (and alerts) the master's capture problems if they differ from the last report.
+    fn report(&mut self, master: &mut Master, alert: &dyn Fn(&Error)) -> Result<(), Error> {
+        let problems = master.capture_problems()?;
+        if self.last.as_ref() == Some(&problems) {
+            return Ok(());
+        }
+        if problems.is_empty() && self.last.is_some() {
+            log::info("capture is complete again on every mirrored table");
+        }
+        for problem in &problems {
+            let error = Error::new(Kind::Runtime, format!("capture is incomplete: {}", problem.problem))
+                .with_hint(problem.hint.clone().unwrap_or_default());
+            log::error(&error.to_string());
+            alert(&error);
+        }
+        self.last = Some(problems);
+        Ok(())
+    }
+}
+
 /// Exports until nothing is pending (or `stop` is set between batches).
-pub fn once(config: &Config, stop: &AtomicBool) -> Result<Summary, Error> {
+pub fn once(
+    config: &Config,
+    stop: &AtomicBool,
+    problems: &mut CaptureProblems,
+    alert: &dyn Fn(&Error),
+) -> Result<Summary, Error> {
     let mut master = Master::connect(&config.master, &config.slave_name)?;
     master.lock()?;
-    master.slave_row()?;
+    let stream = master.slave_row()?;
+    if let Output::Files { directory, .. } = &config.output {
+        outbox::check(directory, &master.identity, &config.slave_name, stream.last_number, stream.last_written())?;
+    }
+    problems.report(&mut master, alert)?;
     let mut direct = match &config.output {
         Output::Direct { slave } => Some(Direct::connect(slave, &config.slave_name)?),
         Output::Files { .. } => None,
@@ -53,7 +91,7 @@ pub fn once(config: &Config, stop: &AtomicBool) -> Result<Summary, Error> {
             break;
         };
         let (first, last) = (first.number, last.number);
-        let (_, previous) = master.slave_row()?;
+        let previous = master.slave_row()?.last_sha256;
         let written = match (&config.output, direct.as_mut()) {
             (Output::Files { directory, compress, signing_key }, _) => {
                 let mut files = Files {
@@ -71,6 +109,16 @@ pub fn once(config: &Config, stop: &AtomicBool) -> Result<Summary, Error> {
         };
         fault::point("before-mark-written");
         let purged = master.mark_written(&written)?;
+        if let (Output::Files { directory, .. }, Some((_, sha))) = (&config.output, written.last()) {
+            let state = outbox::Written {
+                master: master.identity.system_identifier.to_string(),
+                database: master.identity.database.clone(),
+                slave: config.slave_name.clone(),
+                number: last,
+                sql_sha256: sha.to_string(),
+            };
+            outbox::record(directory, &state)?;
+        }
         let changes: i64 = batch.iter().map(|a| a.changes).sum();
         summary.transactions += batch.len() as u64;
         summary.changes += changes as u64;
@@ -272,8 +320,9 @@ fn outbox_failure(e: Error, directory: &Path, name: &TransactionFileName) -> Err
 /// with a growing pause (alerting each one), and stops between batches on SIGTERM or SIGINT.
 pub fn run(config: &Config, stop: &AtomicBool, alert: &dyn Fn(&Error)) -> Result<(), Error> {
     let mut failures = 0u32;
+    let mut problems = CaptureProblems::default();
     while !stop.load(Ordering::Relaxed) {
-        match once(config, stop) {
+        match once(config, stop, &mut problems, alert) {
             Ok(summary) => {
                 failures = 0;
                 if summary.transactions == 0 {

@@ -14,6 +14,7 @@ mod error;
 mod export;
 mod fault;
 mod master;
+mod outbox;
 mod sql;
 mod status;
 mod verify;
@@ -100,7 +101,12 @@ fn run(cli: Cli, alert_command: &mut Option<String>) -> Result<(), Error> {
     match command {
         Command::Keygen { .. } => unreachable!("keygen needs no configuration and returned above"),
         Command::Once => {
-            let summary = export::once(&config, &stop)?;
+            let alert_each = |e: &Error| {
+                if let Some(command) = &config.alert_command {
+                    alert(command, e);
+                }
+            };
+            let summary = export::once(&config, &stop, &mut export::CaptureProblems::default(), &alert_each)?;
             log::info(&format!(
                 "done: {} transactions ({} changes) exported for slave \"{}\", {} purged",
                 summary.transactions, summary.changes, config.slave_name, summary.purged
@@ -132,7 +138,8 @@ fn run(cli: Cli, alert_command: &mut Option<String>) -> Result<(), Error> {
                 }
             };
             let mut master = master::Master::connect(&config.master, &config.slave_name)?;
-            verify::report(&verify::compare(&mut master, &slave)?, json)
+            let comparisons = verify::compare(&mut master, &slave)?;
+            verify::report(&comparisons, &master.capture_problems()?, json)
         }
     }
 }
@@ -188,7 +195,7 @@ mod tests {
     #[test]
     fn help_documents_every_exit_code() {
         let help = Cli::command().render_long_help().to_string();
-        for code in 0..=6 {
+        for code in 0..=7 {
             assert!(help.contains(&format!("\n  {code}  ")), "exit code {code} missing from --help");
         }
         Cli::command().debug_assert();

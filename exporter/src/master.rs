@@ -42,6 +42,34 @@ pub struct Identity {
     pub database: String,
 }
 
+/// Something that keeps a mirrored table from being captured completely (see
+/// `dbmirror_capture_problems()` on the master).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CaptureProblem {
+    /// The table, or None for a problem of the whole master (a missing event trigger).
+    pub table: Option<String>,
+    pub problem: String,
+    pub hint: Option<String>,
+}
+
+/// The slave's stream, as the master records it.
+#[derive(Debug, Clone)]
+pub struct SlaveRow {
+    /// Highest number assigned.
+    pub last_number: i64,
+    /// SQL checksum of the last file written.
+    pub last_sha256: Option<Checksum>,
+    /// Numbers assigned but not yet recorded as written.
+    pub unwritten: i64,
+}
+
+impl SlaveRow {
+    /// The number and checksum of the last file written, if any.
+    pub fn last_written(&self) -> Option<(i64, Checksum)> {
+        self.last_sha256.map(|sha| (self.last_number - self.unwritten, sha))
+    }
+}
+
 /// A transaction with a number for this slave.
 #[derive(Debug, Clone)]
 pub struct Assigned {
@@ -143,11 +171,17 @@ impl Master {
         Ok(())
     }
 
-    /// The last number assigned and the checksum of the last file written; fails if the slave
-    /// is not registered.
-    pub fn slave_row(&mut self) -> Result<(i64, Option<Checksum>), Error> {
-        let query =
-            format!("SELECT last_number, last_sha256 FROM {} WHERE SlaveName = $1", self.table("dbmirror_MirrorHost"));
+    /// The slave's stream as the master records it; fails if the slave is not registered, or if
+    /// the stream belongs to another cluster (the master was restored from a dump into a new
+    /// cluster, or upgraded with pg_upgrade).
+    pub fn slave_row(&mut self) -> Result<SlaveRow, Error> {
+        let query = format!(
+            "SELECT h.last_number, h.last_sha256, h.system_identifier, \
+                    (SELECT count(*) FROM {} m WHERE m.SlaveName = h.SlaveName AND m.sha256 IS NULL) \
+               FROM {} h WHERE h.SlaveName = $1",
+            self.table("dbmirror_MirroredTransaction"),
+            self.table("dbmirror_MirrorHost")
+        );
         let Some(row) = self.client.query_opt(&query, &[&self.slave])? else {
             return Err(Error::new(
                 Kind::NotPrepared,
@@ -163,7 +197,23 @@ impl Master {
             .map(|s| Checksum::parse(&s))
             .transpose()
             .map_err(|_| Error::runtime("dbmirror_MirrorHost.last_sha256 is not a sha256"))?;
-        Ok((row.get(0), sha))
+        let owner: String = row.get(2);
+        if owner != self.identity.system_identifier.to_string() {
+            return Err(Error::new(
+                Kind::Diverged,
+                format!(
+                    "the stream of slave \"{}\" was made by cluster {owner}, but this master is cluster {}",
+                    self.slave, self.identity.system_identifier
+                ),
+            )
+            .with_hint(
+                "The master was restored from a dump into a new cluster, or upgraded with pg_upgrade: its slaves follow the old cluster \
+                 and cannot continue from here. Start a new stream with SELECT dbmirror_reset(); on the master, and seed every slave again \
+                 from it (docs/exporter.md, \"A restored master\").",
+            ));
+        }
+        let unwritten: i64 = row.get(3);
+        Ok(SlaveRow { last_number: row.get(0), last_sha256: sha, unwritten })
     }
 
     /// Transactions that have a number but whose file was not recorded as written: a crash
@@ -284,8 +334,9 @@ impl Master {
         // planner from rendering every value before the sort.
         let statement = tx.prepare(&format!(
             "SELECT s.position, s.op, s.shape, {schema}.dbmirror_values(s.shape, s.key, true), \
-                    {schema}.dbmirror_values(s.shape, s.data, false), s.unchanged \
-               FROM (SELECT b.position, d.op, d.shape, d.key, d.data, d.unchanged \
+                    {schema}.dbmirror_values(s.shape, s.data, false), s.unchanged, \
+                    {schema}.dbmirror_values(s.shape, s.old, false) \
+               FROM (SELECT b.position, d.op, d.shape, d.key, d.data, d.unchanged, d.old \
                        FROM unnest($1::bigint[]) WITH ORDINALITY AS b(xid, position) \
                        JOIN {schema}.dbmirror_PendingData d ON d.xid = b.xid \
                       WHERE d.xid BETWEEN $2 AND $3 \
@@ -306,6 +357,7 @@ impl Master {
             let key: Option<&str> = row.get(3);
             let values: Option<&str> = row.get(4);
             let unchanged: Option<&[u8]> = row.get(5);
+            let old: Option<&str> = row.get(6);
             let xid = batch[position].xid;
             let missing = |what: &str| Error::runtime(format!("captured change of transaction {xid} has no {what}"));
             // Rows come in COPY's text format: an insert's goes into the file as it is, the
@@ -320,11 +372,13 @@ impl Master {
                 b'u' => Change::Update {
                     old_key: key.map(|k| split(k, table.key.len(), xid, &table)).transpose()?,
                     values: split(values.ok_or_else(|| missing("row"))?, table.columns.len(), xid, &table)?,
+                    old: old.map(|o| split(o, table.columns.len(), xid, &table)).transpose()?,
                     table,
                     unchanged,
                 },
                 b'd' => Change::Delete {
                     key: split(key.ok_or_else(|| missing("key"))?, table.key.len(), xid, &table)?,
+                    old: old.map(|o| split(o, table.columns.len(), xid, &table)).transpose()?,
                     table,
                 },
                 b't' => Change::Truncate { table },
@@ -376,6 +430,15 @@ impl Master {
         Ok(purged)
     }
 
+    /// What keeps the master's capture from being complete, table by table.
+    pub fn capture_problems(&mut self) -> Result<Vec<CaptureProblem>, Error> {
+        let rows = self.client.query(
+            &format!("SELECT tbl::text, problem, hint FROM {}.dbmirror_capture_problems() ORDER BY 1, 2", self.schema),
+            &[],
+        )?;
+        Ok(rows.iter().map(|row| CaptureProblem { table: row.get(0), problem: row.get(1), hint: row.get(2) }).collect())
+    }
+
     /// `clean`: purges everything all current slaves have.
     pub fn clean(&mut self) -> Result<i64, Error> {
         // READ COMMITTED, as in mark_written.
@@ -386,7 +449,7 @@ impl Master {
     }
 
     pub fn status(&mut self) -> Result<MasterStatus, Error> {
-        let (last_number, _) = self.slave_row()?;
+        let last_number = self.slave_row()?.last_number;
         let s = &self.schema;
         let row = self.client.query_one(
             &format!(
@@ -446,17 +509,21 @@ fn load_shapes(
 ) -> Result<(), Error> {
     let known: Vec<i64> = tables.keys().copied().collect();
     let rows = tx.query(
-        &format!("SELECT shape, nspname, relname, columns, key FROM {schema}.dbmirror_Shape WHERE shape <> ALL ($1)"),
+        &format!(
+            "SELECT shape, nspname, relname, columns, key, identity_always FROM {schema}.dbmirror_Shape WHERE shape <> ALL ($1)"
+        ),
         &[&known],
     )?;
     for row in rows {
         let columns: Vec<String> = row.get(3);
         let key: Vec<i16> = row.get(4);
         let key: Vec<usize> = key.iter().map(|&k| k as usize).filter(|&k| k < columns.len()).collect();
+        let identity: Vec<i16> = row.get(5);
+        let identity: Vec<usize> = identity.iter().map(|&k| k as usize).filter(|&k| k < columns.len()).collect();
         // Two backends may record the same shape at once: the rows are equal, keep one.
-        tables
-            .entry(row.get(0))
-            .or_insert_with(|| Rc::new(Table::new(row.get::<_, &str>(1), row.get::<_, &str>(2), &columns, &key)));
+        tables.entry(row.get(0)).or_insert_with(|| {
+            Rc::new(Table::new(row.get::<_, &str>(1), row.get::<_, &str>(2), &columns, &key, &identity))
+        });
     }
     Ok(())
 }

@@ -5,16 +5,20 @@
 //! that the column's input function reads back, under the canonical settings the preamble
 //! sets (the same under which the master rendered the values). Runs of inserts into one table
 //! become `COPY ... FROM STDIN`, which psql and the applier both stream; the master renders
-//! each row in COPY's text format, so such rows go into the file as they come. UPDATE and DELETE are
-//! wrapped so that a statement that does not find exactly one row fails the file.
-//! docs/format.md shows a complete file.
+//! each row in COPY's text format, so such rows go into the file as they come. UPDATE and
+//! DELETE name `ONLY` the table (a row of an inheritance child with the same key is another
+//! row) and are wrapped so that a statement that does not find exactly one row fails the file;
+//! for tables mirrored with `check_conflicts` they also require the row's old values. An update
+//! that sets a GENERATED ALWAYS identity column, which the slave can set only on INSERT, is a
+//! delete and an insert of the whole row. docs/format.md shows a complete file.
 
 use std::borrow::Cow;
 use std::io::{self, Write};
 use std::rc::Rc;
 
 use dbmirror_spool::sql::{
-    APPLY_SETTINGS, CANONICAL_SETTINGS, GUARD_FUNCTION, ONE_ROW_FUNCTION, SEQUENCE_FUNCTION, SESSION_SETTINGS,
+    APPLY_SETTINGS, CANONICAL_SETTINGS, GUARD_FUNCTION, OLD_VALUE_FUNCTION, ONE_ROW_FUNCTION, SEQUENCE_FUNCTION,
+    SESSION_SETTINGS,
 };
 use dbmirror_spool::Header;
 
@@ -32,6 +36,8 @@ pub struct Table {
     pub columns: Vec<String>,
     /// Key columns, as positions in `columns`.
     pub key: Vec<usize>,
+    /// Identity columns GENERATED ALWAYS, as positions in `columns`.
+    pub identity_always: Vec<usize>,
     /// The quoted column names, comma-separated.
     column_list: String,
     /// What the row-count checks of updates and deletes name, as literals.
@@ -40,7 +46,7 @@ pub struct Table {
 }
 
 impl Table {
-    pub fn new(schema: &str, table: &str, columns: &[String], key: &[usize]) -> Self {
+    pub fn new(schema: &str, table: &str, columns: &[String], key: &[usize], identity_always: &[usize]) -> Self {
         let name = format!("{}.{}", quote_identifier(schema), quote_identifier(table));
         let columns: Vec<String> = columns.iter().map(|c| quote_identifier(c)).collect();
         Self {
@@ -50,6 +56,7 @@ impl Table {
             name,
             columns,
             key: key.to_vec(),
+            identity_always: identity_always.to_vec(),
         }
     }
 }
@@ -66,16 +73,20 @@ pub enum Change<'a> {
         row: &'a str,
     },
     /// `values` holds the key columns and the changed columns; `unchanged` marks the others.
-    /// `old_key` is set when the key itself changed.
+    /// `old_key` is set when the key itself changed; `old`, for tables mirrored with
+    /// `check_conflicts`, holds the old values of the changed columns.
     Update {
         table: Rc<Table>,
         old_key: Option<Values<'a>>,
         values: Values<'a>,
         unchanged: Option<&'a [u8]>,
+        old: Option<Values<'a>>,
     },
+    /// `old`, for tables mirrored with `check_conflicts`, holds the whole old row.
     Delete {
         table: Rc<Table>,
         key: Values<'a>,
+        old: Option<Values<'a>>,
     },
     Truncate {
         table: Rc<Table>,
@@ -177,19 +188,18 @@ impl<W: Write> FileWriter<W> {
                 self.truncates.push(table);
                 Ok(())
             }
-            Change::Update { table, old_key, values, unchanged } => {
+            Change::Update { table, old_key, values, unchanged, old } => {
                 self.flush_pending()?;
-                self.update(&table, old_key.as_ref(), &values, unchanged)
+                let is_unchanged =
+                    |i: usize| unchanged.is_some_and(|bits| bits.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0));
+                if table.identity_always.iter().any(|&i| !is_unchanged(i)) {
+                    return self.replace(&table, old_key.as_ref(), &values, &is_unchanged, old.as_ref());
+                }
+                self.update(&table, old_key.as_ref(), &values, is_unchanged, old.as_ref())
             }
-            Change::Delete { table, key } => {
+            Change::Delete { table, key, old } => {
                 self.flush_pending()?;
-                let line = &mut self.line;
-                line.clear();
-                line.extend_from_slice(b"WITH m AS (DELETE FROM ");
-                line.extend_from_slice(table.name.as_bytes());
-                push_key_condition(line, &table, key.iter().map(Option::as_deref));
-                push_row_check(line, &table.delete_label);
-                self.out.write_all(line)
+                self.delete(&table, key.iter().map(Option::as_deref), None, old.as_ref())
             }
         }
     }
@@ -229,13 +239,12 @@ impl<W: Write> FileWriter<W> {
         table: &Table,
         old_key: Option<&Values<'_>>,
         values: &Values<'_>,
-        unchanged: Option<&[u8]>,
+        is_unchanged: impl Fn(usize) -> bool,
+        old: Option<&Values<'_>>,
     ) -> io::Result<()> {
-        let is_unchanged =
-            |i: usize| unchanged.is_some_and(|bits| bits.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0));
         let line = &mut self.line;
         line.clear();
-        line.extend_from_slice(b"WITH m AS (UPDATE ");
+        line.extend_from_slice(b"WITH m AS (UPDATE ONLY ");
         line.extend_from_slice(table.name.as_bytes());
         let mut separator: &[u8] = b" SET ";
         for i in (0..table.columns.len()).filter(|&i| !is_unchanged(i)) {
@@ -249,7 +258,67 @@ impl<W: Write> FileWriter<W> {
             Some(old) => push_key_condition(line, table, old.iter().map(Option::as_deref)),
             None => push_key_condition(line, table, table.key.iter().map(|&k| values[k].as_deref())),
         }
+        if let Some(old) = old {
+            push_old_values(line, table, old, |i| !is_unchanged(i));
+        }
         push_row_check(line, &table.update_label);
+        self.out.write_all(line)
+    }
+
+    /// A delete found by `key`; with `old`, only if the row still has the old values of the
+    /// columns `checked` selects (all of them when None).
+    fn delete<'v>(
+        &mut self,
+        table: &Table,
+        key: impl Iterator<Item = Option<&'v str>>,
+        checked: Option<&dyn Fn(usize) -> bool>,
+        old: Option<&Values<'_>>,
+    ) -> io::Result<()> {
+        let line = &mut self.line;
+        line.clear();
+        line.extend_from_slice(b"WITH m AS (DELETE FROM ONLY ");
+        line.extend_from_slice(table.name.as_bytes());
+        push_key_condition(line, table, key);
+        if let Some(old) = old {
+            match checked {
+                Some(checked) => push_old_values(line, table, old, checked),
+                None => push_old_values(line, table, old, |i| !table.key.contains(&i)),
+            }
+        }
+        push_row_check(line, &table.delete_label);
+        self.out.write_all(line)
+    }
+
+    /// An update that sets an always-identity column: the old row is deleted and the new one
+    /// inserted whole (capture records every column of such an update, the unchanged ones too).
+    fn replace(
+        &mut self,
+        table: &Table,
+        old_key: Option<&Values<'_>>,
+        values: &Values<'_>,
+        is_unchanged: &dyn Fn(usize) -> bool,
+        old: Option<&Values<'_>>,
+    ) -> io::Result<()> {
+        let key: Vec<Option<&str>> = match old_key {
+            Some(old) => old.iter().map(Option::as_deref).collect(),
+            None => table.key.iter().map(|&k| values[k].as_deref()).collect(),
+        };
+        let changed = |i: usize| !is_unchanged(i);
+        self.delete(table, key.into_iter(), Some(&changed), old)?;
+        let line = &mut self.line;
+        line.clear();
+        line.extend_from_slice(b"INSERT INTO ");
+        line.extend_from_slice(table.name.as_bytes());
+        line.extend_from_slice(b" (");
+        line.extend_from_slice(table.column_list.as_bytes());
+        line.extend_from_slice(b") OVERRIDING SYSTEM VALUE VALUES (");
+        for (i, value) in values.iter().enumerate() {
+            if i > 0 {
+                line.extend_from_slice(b", ");
+            }
+            push_literal(line, value.as_deref());
+        }
+        line.extend_from_slice(b");\n");
         self.out.write_all(line)
     }
 
@@ -319,6 +388,20 @@ fn push_key_condition<'a>(line: &mut Vec<u8>, table: &Table, key: impl Iterator<
     }
 }
 
+/// Appends ` AND dbmirror.old_value("c", 'old')` for each column `checked` selects: the row must
+/// still hold the value the master's row had before the change.
+fn push_old_values(line: &mut Vec<u8>, table: &Table, old: &Values<'_>, checked: impl Fn(usize) -> bool) {
+    for (i, value) in old.iter().enumerate().filter(|(i, _)| checked(*i)) {
+        line.extend_from_slice(b" AND ");
+        line.extend_from_slice(OLD_VALUE_FUNCTION.as_bytes());
+        line.push(b'(');
+        line.extend_from_slice(table.columns[i].as_bytes());
+        line.extend_from_slice(b", ");
+        push_literal(line, value.as_deref());
+        line.push(b')');
+    }
+}
+
 /// Ends an UPDATE or DELETE with the check that it touched exactly one row.
 fn push_row_check(line: &mut Vec<u8>, label: &str) {
     line.extend_from_slice(b" RETURNING 1) SELECT ");
@@ -349,7 +432,7 @@ mod tests {
     }
 
     fn table() -> Rc<Table> {
-        Rc::new(Table::new("public", "My \"T\"", &["id".into(), "Name".into(), "n".into()], &[0]))
+        Rc::new(Table::new("public", "My \"T\"", &["id".into(), "Name".into(), "n".into()], &[0], &[]))
     }
 
     fn body(changes: Vec<Change>) -> String {
@@ -430,22 +513,24 @@ mod tests {
                 old_key: None,
                 values: row(&[Some("1"), None, Some("2")]),
                 unchanged: Some(&[0b010]),
+                old: None,
             },
             Change::Update {
                 table: t.clone(),
                 old_key: Some(row(&[Some("1")])),
                 values: row(&[Some("9"), None, None]),
                 unchanged: Some(&[0b110]),
+                old: None,
             },
-            Change::Delete { table: t.clone(), key: row(&[Some("9")]) },
+            Change::Delete { table: t.clone(), key: row(&[Some("9")]), old: None },
         ]);
         let q = "\"public\".\"My \"\"T\"\"\"";
         assert_eq!(
             text.lines().skip(1).take(3).collect::<Vec<_>>(),
             [
-                format!("WITH m AS (UPDATE {q} SET \"id\" = '1', \"n\" = '2' WHERE \"id\" = '1' RETURNING 1) SELECT dbmirror.one_row(count(*), 'update of \"public\".\"My \"\"T\"\"\"') FROM m;"),
-                format!("WITH m AS (UPDATE {q} SET \"id\" = '9' WHERE \"id\" = '1' RETURNING 1) SELECT dbmirror.one_row(count(*), 'update of \"public\".\"My \"\"T\"\"\"') FROM m;"),
-                format!("WITH m AS (DELETE FROM {q} WHERE \"id\" = '9' RETURNING 1) SELECT dbmirror.one_row(count(*), 'delete from \"public\".\"My \"\"T\"\"\"') FROM m;"),
+                format!("WITH m AS (UPDATE ONLY {q} SET \"id\" = '1', \"n\" = '2' WHERE \"id\" = '1' RETURNING 1) SELECT dbmirror.one_row(count(*), 'update of \"public\".\"My \"\"T\"\"\"') FROM m;"),
+                format!("WITH m AS (UPDATE ONLY {q} SET \"id\" = '9' WHERE \"id\" = '1' RETURNING 1) SELECT dbmirror.one_row(count(*), 'update of \"public\".\"My \"\"T\"\"\"') FROM m;"),
+                format!("WITH m AS (DELETE FROM ONLY {q} WHERE \"id\" = '9' RETURNING 1) SELECT dbmirror.one_row(count(*), 'delete from \"public\".\"My \"\"T\"\"\"') FROM m;"),
             ]
         );
         assert!(text.ends_with("SELECT dbmirror.advance_sequence('\"public\".\"s\"', 41, true);\nCOMMIT;\n"));
@@ -454,7 +539,7 @@ mod tests {
     #[test]
     fn consecutive_truncates_become_one_statement() {
         let a = table();
-        let b = Rc::new(Table::new("s", "b", &["k".into()], &[0]));
+        let b = Rc::new(Table::new("s", "b", &["k".into()], &[0], &[]));
         let text = body(vec![
             Change::Truncate { table: a.clone() },
             Change::Truncate { table: b.clone() },

@@ -4,7 +4,7 @@ use dbmirror_spool::Entry;
 
 use crate::config::{Config, Output};
 use crate::error::Error;
-use crate::master::{Master, MasterStatus};
+use crate::master::{CaptureProblem, Master, MasterStatus};
 
 #[derive(Debug, serde::Serialize)]
 struct Status {
@@ -12,6 +12,8 @@ struct Status {
     #[serde(flatten)]
     master: MasterStatus,
     outbox: Option<Outbox>,
+    /// What keeps mirrored tables from being captured completely; empty when all is well.
+    capture_problems: Vec<CaptureProblem>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -39,7 +41,12 @@ pub fn show(config: &Config, json: bool) -> Result<(), Error> {
         }
         Output::Direct { .. } => None,
     };
-    let status = Status { slave: config.slave_name.clone(), master: master.status()?, outbox };
+    let status = Status {
+        slave: config.slave_name.clone(),
+        master: master.status()?,
+        outbox,
+        capture_problems: master.capture_problems()?,
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&status).expect("status always serialises"));
         return Ok(());
@@ -56,6 +63,15 @@ pub fn show(config: &Config, json: bool) -> Result<(), Error> {
             "outbox:                {} ({} files, {} manifests, {} temporary, {} unrecognized)",
             outbox.directory, outbox.files, outbox.manifests, outbox.temporary, outbox.unrecognized
         );
+    }
+    if status.capture_problems.is_empty() {
+        println!("capture:               complete on every mirrored table");
+    }
+    for problem in &status.capture_problems {
+        println!("CAPTURE PROBLEM:       {}", problem.problem);
+        if let Some(hint) = &problem.hint {
+            println!("                       HINT: {hint}");
+        }
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use postgres::{Client, NoTls};
 use dbmirror_spool::sql::CANONICAL_SETTINGS;
 
 use crate::error::{Error, Kind};
-use crate::master::Master;
+use crate::master::{CaptureProblem, Master};
 use crate::sql::{quote_identifier, quote_literal};
 
 /// One table's figures on one side.
@@ -93,12 +93,23 @@ pub fn compare(master: &mut Master, slave: &postgres::Config) -> Result<Vec<Comp
     Ok(comparisons)
 }
 
-/// Prints the comparisons; fails with [`Kind::Differs`] if any table differs.
-pub fn report(comparisons: &[Comparison], json: bool) -> Result<(), Error> {
+/// Prints the comparisons and the master's capture problems; fails with [`Kind::Differs`] if any
+/// table differs or any capture is incomplete (a table equal now can differ after the next
+/// change that is not captured).
+pub fn report(comparisons: &[Comparison], problems: &[CaptureProblem], json: bool) -> Result<(), Error> {
     let differing = comparisons.iter().filter(|c| !c.equal()).count();
     if json {
-        println!("{}", serde_json::to_string_pretty(comparisons).expect("comparisons always serialise"));
+        #[derive(serde::Serialize)]
+        struct Report<'a> {
+            tables: &'a [Comparison],
+            capture_problems: &'a [CaptureProblem],
+        }
+        let report = Report { tables: comparisons, capture_problems: problems };
+        println!("{}", serde_json::to_string_pretty(&report).expect("comparisons always serialise"));
     } else {
+        for problem in problems {
+            println!("CAPTURE  {}", problem.problem);
+        }
         for c in comparisons {
             match (&c.slave, &c.error) {
                 (Some(slave), _) if c.equal() => {
@@ -119,6 +130,13 @@ pub fn report(comparisons: &[Comparison], json: bool) -> Result<(), Error> {
     if differing > 0 {
         return Err(Error::new(Kind::Differs, format!("{differing} of {} mirrored tables differ", comparisons.len()))
             .with_hint("Check that the slave has applied every file exported so far and that the master was quiet."));
+    }
+    if let Some(problem) = problems.first() {
+        return Err(Error::new(
+            Kind::Differs,
+            format!("capture is incomplete on the master ({} problems): {}", problems.len(), problem.problem),
+        )
+        .with_hint(problem.hint.clone().unwrap_or_else(|| "See dbmirror_capture_problems() on the master.".into())));
     }
     Ok(())
 }

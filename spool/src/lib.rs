@@ -93,6 +93,9 @@ pub const NUMBER_WIDTH: usize = 20;
 pub const ARCHIVE_DIR: &str = "archive";
 /// Default folder, inside the inbound spool, for files that must not be applied.
 pub const QUARANTINE_DIR: &str = "quarantine";
+/// The exporter's state file in its outbox: the last file written (a dot-file, so not part of
+/// the spool).
+pub const EXPORT_STATE_FILE: &str = ".dbmirror-export.state";
 /// Suffix of the file written beside a quarantined file to say why it is there.
 pub const REASON_SUFFIX: &str = ".reason";
 /// Compression level of `.zst` files: zstd's default, a good speed/size balance for SQL text.

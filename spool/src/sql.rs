@@ -10,6 +10,9 @@ pub const SLAVE_STATE_TABLE: &str = "dbmirror.slave_state";
 pub const GUARD_FUNCTION: &str = "dbmirror.guard";
 /// `one_row(count, what)`: fails a file when an UPDATE or DELETE did not find exactly one row.
 pub const ONE_ROW_FUNCTION: &str = "dbmirror.one_row";
+/// `old_value(column, 'old')`: whether a column still holds the value the master's row had
+/// before the change (tables mirrored with `check_conflicts`).
+pub const OLD_VALUE_FUNCTION: &str = "dbmirror.old_value";
 /// `advance_sequence(sequence, value, is_called)`: moves a sequence forward, never back.
 pub const SEQUENCE_FUNCTION: &str = "dbmirror.advance_sequence";
 

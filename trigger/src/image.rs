@@ -17,6 +17,9 @@ use pgrx::prelude::*;
 use pgrx::varlena;
 use pgrx::PgMemoryContexts;
 
+use crate::settings;
+use crate::shape::{Kind, Shape};
+
 /// A tuple descriptor allocated in the cache memory context, freed when dropped.
 pub struct Desc(pg_sys::TupleDesc);
 
@@ -90,6 +93,40 @@ pub unsafe fn form(desc: &Desc, values: &mut [Datum], nulls: &mut [bool]) -> Dat
     unsafe {
         let tuple = pg_sys::heap_form_tuple(desc.as_ptr(), values.as_mut_ptr(), nulls.as_mut_ptr());
         Datum::from((*tuple).t_data)
+    }
+}
+
+/// Turns the values of columns captured as text (see [`crate::shape`]) into their text, for the
+/// columns `wanted` selects; the other values are left as they are. Text that depends on
+/// settings is made under the canonical settings, switched to for the call if the session does
+/// not have them.
+///
+/// # Safety
+/// `values` must hold the table's values in shape order (valid where `nulls` is false).
+pub unsafe fn capture(shape: &Shape, values: &mut [Datum], nulls: &[bool], wanted: impl Fn(usize) -> bool) {
+    if !shape.has_text() {
+        return;
+    }
+    let todo: Vec<usize> = (0..values.len())
+        .filter(|&i| !nulls[i] && wanted(i) && matches!(shape.columns[i].kind, Kind::Text { .. }))
+        .collect();
+    let sensitive = todo.iter().any(|&i| matches!(shape.columns[i].kind, Kind::Text { sensitive: true, .. }));
+    let mut convert = || {
+        for &i in &todo {
+            if let Kind::Text { output, .. } = &shape.columns[i].kind {
+                // SAFETY: the output function of the column's own type, on one of its values;
+                // the text is palloc'd in the current memory context.
+                values[i] = unsafe {
+                    let text = pg_sys::OutputFunctionCall(output.get(), values[i]);
+                    Datum::from(pg_sys::cstring_to_text(text))
+                };
+            }
+        }
+    };
+    if sensitive && !settings::is_canonical() {
+        settings::with_canonical(convert);
+    } else {
+        convert();
     }
 }
 

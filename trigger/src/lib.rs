@@ -14,17 +14,27 @@
 use pgrx::prelude::*;
 
 mod capture;
+mod check;
+mod companions;
 mod image;
+mod local;
+mod objects;
+mod order;
 mod pending;
+mod relation;
 mod render;
+mod settings;
 mod shape;
 
 pgrx::pg_module_magic!(name, version);
 
 pgrx::extension_sql_file!("../../sql/master_setup.sql", name = "master_setup", bootstrap);
+pgrx::extension_sql_file!("../../sql/master_events.sql", name = "master_events", finalize);
 
-/// Names of the extension's tables, as created by `sql/master_setup.sql` (folded to lower case).
+/// Names of the extension's objects, as created by `sql/master_setup.sql` (folded to lower case).
 pub(crate) mod names {
+    pub const RECORDCHANGE: &std::ffi::CStr = c"recordchange";
+    pub const BEFORE: &std::ffi::CStr = c"dbmirror_before";
     pub const PENDING: &std::ffi::CStr = c"dbmirror_pending";
     pub const PENDING_KEY: &std::ffi::CStr = c"dbmirror_pending_pkey";
     /// The two partitions of dbmirror_PendingData, and their indexes.
@@ -35,9 +45,14 @@ pub(crate) mod names {
 }
 
 /// Registers the transaction and cache callbacks once per backend, when the library is loaded
-/// (the first call of `recordchange()` or `dbmirror_values()` loads it).
+/// (the first call of any of its functions loads it).
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    // An error raised inside the library must read as PostgreSQL's own: no Rust backtrace in
+    // its DETAIL, whatever RUST_BACKTRACE the server was started with. (pgrx captures one when
+    // the standard library's backtrace capture is enabled; this variable disables it.)
+    // SAFETY: _PG_init runs once, in the backend's only thread, before anything reads it.
+    unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
     pending::register_callbacks();
-    shape::register_callbacks();
+    relation::register_callbacks();
 }

@@ -17,143 +17,14 @@
 //! a transaction that had to wait for another one's locks always gets a higher number than the
 //! one it waited for.
 
-use std::cell::{Cell, RefCell};
-use std::ffi::CStr;
+use std::cell::RefCell;
 use std::rc::Rc;
 
-use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::{self, Datum, Oid};
 use pgrx::prelude::*;
 
-use crate::names;
-
-/// Backend-local state in a `static`. PostgreSQL backends are single-threaded, and pgrx only
-/// lets the main thread call into PostgreSQL, so nothing here is ever shared between threads.
-/// Statics are never dropped, so nothing runs at process exit after memory contexts are gone.
-pub struct BackendLocal<T>(T);
-
-// SAFETY: see the type's documentation: only the backend's one thread touches the value.
-unsafe impl<T> Sync for BackendLocal<T> {}
-
-impl<T> BackendLocal<T> {
-    pub const fn new(value: T) -> Self {
-        Self(value)
-    }
-
-    pub fn get(&self) -> &T {
-        &self.0
-    }
-}
-
-/// The extension's tables, found by name in the extension's schema.
-pub struct Tables {
-    /// The trigger function they were found for.
-    function: Oid,
-    pub schema_name: String,
-    pending: Oid,
-    pending_key: Oid,
-    pending_data: [Oid; 2],
-    pending_data_index: [Oid; 2],
-    commit_seq: Oid,
-    /// dbmirror_PendingData's row type (that of its partitions), copied into the cache memory
-    /// context.
-    pending_data_desc: pg_sys::TupleDesc,
-}
-
-static TABLES: BackendLocal<RefCell<Option<Rc<Tables>>>> = BackendLocal::new(RefCell::new(None));
-static TABLES_STALE: BackendLocal<Cell<bool>> = BackendLocal::new(Cell::new(false));
-
-/// The tables of the extension whose function `function` (recordchange) is running: they are
-/// in the function's schema.
-pub fn tables(function: Oid) -> Rc<Tables> {
-    if TABLES_STALE.get().replace(false) {
-        TABLES.get().borrow_mut().take();
-    }
-    let cached = TABLES.get().borrow().clone();
-    if let Some(tables) = cached.filter(|t| t.function == function) {
-        return tables;
-    }
-    // SAFETY: inside a transaction; the function is the one being called.
-    let schema = unsafe { pg_sys::get_func_namespace(function) };
-    let lookup = |name: &CStr| {
-        // SAFETY: inside a transaction; name is a NUL-terminated relation name.
-        let oid = unsafe { pg_sys::get_relname_relid(name.as_ptr(), schema) };
-        if oid == pg_sys::InvalidOid {
-            ErrorReport::new(
-                PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-                format!("dbmirror table \"{}\" is missing", name.to_string_lossy()),
-                "recordchange",
-            )
-            .set_hint("Recreate the extension with DROP EXTENSION dbmirror; CREATE EXTENSION dbmirror.")
-            .report(PgLogLevel::ERROR);
-        }
-        oid
-    };
-    // SAFETY: inside a transaction; schema is a namespace OID from the catalog.
-    let schema_name = unsafe { CStr::from_ptr(pg_sys::get_namespace_name(schema)) }.to_string_lossy().into_owned();
-    let pending_data = names::PENDING_DATA.map(lookup);
-    // SAFETY: the relation exists (looked up above); the copy lives as long as the backend.
-    let pending_data_desc = unsafe {
-        let rel = pg_sys::table_open(pending_data[0], pg_sys::AccessShareLock as _);
-        let old = pg_sys::MemoryContextSwitchTo(pg_sys::CacheMemoryContext);
-        let desc = pg_sys::CreateTupleDescCopy((*rel).rd_att);
-        pg_sys::MemoryContextSwitchTo(old);
-        pg_sys::table_close(rel, pg_sys::AccessShareLock as _);
-        desc
-    };
-    // SAFETY: as above.
-    if unsafe { (*pending_data_desc).natts } != PENDING_DATA_COLUMNS {
-        tables_do_not_match();
-    }
-    let tables = Rc::new(Tables {
-        function,
-        schema_name,
-        pending_data_desc,
-        pending: lookup(names::PENDING),
-        pending_key: lookup(names::PENDING_KEY),
-        pending_data,
-        pending_data_index: names::PENDING_DATA_INDEX.map(lookup),
-        commit_seq: lookup(names::COMMIT_SEQ),
-    });
-    *TABLES.get().borrow_mut() = Some(tables.clone());
-    tables
-}
-
-/// Relcache invalidation: forget the table OIDs if they (or everything) changed, for instance
-/// after DROP EXTENSION and CREATE EXTENSION, which drop and create all the tables together.
-/// The partitions of dbmirror_PendingData are left out on purpose: dbmirror_purge's TRUNCATE
-/// invalidates them often, and keeps their OIDs.
-pub fn forget_tables(relid: Oid) {
-    let Ok(cached) = TABLES.get().try_borrow() else {
-        TABLES_STALE.get().set(true);
-        return;
-    };
-    let hit = cached
-        .as_ref()
-        .is_some_and(|t| relid == pg_sys::InvalidOid || [t.pending, t.pending_key, t.commit_seq].contains(&relid));
-    if hit {
-        TABLES_STALE.get().set(true);
-    }
-}
-
-/// Runs `f` as the bootstrap superuser, as a SECURITY DEFINER function would. An error inside
-/// `f` aborts the (sub)transaction, which restores the user by itself.
-pub fn as_superuser<R>(f: impl FnOnce() -> R) -> R {
-    let mut user = pg_sys::InvalidOid;
-    let mut context = 0;
-    // SAFETY: plain reads and writes of the backend's current user.
-    unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
-        pg_sys::SetUserIdAndSecContext(
-            Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID),
-            context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
-        );
-    }
-    let result = f();
-    // SAFETY: as above.
-    unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
-    result
-}
+use crate::local::{as_superuser, BackendLocal};
+use crate::objects::{self, Objects};
 
 /// Rows of dbmirror_PendingData captured at one subtransaction level and not yet written.
 struct Buffer {
@@ -165,16 +36,13 @@ struct Buffer {
     bytes: usize,
 }
 
-/// Columns of dbmirror_PendingData, in `record`'s order.
-const PENDING_DATA_COLUMNS: i32 = 8;
-
 /// A buffer is written once it holds this many rows, or this many bytes.
 const BUFFER_ROWS: usize = 1000;
 const BUFFER_BYTES: usize = 16 << 20;
 
 /// What the current top-level transaction has captured so far.
 struct Xact {
-    tables: Option<Rc<Tables>>,
+    objects: Option<Rc<Objects>>,
     /// Captured changes that are still part of the transaction.
     changes: i64,
     /// Last capture-order number used; never reused within the transaction.
@@ -185,31 +53,43 @@ struct Xact {
     saved: Vec<(i64, usize)>,
     /// Unwritten rows, by level, innermost last.
     buffers: Vec<Buffer>,
+    /// Highest command id of any change captured so far (see [`crate::order`]).
+    max_cid: pg_sys::CommandId,
 }
 
 static XACT: BackendLocal<RefCell<Xact>> = BackendLocal::new(RefCell::new(Xact {
-    tables: None,
+    objects: None,
     changes: 0,
     seq: 0,
     relids: Vec::new(),
     saved: Vec::new(),
     buffers: Vec::new(),
+    max_cid: 0,
 }));
 
 /// One captured change, ready to be written.
 pub struct Change {
     pub relid: Oid,
+    /// When the change took effect (see [`crate::order`]).
     pub cid: pg_sys::CommandId,
     pub shape: i64,
     pub op: u8,
     pub key: Option<Datum>,
     pub data: Option<Datum>,
     pub unchanged: Option<Datum>,
+    /// Old values the slave checks before it applies the change (tables mirrored with
+    /// `check_conflicts`): the changed columns of an update, the whole row of a delete.
+    pub old: Option<Datum>,
+}
+
+/// The highest command id of the changes captured so far in this transaction.
+pub fn max_cid() -> pg_sys::CommandId {
+    XACT.get().borrow().max_cid
 }
 
 /// Records one change of the current transaction: a row of dbmirror_PendingData, written with
 /// others of its subtransaction.
-pub fn record(tables: &Rc<Tables>, change: Change) {
+pub fn record(objects: &Rc<Objects>, change: Change) {
     // SAFETY: called from the trigger, inside a transaction that is changing a table.
     let (xid, level) =
         unsafe { (pg_sys::GetTopFullTransactionId().value as i64, pg_sys::GetCurrentTransactionNestLevel()) };
@@ -219,7 +99,8 @@ pub fn record(tables: &Rc<Tables>, change: Change) {
     if xact.relids.last() != Some(&change.relid) && !xact.relids.contains(&change.relid) {
         xact.relids.push(change.relid);
     }
-    xact.tables.get_or_insert_with(|| tables.clone());
+    xact.objects.get_or_insert_with(|| objects.clone());
+    xact.max_cid = xact.max_cid.max(change.cid);
     let seq = xact.seq;
     if xact.buffers.last().is_none_or(|b| b.level != level) {
         // SAFETY: inside a transaction, so TopTransactionContext exists; the context dies with it.
@@ -238,6 +119,7 @@ pub fn record(tables: &Rc<Tables>, change: Change) {
     let (key, key_null) = optional(change.key);
     let (data, data_null) = optional(change.data);
     let (unchanged, unchanged_null) = optional(change.unchanged);
+    let (old, old_null) = optional(change.old);
     let mut values = [
         Datum::from(xid),
         Datum::from(change.cid as i64),
@@ -247,14 +129,15 @@ pub fn record(tables: &Rc<Tables>, change: Change) {
         key,
         data,
         unchanged,
+        old,
     ];
-    let mut nulls = [false, false, false, false, false, key_null, data_null, unchanged_null];
+    let mut nulls = [false, false, false, false, false, key_null, data_null, unchanged_null, old_null];
     let buffer = xact.buffers.last_mut().expect("a buffer for this level was just made");
     // SAFETY: the datums match dbmirror_PendingData's columns (the descriptor is checked when
     // the tables are looked up); the row is copied into the buffer's context.
     let row = unsafe {
         let old = pg_sys::MemoryContextSwitchTo(buffer.context);
-        let row = pg_sys::heap_form_tuple(tables.pending_data_desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+        let row = pg_sys::heap_form_tuple(objects.pending_data_desc, values.as_mut_ptr(), nulls.as_mut_ptr());
         pg_sys::MemoryContextSwitchTo(old);
         row
     };
@@ -270,15 +153,15 @@ pub fn record(tables: &Rc<Tables>, change: Change) {
 /// Writes the buffered rows of `level` (which must be the current level) to
 /// dbmirror_PendingData and its index.
 fn write_buffer(level: i32) {
-    let (tables, rows, context) = {
+    let (objects, rows, context) = {
         let mut xact = XACT.get().borrow_mut();
-        let Some(tables) = xact.tables.clone() else { return };
+        let Some(objects) = xact.objects.clone() else { return };
         let Some(buffer) = xact.buffers.iter_mut().find(|b| b.level == level) else { return };
         if buffer.rows.is_empty() {
             return;
         }
         buffer.bytes = 0;
-        (tables, std::mem::take(&mut buffer.rows), buffer.context)
+        (objects, std::mem::take(&mut buffer.rows), buffer.context)
     };
     let lock = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
     // SAFETY: inside a transaction that captured rows, so it has an xid.
@@ -290,13 +173,13 @@ fn write_buffer(level: i32) {
         let old = pg_sys::MemoryContextSwitchTo(context);
         // The lock is held until the transaction ends: dbmirror_purge empties a partition only
         // when it can take a lock that conflicts with it.
-        let heap = pg_sys::table_open(tables.pending_data[part], lock);
+        let heap = pg_sys::table_open(objects.pending_data[part], lock);
         let mut slots: Vec<*mut pg_sys::TupleTableSlot> = rows
             .iter()
             .map(|row| {
                 // The cached copy is not reference-counted, so slots over it need no releasing: the
                 // context reset frees them.
-                let slot = pg_sys::MakeSingleTupleTableSlot(tables.pending_data_desc, &pg_sys::TTSOpsHeapTuple);
+                let slot = pg_sys::MakeSingleTupleTableSlot(objects.pending_data_desc, &pg_sys::TTSOpsHeapTuple);
                 pg_sys::ExecStoreHeapTuple(*row, slot, true);
                 slot
             })
@@ -309,7 +192,7 @@ fn write_buffer(level: i32) {
             0,
             std::ptr::null_mut(),
         );
-        let index = pg_sys::index_open(tables.pending_data_index[part], lock);
+        let index = pg_sys::index_open(objects.pending_data_index[part], lock);
         let info = pg_sys::BuildIndexInfo(index);
         // The index is on xid, the first column, the same for every row of the transaction.
         let xid = Datum::from(xid as i64);
@@ -330,17 +213,6 @@ fn partition(xid: u64) -> usize {
     ((xid >> 14) & 1) as usize
 }
 
-/// Raises the ERROR for pending tables of another version of the extension than this library.
-fn tables_do_not_match() {
-    ErrorReport::new(
-        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-        "dbmirror pending tables do not match the installed library",
-        "recordchange",
-    )
-    .set_hint("Update the extension with ALTER EXTENSION dbmirror UPDATE.")
-    .report(PgLogLevel::ERROR);
-}
-
 /// Inserts one row into `table` and its unique index `index`, whose columns are the first
 /// `key_columns` columns of the table.
 unsafe fn insert(table: Oid, index: Oid, values: &mut [Datum], nulls: &mut [bool], key_columns: usize) {
@@ -349,7 +221,7 @@ unsafe fn insert(table: Oid, index: Oid, values: &mut [Datum], nulls: &mut [bool
     unsafe {
         let heap = pg_sys::table_open(table, lock);
         if (*(*heap).rd_att).natts as usize != values.len() {
-            tables_do_not_match();
+            objects::tables_do_not_match();
         }
         let tuple = pg_sys::heap_form_tuple((*heap).rd_att, values.as_mut_ptr(), nulls.as_mut_ptr());
         pg_sys::simple_heap_insert(heap, tuple);
@@ -397,10 +269,10 @@ unsafe fn index_insert(
 fn finish_capture() {
     // SAFETY: plain read of the transaction state.
     write_buffer(unsafe { pg_sys::GetCurrentTransactionNestLevel() });
-    let (tables, changes, relids) = {
+    let (objects, changes, relids) = {
         let xact = XACT.get().borrow();
-        match &xact.tables {
-            Some(tables) if xact.changes > 0 => (tables.clone(), xact.changes, xact.relids.clone()),
+        match &xact.objects {
+            Some(objects) if xact.changes > 0 => (objects.clone(), xact.changes, xact.relids.clone()),
             _ => return,
         }
     };
@@ -412,7 +284,7 @@ fn finish_capture() {
             pg_sys::OidFunctionCall1Coll(
                 Oid::from(pg_sys::F_NEXTVAL),
                 pg_sys::InvalidOid,
-                Datum::from(tables.commit_seq),
+                Datum::from(objects.commit_seq),
             )
         });
         let mut elems: Vec<Datum> = relids.iter().map(|oid| Datum::from(*oid)).collect();
@@ -426,13 +298,16 @@ fn finish_capture() {
         );
         let mut values = [Datum::from(xid), commit_seq, Datum::from(changes), Datum::from(relids)];
         let mut nulls = [false; 4];
-        insert(tables.pending, tables.pending_key, &mut values, &mut nulls, 1);
+        insert(objects.pending, objects.pending_key, &mut values, &mut nulls, 1);
     }
 }
 
-fn reset(aborted: bool) {
+/// Forgets the transaction's state. `durable` says whether what it wrote is committed: a
+/// prepared transaction may still be rolled back with ROLLBACK PREPARED.
+fn reset(durable: bool) {
     let mut xact = XACT.get().borrow_mut();
-    xact.tables = None;
+    xact.objects = None;
+    xact.max_cid = 0;
     xact.changes = 0;
     xact.seq = 0;
     xact.relids.clear();
@@ -440,7 +315,8 @@ fn reset(aborted: bool) {
     // The buffers' contexts are children of TopTransactionContext, which PostgreSQL frees.
     xact.buffers.clear();
     drop(xact);
-    crate::shape::forget_stored(aborted);
+    crate::shape::forget_stored(durable);
+    crate::order::reset();
 }
 
 pub fn register_callbacks() {
@@ -456,8 +332,8 @@ unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: 
     use pg_sys::XactEvent::*;
     match event {
         XACT_EVENT_PRE_COMMIT | XACT_EVENT_PRE_PREPARE => finish_capture(),
-        XACT_EVENT_COMMIT | XACT_EVENT_PREPARE => reset(false),
-        XACT_EVENT_ABORT => reset(true),
+        XACT_EVENT_COMMIT => reset(true),
+        XACT_EVENT_PREPARE | XACT_EVENT_ABORT => reset(false),
         _ => {}
     }
 }
@@ -501,7 +377,8 @@ unsafe extern "C-unwind" fn subxact_callback(
             xact.changes = changes;
             xact.relids.truncate(relids);
             drop(xact);
-            crate::shape::forget_stored(true);
+            crate::shape::forget_stored(false);
+            crate::order::forget_level(level);
         }
         _ => {}
     }

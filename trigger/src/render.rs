@@ -19,21 +19,9 @@ use pgrx::prelude::*;
 use pgrx::spi::Spi;
 
 use crate::image::{self, Desc};
-use crate::pending::BackendLocal;
+use crate::local::BackendLocal;
+use crate::settings::{self, CANONICAL_SETTINGS};
 use crate::shape::quote_identifier;
-
-/// The settings under which values are rendered, as (name, required value). The same list as
-/// `dbmirror_spool::sql::CANONICAL_SETTINGS`, which the exporter sets and the transaction files
-/// set on the slave (the extension does not depend on the spool crate): if the two differed,
-/// this function would refuse the exporter's session and every end-to-end test would fail.
-pub const CANONICAL_SETTINGS: &[(&str, &str)] = &[
-    ("DateStyle", "ISO, YMD"),
-    ("IntervalStyle", "postgres"),
-    ("TimeZone", "UTC"),
-    ("extra_float_digits", "3"),
-    ("bytea_output", "hex"),
-    ("lc_monetary", "C"),
-];
 
 /// A shape as decoding needs it: descriptors and output functions.
 struct Decoder {
@@ -126,26 +114,15 @@ fn escape_into(line: &mut Vec<u8>, text: &[u8]) {
 }
 
 fn check_settings() {
-    for (name, wanted) in CANONICAL_SETTINGS {
-        let cname = std::ffi::CString::new(*name).expect("setting names contain no NUL byte");
-        // SAFETY: GetConfigOption returns a pointer to the setting's current value, or errors.
-        let value = unsafe { CStr::from_ptr(pg_sys::GetConfigOption(cname.as_ptr(), false, false)) };
-        let value = value.to_string_lossy();
-        let ok = match *name {
-            // Any positive value gives the shortest exact output (PostgreSQL 12 and later).
-            "extra_float_digits" => value.parse::<i32>().is_ok_and(|v| v > 0),
-            _ => value.eq_ignore_ascii_case(wanted),
-        };
-        if !ok {
-            let all = CANONICAL_SETTINGS.iter().map(|(n, v)| format!("SET {n} = '{v}';")).collect::<Vec<_>>();
-            ErrorReport::new(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                format!("dbmirror_values() needs {name} = '{wanted}', not '{value}'"),
-                "dbmirror_values",
-            )
-            .set_hint(format!("Rendered values must not depend on session settings: {}", all.join(" ")))
-            .report(PgLogLevel::ERROR);
-        }
+    if let Some((name, wanted, value)) = settings::first_difference() {
+        let all = CANONICAL_SETTINGS.iter().map(|(n, v)| format!("SET {n} = '{v}';")).collect::<Vec<_>>();
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("dbmirror_values() needs {name} = '{wanted}', not '{value}'"),
+            "dbmirror_values",
+        )
+        .set_hint(format!("Rendered values must not depend on session settings: {}", all.join(" ")))
+        .report(PgLogLevel::ERROR);
     }
 }
 

@@ -1,18 +1,20 @@
-//! Shapes: what capture needs to know about a mirrored table, cached per backend.
+//! Shapes: a mirrored table's name, captured columns and primary key, as capture records them.
 //!
-//! A shape is the table's schema-qualified name, its captured columns (name, type, typmod) and
-//! its primary key. Its id is a hash of that content, so a shape never changes meaning: a
-//! change captured before an `ALTER TABLE` keeps the shape it was captured with and still
-//! decodes after the table has changed. Shapes are stored in `dbmirror_Shape` the first time a
-//! backend uses them.
+//! A shape's id is a hash of its content, so a shape never changes meaning: a change captured
+//! before an `ALTER TABLE` keeps the shape it was captured with and still decodes after the
+//! table has changed. Shapes are stored in `dbmirror_Shape` the first time a backend uses them.
 //!
-//! The per-relation cache is invalidated by PostgreSQL's relcache invalidation (any DDL on the
-//! table, including a new or dropped primary key) and by any change to a schema (a renamed
-//! schema does not invalidate its tables' relcache entries). Dropped and generated columns are
-//! not captured: a generated column is computed again by the slave.
+//! Every captured column is decodable without the catalog as it will be at export time. Values
+//! of built-in types (and domains over them) are kept in binary: those types cannot be dropped
+//! or changed. Values of other types (enums, composites, ranges over user types, extension
+//! types, and domains and arrays of them) are captured as their text, because by export time the
+//! type may be gone (`DROP TYPE`), changed (`ALTER TYPE ... RENAME VALUE`, a composite's new
+//! attribute) or rendered differently: the shape records such a column as `text`, and capture
+//! renders it with the type's output function under the canonical settings (see
+//! [`crate::image::capture`]). Dropped and generated columns are not captured: the slave
+//! computes generated columns itself.
 
-use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::cell::{Cell, RefCell, UnsafeCell};
 use std::ffi::CStr;
 use std::rc::Rc;
 
@@ -23,15 +25,29 @@ use pgrx::spi::Spi;
 use sha2::{Digest, Sha256};
 
 use crate::image;
-use crate::pending::{self, BackendLocal, Tables};
+use crate::local::{as_superuser, BackendLocal};
+use crate::objects::Objects;
+
+/// How a column's values are kept in row images.
+pub enum Kind {
+    /// The value as the table stores it (detoasted).
+    Binary,
+    /// The value's text, made by the type's output function. `sensitive` when that text depends
+    /// on the canonical settings (dates, floats, bytea... somewhere inside the type).
+    Text { output: UnsafeCell<pg_sys::FmgrInfo>, sensitive: bool },
+}
 
 /// One captured column of a shape.
 pub struct Column {
     pub name: String,
     /// Attribute number in the table.
     pub attnum: i16,
+    /// The column's type in the table.
+    pub table_type: Oid,
+    /// The type of its values in row images: `table_type`, or `text` for [`Kind::Text`].
     pub typid: Oid,
     pub typmod: i32,
+    pub kind: Kind,
 }
 
 /// A mirrored table as capture sees it.
@@ -43,95 +59,45 @@ pub struct Shape {
     pub columns: Vec<Column>,
     /// Primary key columns, as positions in `columns`.
     pub key: Vec<usize>,
+    /// Identity columns GENERATED ALWAYS, as positions in `columns`: a slave can set them only
+    /// on INSERT (with OVERRIDING SYSTEM VALUE), so an update that changes one travels as a
+    /// delete and an insert of the whole row.
+    pub identity_always: Vec<usize>,
     /// Descriptor of the captured columns: row images are heap tuples of this descriptor.
     pub desc: image::Desc,
     /// Descriptor of the key columns: key images are heap tuples of this descriptor.
     pub key_desc: image::Desc,
-    valid: Cell<bool>,
     stored: Cell<bool>,
 }
 
-static SHAPES: BackendLocal<RefCell<BTreeMap<u32, Rc<Shape>>>> = BackendLocal::new(RefCell::new(BTreeMap::new()));
-/// Set by an invalidation that arrived while the cache was being changed.
-static STALE_ALL: BackendLocal<Cell<bool>> = BackendLocal::new(Cell::new(false));
-/// Shapes inserted into dbmirror_Shape by the current transaction: if it aborts, they are gone.
+impl Shape {
+    /// Whether any column is captured as text.
+    pub fn has_text(&self) -> bool {
+        self.columns.iter().any(|c| matches!(c.kind, Kind::Text { .. }))
+    }
+}
+
+/// Shapes inserted into dbmirror_Shape by the current transaction: if it aborts (or is only
+/// prepared), they may never become visible.
 static STORED_THIS_XACT: BackendLocal<RefCell<Vec<Rc<Shape>>>> = BackendLocal::new(RefCell::new(Vec::new()));
 
-pub fn register_callbacks() {
-    // SAFETY: called once from _PG_init; the callbacks live as long as the backend.
-    unsafe {
-        pg_sys::CacheRegisterRelcacheCallback(Some(relcache_callback), pg_sys::Datum::from(0));
-        pg_sys::CacheRegisterSyscacheCallback(
-            pg_sys::SysCacheIdentifier::NAMESPACEOID as _,
-            Some(namespace_callback),
-            pg_sys::Datum::from(0),
-        );
-    }
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn relcache_callback(_arg: pg_sys::Datum, relid: Oid) {
-    invalidate(if relid == pg_sys::InvalidOid { None } else { Some(relid) });
-    pending::forget_tables(relid);
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn namespace_callback(_arg: pg_sys::Datum, _cacheid: i32, _hash: u32) {
-    invalidate(None);
-}
-
-/// Marks one cached shape (or all of them) as stale. Never changes the map itself, because an
-/// invalidation can arrive while a lookup is building a shape.
-fn invalidate(relid: Option<Oid>) {
-    match SHAPES.get().try_borrow() {
-        Ok(map) => match relid {
-            Some(relid) => {
-                if let Some(shape) = map.get(&relid.to_u32()) {
-                    shape.valid.set(false);
-                }
-            }
-            None => map.values().for_each(|shape| shape.valid.set(false)),
-        },
-        Err(_) => STALE_ALL.get().set(true),
-    }
-}
-
-/// Called at the end of every transaction and subtransaction abort: shapes inserted by the
-/// aborted work must be inserted again when next used.
-pub fn forget_stored(aborted: bool) {
+/// Called at the end of every transaction and subtransaction: shapes inserted by work that
+/// aborted, or by a transaction that was only prepared (it may still be rolled back with
+/// ROLLBACK PREPARED), must be inserted again when next used. A prepared transaction that
+/// commits later leaves a second, identical row, which readers tolerate.
+pub fn forget_stored(durable: bool) {
     let stored = std::mem::take(&mut *STORED_THIS_XACT.get().borrow_mut());
-    if aborted {
+    if !durable {
         stored.iter().for_each(|shape| shape.stored.set(false));
     }
 }
 
-/// The shape of `rel` as it is now, stored in dbmirror_Shape.
+/// Builds the shape of `rel` as it is now. The table's key must be valid (see
+/// [`crate::check`]).
 ///
 /// # Safety
-/// `rel` must be an open relation (the trigger's relation).
-pub unsafe fn of_relation(rel: pg_sys::Relation, tables: &Tables) -> Rc<Shape> {
-    let relid = unsafe { (*rel).rd_id };
-    if STALE_ALL.get().replace(false) {
-        SHAPES.get().borrow_mut().clear();
-    }
-    let cached = SHAPES.get().borrow().get(&relid.to_u32()).cloned();
-    let shape = match cached {
-        Some(shape) if shape.valid.get() => shape,
-        _ => {
-            // Built with no borrow held: building reads the catalogs, which can deliver
-            // invalidations.
-            let shape = Rc::new(unsafe { build(rel) });
-            SHAPES.get().borrow_mut().insert(relid.to_u32(), shape.clone());
-            shape
-        }
-    };
-    if !shape.stored.get() {
-        store(&shape, tables);
-    }
-    shape
-}
-
-unsafe fn build(rel: pg_sys::Relation) -> Shape {
+/// `rel` must be an open relation.
+pub unsafe fn build(rel: pg_sys::Relation) -> Shape {
     // SAFETY (whole function): rel is open and locked by the trigger's caller, so its
     // descriptor, pg_class row and index list stay valid while we read them.
     let (relid, nspname, relname, tupdesc) = unsafe {
@@ -140,44 +106,33 @@ unsafe fn build(rel: pg_sys::Relation) -> Shape {
         let relname = CStr::from_ptr((*form).relname.data.as_ptr());
         ((*rel).rd_id, nspname.to_string_lossy().into_owned(), relname.to_string_lossy().into_owned(), (*rel).rd_att)
     };
-    let qualified = format!("{nspname}.{relname}");
-    // SAFETY: as above.
-    if unsafe { (*(*rel).rd_rel).relam } != pg_sys::HEAP_TABLE_AM_OID {
-        ErrorReport::new(
-            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-            format!("mirrored table \"{qualified}\" does not use the heap access method"),
-            "recordchange",
-        )
-        .report(PgLogLevel::ERROR);
-    }
 
     let mut columns = Vec::new();
+    let mut identity_always = Vec::new();
     for attr in unsafe { image::attributes(tupdesc) } {
         if attr.attisdropped || attr.attgenerated != 0 {
             continue;
         }
+        if attr.attidentity as u8 == pg_sys::ATTRIBUTE_IDENTITY_ALWAYS {
+            identity_always.push(columns.len());
+        }
+        let kind = unsafe { kind_of(attr.atttypid) };
+        let (typid, typmod) = match kind {
+            Kind::Binary => unsafe { base_type(attr.atttypid, attr.atttypmod) },
+            Kind::Text { .. } => (pg_sys::TEXTOID, -1),
+        };
         columns.push(Column {
             name: unsafe { CStr::from_ptr(attr.attname.data.as_ptr()) }.to_string_lossy().into_owned(),
             attnum: attr.attnum,
-            typid: attr.atttypid,
-            typmod: attr.atttypmod,
+            table_type: attr.atttypid,
+            typid,
+            typmod,
+            kind,
         });
     }
 
+    // The key was checked by crate::check before the shape is built.
     let pk = unsafe { pg_sys::RelationGetPrimaryKeyIndex(rel) };
-    if pk == pg_sys::InvalidOid {
-        ErrorReport::new(
-            PgSqlErrorCode::ERRCODE_INVALID_TABLE_DEFINITION,
-            format!("mirrored table \"{qualified}\" has no primary key"),
-            "recordchange",
-        )
-        .set_hint(format!(
-            "dbmirror finds rows on the slave by primary key: add one with ALTER TABLE ... ADD PRIMARY KEY, or stop mirroring with SELECT dbmirror_unmirror_table('{}').",
-            qualified.replace('\'', "''")
-        ))
-        .report(PgLogLevel::ERROR);
-        unreachable!("ERROR does not return");
-    }
     let key_attnums: Vec<i16> = unsafe {
         let index = pg_sys::index_open(pk, pg_sys::AccessShareLock as _);
         let form = (*index).rd_index;
@@ -191,9 +146,9 @@ unsafe fn build(rel: pg_sys::Relation) -> Shape {
         .map(|attnum| {
             columns.iter().position(|c| c.attnum == *attnum).unwrap_or_else(|| {
                 ErrorReport::new(
-                    PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                    format!("primary key of mirrored table \"{qualified}\" uses an expression or a generated column"),
-                    "recordchange",
+                    PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                    format!("primary key column {attnum} of table \"{nspname}.{relname}\" is not captured"),
+                    "dbmirror",
                 )
                 .report(PgLogLevel::ERROR);
                 unreachable!("ERROR does not return")
@@ -207,22 +162,104 @@ unsafe fn build(rel: pg_sys::Relation) -> Shape {
     let key_desc = unsafe { image::Desc::new(&key_spec) };
 
     Shape {
-        id: shape_id(&nspname, &relname, &columns, &key),
+        id: shape_id(&nspname, &relname, &columns, &key, &identity_always),
         relid,
         nspname,
         relname,
         columns,
         key,
+        identity_always,
         desc,
         key_desc,
-        valid: Cell::new(true),
         stored: Cell::new(false),
+    }
+}
+
+/// A domain's base type and typmod; any other type as it is.
+unsafe fn base_type(typid: Oid, typmod: i32) -> (Oid, i32) {
+    let mut typmod = typmod;
+    // SAFETY: looks the type up in the syscache.
+    let base = unsafe { pg_sys::getBaseTypeAndTypmod(typid, &mut typmod) };
+    (base, typmod)
+}
+
+/// How values of `typid` are captured: built-in types (below FirstNormalObjectId, which
+/// initdb's own objects are) in binary, any other type as text.
+unsafe fn kind_of(typid: Oid) -> Kind {
+    // SAFETY: syscache lookups of an existing type.
+    unsafe {
+        let (base, _) = base_type(typid, -1);
+        if base.to_u32() < pg_sys::FirstNormalObjectId {
+            return Kind::Binary;
+        }
+        let mut function = pg_sys::InvalidOid;
+        let mut varlena = false;
+        pg_sys::getTypeOutputInfo(typid, &mut function, &mut varlena);
+        let mut output: pg_sys::FmgrInfo = std::mem::zeroed();
+        pg_sys::fmgr_info_cxt(function, &mut output, pg_sys::CacheMemoryContext);
+        Kind::Text { output: UnsafeCell::new(output), sensitive: sensitive(typid, 0) }
+    }
+}
+
+/// Built-in base types whose text does not depend on any of the canonical settings.
+const INSENSITIVE: &[u32] = &[
+    pg_sys::BOOLOID.to_u32(),
+    pg_sys::INT2OID.to_u32(),
+    pg_sys::INT4OID.to_u32(),
+    pg_sys::INT8OID.to_u32(),
+    pg_sys::OIDOID.to_u32(),
+    pg_sys::NUMERICOID.to_u32(),
+    pg_sys::TEXTOID.to_u32(),
+    pg_sys::VARCHAROID.to_u32(),
+    pg_sys::BPCHAROID.to_u32(),
+    pg_sys::NAMEOID.to_u32(),
+    pg_sys::CHAROID.to_u32(),
+    pg_sys::UUIDOID.to_u32(),
+    pg_sys::JSONOID.to_u32(),
+    pg_sys::JSONBOID.to_u32(),
+    pg_sys::INETOID.to_u32(),
+    pg_sys::CIDROID.to_u32(),
+    pg_sys::MACADDROID.to_u32(),
+    pg_sys::MACADDR8OID.to_u32(),
+    pg_sys::BITOID.to_u32(),
+    pg_sys::VARBITOID.to_u32(),
+    pg_sys::TSVECTOROID.to_u32(),
+    pg_sys::TSQUERYOID.to_u32(),
+];
+
+/// Whether the text of a value of `typid` can depend on the canonical settings. Unknown base
+/// types (from extensions) are taken to depend on them.
+unsafe fn sensitive(typid: Oid, depth: u32) -> bool {
+    if depth > 32 {
+        return true;
+    }
+    // SAFETY: syscache and typcache lookups of existing types.
+    unsafe {
+        let (typid, _) = base_type(typid, -1);
+        let element = pg_sys::get_element_type(typid);
+        if element != pg_sys::InvalidOid {
+            return sensitive(element, depth + 1);
+        }
+        match pg_sys::get_typtype(typid) as u8 {
+            pg_sys::TYPTYPE_ENUM => false,
+            pg_sys::TYPTYPE_RANGE => sensitive(pg_sys::get_range_subtype(typid), depth + 1),
+            pg_sys::TYPTYPE_MULTIRANGE => sensitive(pg_sys::get_multirange_range(typid), depth + 1),
+            pg_sys::TYPTYPE_COMPOSITE => {
+                let desc = pg_sys::lookup_rowtype_tupdesc(typid, -1);
+                let types: Vec<Oid> =
+                    image::attributes(desc).iter().filter(|a| !a.attisdropped).map(|a| a.atttypid).collect();
+                pg_sys::DecrTupleDescRefCount(desc);
+                types.into_iter().any(|t| sensitive(t, depth + 1))
+            }
+            pg_sys::TYPTYPE_BASE => !INSENSITIVE.contains(&typid.to_u32()),
+            _ => true,
+        }
     }
 }
 
 /// A stable hash of everything a shape says: the same table in the same state gets the same id
 /// in every backend and every session.
-fn shape_id(nspname: &str, relname: &str, columns: &[Column], key: &[usize]) -> i64 {
+fn shape_id(nspname: &str, relname: &str, columns: &[Column], key: &[usize], identity: &[usize]) -> i64 {
     let mut hash = Sha256::new();
     for part in [nspname, relname] {
         hash.update(part.as_bytes());
@@ -231,31 +268,40 @@ fn shape_id(nspname: &str, relname: &str, columns: &[Column], key: &[usize]) -> 
     for c in columns {
         hash.update(c.name.as_bytes());
         hash.update([0]);
+        hash.update(c.table_type.to_u32().to_le_bytes());
         hash.update(c.typid.to_u32().to_le_bytes());
         hash.update(c.typmod.to_le_bytes());
     }
     for k in key {
         hash.update((*k as u32).to_le_bytes());
     }
+    hash.update([0xff]);
+    for i in identity {
+        hash.update((*i as u32).to_le_bytes());
+    }
     let digest = hash.finalize();
     i64::from_le_bytes(digest[..8].try_into().expect("a sha256 digest has 32 bytes"))
 }
 
-/// Inserts the shape into dbmirror_Shape unless this transaction can see it there already, as
-/// the bootstrap superuser: the users whose changes are captured have no privileges on the
-/// extension's tables. (No unique index, so that concurrent first writers never wait on each
-/// other; see sql/master_setup.sql.)
-fn store(shape: &Rc<Shape>, tables: &Tables) {
+/// Inserts the shape into dbmirror_Shape unless this backend stored it already (in a
+/// transaction that committed), as the bootstrap superuser: the users whose changes are
+/// captured have no privileges on the extension's tables. (No unique index, so that
+/// concurrent first writers never wait on each other; see sql/master_setup.sql.)
+pub fn store(shape: &Rc<Shape>, objects: &Objects) {
+    if shape.stored.get() {
+        return;
+    }
     let query = format!(
-        "INSERT INTO {table} (shape, relid, nspname, relname, columns, types, typmods, key) \
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE shape = $1)",
-        table = format_args!("{}.{}", quote_identifier(&tables.schema_name), crate::names::SHAPE)
+        "INSERT INTO {table} (shape, relid, nspname, relname, columns, types, typmods, key, identity_always) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE shape = $1)",
+        table = format_args!("{}.{}", quote_identifier(&objects.schema_name), crate::names::SHAPE)
     );
     let names: Vec<String> = shape.columns.iter().map(|c| c.name.clone()).collect();
     let types: Vec<Oid> = shape.columns.iter().map(|c| c.typid).collect();
     let typmods: Vec<i32> = shape.columns.iter().map(|c| c.typmod).collect();
     let key: Vec<i16> = shape.key.iter().map(|&k| k as i16).collect();
-    pending::as_superuser(|| {
+    let identity: Vec<i16> = shape.identity_always.iter().map(|&k| k as i16).collect();
+    as_superuser(|| {
         Spi::run_with_args(
             &query,
             &[
@@ -267,13 +313,14 @@ fn store(shape: &Rc<Shape>, tables: &Tables) {
                 types.into(),
                 typmods.into(),
                 key.into(),
+                identity.into(),
             ],
         )
         .unwrap_or_else(|e| {
             ErrorReport::new(
                 PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
                 format!("could not store the shape of table \"{}.{}\": {e}", shape.nspname, shape.relname),
-                "recordchange",
+                "dbmirror",
             )
             .report(PgLogLevel::ERROR)
         });
@@ -282,7 +329,7 @@ fn store(shape: &Rc<Shape>, tables: &Tables) {
     STORED_THIS_XACT.get().borrow_mut().push(shape.clone());
 }
 
-/// `name` as a SQL identifier, quoted when needed.
+/// `name` as a SQL identifier, quoted.
 pub fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }

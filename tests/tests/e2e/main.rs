@@ -2,7 +2,9 @@
 
 mod apply;
 mod capture;
+mod completeness;
 mod export;
 mod faults;
 mod fidelity;
 mod golden;
+mod order;

@@ -1,0 +1,206 @@
+//! Order within a transaction, for every arrangement of triggers a master can have: the file
+//! must replay the changes in the order they took effect on the master (invariant 3), whatever
+//! wrote them (BEFORE and AFTER row triggers with names sorting before or after dbmirror's,
+//! statement triggers, TRUNCATE triggers, foreign-key actions, deferred constraint triggers,
+//! functions called by a statement). Each test runs a workload on the master and checks that a
+//! slave fed by dbmirror-apply and one fed by psql -f both end up equal to it.
+//!
+//! Regression tests: before changes were pinned when they took effect, capture ordered them by
+//! the command id of their statement, which put a row inserted after a nested DELETE of its
+//! key before that DELETE (a duplicate key on the slave), and captured TRUNCATE after the
+//! changes its own AFTER TRUNCATE triggers made (the slave lost them).
+
+use dbmirror_tests::mirror::Mirror;
+
+/// `kv`, mirrored, with an upsert emulation: a BEFORE INSERT trigger that deletes the row with
+/// the new row's key first. Its name sorts before dbmirror's triggers.
+const UPSERT: &str = "
+    CREATE TABLE kv (k integer PRIMARY KEY, v text);
+    CREATE FUNCTION kv_replace() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN DELETE FROM kv WHERE k = NEW.k; RETURN NEW; END $$;
+    CREATE TRIGGER kv_before BEFORE INSERT ON kv FOR EACH ROW EXECUTE FUNCTION kv_replace();";
+
+#[test]
+fn a_before_insert_trigger_that_deletes_the_same_key_replays_in_order() {
+    let mut m = Mirror::start(UPSERT, "SELECT dbmirror_mirror_table('kv')", &[]);
+    m.master.execute(
+        "INSERT INTO kv VALUES (1, 'a');
+         INSERT INTO kv VALUES (1, 'b');
+         INSERT INTO kv VALUES (2, 'a'), (2, 'b'), (3, 'c'), (2, 'd');
+         BEGIN; INSERT INTO kv VALUES (3, 'x'); INSERT INTO kv SELECT 3, 'y' FROM generate_series(1, 3); COMMIT;",
+    );
+    m.sync();
+    assert_eq!(m.master.query_value("SELECT string_agg(k || v, ',' ORDER BY k) FROM kv"), "1b,2d,3y");
+}
+
+#[test]
+fn after_truncate_triggers_write_after_the_truncate() {
+    let mut m = Mirror::start(
+        "CREATE TABLE audit (id serial PRIMARY KEY, msg text);
+         CREATE TABLE other (id serial PRIMARY KEY, msg text);
+         CREATE FUNCTION note() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN INSERT INTO audit (msg) VALUES (TG_WHEN || ' ' || TG_OP); RETURN NULL; END $$;
+         CREATE FUNCTION note_other() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN INSERT INTO other (msg) VALUES (TG_WHEN || ' ' || TG_OP); RETURN NULL; END $$;
+         -- Names sort before and after dbmirror's own triggers.
+         CREATE TRIGGER a_note AFTER TRUNCATE ON audit FOR EACH STATEMENT EXECUTE FUNCTION note();
+         CREATE TRIGGER z_note AFTER TRUNCATE ON audit FOR EACH STATEMENT EXECUTE FUNCTION note();
+         CREATE TRIGGER b_note BEFORE TRUNCATE ON audit FOR EACH STATEMENT EXECUTE FUNCTION note();
+         CREATE TRIGGER b_other BEFORE TRUNCATE ON audit FOR EACH STATEMENT EXECUTE FUNCTION note_other();
+         CREATE TRIGGER a_other AFTER TRUNCATE ON other FOR EACH STATEMENT EXECUTE FUNCTION note();",
+        "SELECT dbmirror_mirror_table('audit'); SELECT dbmirror_mirror_table('other');",
+        &[],
+    );
+    m.master.execute(
+        "INSERT INTO audit (msg) VALUES ('x');
+         TRUNCATE audit;
+         BEGIN; INSERT INTO audit (msg) VALUES ('y'); TRUNCATE audit, other; INSERT INTO other (msg) VALUES ('z'); COMMIT;",
+    );
+    m.sync();
+    // Per TRUNCATE, the two AFTER triggers' rows stay and the BEFORE trigger's is truncated
+    // away; the second TRUNCATE also truncates other, whose AFTER trigger adds one more.
+    assert_eq!(m.master.query_value("SELECT count(*)::text FROM audit"), "3");
+}
+
+#[test]
+fn before_row_triggers_that_change_other_rows_replay_in_order() {
+    let mut m = Mirror::start(
+        "CREATE TABLE account (id integer PRIMARY KEY, owner text UNIQUE, balance integer);
+         CREATE TABLE log (id integer PRIMARY KEY, account integer, what text);
+         -- Renaming an owner first moves any other account of the new owner's name aside (a
+         -- unique column, not the key), and logs both in another table, whose key is reused.
+         CREATE FUNCTION account_before() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+             IF TG_OP = 'UPDATE' AND NEW.owner IS DISTINCT FROM OLD.owner THEN
+                 UPDATE account SET owner = owner || ' (was ' || id || ')' WHERE owner = NEW.owner AND id <> NEW.id;
+             END IF;
+             IF TG_OP = 'DELETE' THEN
+                 DELETE FROM log WHERE id = OLD.id;
+                 INSERT INTO log VALUES (OLD.id, OLD.id, 'closed');
+                 RETURN OLD;
+             END IF;
+             DELETE FROM log WHERE id = NEW.id;
+             INSERT INTO log VALUES (NEW.id, NEW.id, TG_OP);
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER account_before BEFORE INSERT OR UPDATE OR DELETE ON account
+             FOR EACH ROW EXECUTE FUNCTION account_before();",
+        "SELECT dbmirror_mirror_table('account'); SELECT dbmirror_mirror_table('log');",
+        &[],
+    );
+    m.master.execute(
+        "INSERT INTO account VALUES (1, 'ann', 10), (2, 'bob', 20), (3, 'cy', 30);
+         UPDATE account SET owner = 'ann' WHERE id = 2;
+         UPDATE account SET owner = 'cy', balance = balance + 1 WHERE id IN (1, 2);
+         DELETE FROM account WHERE id = 3;
+         INSERT INTO account VALUES (3, 'dee', 0);",
+    );
+    m.sync();
+}
+
+#[test]
+fn after_row_triggers_before_and_after_dbmirrors_replay_in_order() {
+    let mut m = Mirror::start(
+        "CREATE TABLE node (id integer PRIMARY KEY, parent integer, name text UNIQUE);
+         -- Inserting a node makes its summary node (id + 1000), replacing an older one; the
+         -- names sort before and after dbmirror_capture.
+         CREATE FUNCTION summarise() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+             IF NEW.id < 1000 THEN
+                 DELETE FROM node WHERE id = NEW.id + 1000;
+                 INSERT INTO node VALUES (NEW.id + 1000, NEW.id, NEW.name || ' summary ' || TG_NAME);
+             END IF;
+             RETURN NULL;
+         END $$;
+         CREATE FUNCTION rename_after() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+             IF NEW.id < 1000 THEN
+                 UPDATE node SET name = NEW.name || ' summary' WHERE id = NEW.id + 1000;
+             END IF;
+             RETURN NULL;
+         END $$;
+         CREATE TRIGGER a_summarise AFTER INSERT ON node FOR EACH ROW EXECUTE FUNCTION summarise();
+         CREATE TRIGGER z_summarise AFTER INSERT ON node FOR EACH ROW EXECUTE FUNCTION summarise();
+         CREATE TRIGGER a_rename AFTER UPDATE OF name ON node FOR EACH ROW EXECUTE FUNCTION rename_after();",
+        "SELECT dbmirror_mirror_table('node')",
+        &[],
+    );
+    m.master.execute(
+        "INSERT INTO node VALUES (1, NULL, 'one'), (2, 1, 'two');
+         BEGIN; UPDATE node SET name = 'uno' WHERE id = 1; INSERT INTO node VALUES (3, 1, 'three'); COMMIT;
+         DELETE FROM node WHERE id = 1002; INSERT INTO node VALUES (4, 2, 'four');",
+    );
+    m.sync();
+}
+
+#[test]
+fn foreign_key_actions_replay_in_order() {
+    let mut m = Mirror::start(
+        "CREATE TABLE parent (id integer PRIMARY KEY, code text UNIQUE);
+         CREATE TABLE cascade_child (id integer PRIMARY KEY, code text REFERENCES parent (code) ON UPDATE CASCADE ON DELETE CASCADE);
+         CREATE TABLE null_child (id integer PRIMARY KEY, parent integer REFERENCES parent ON DELETE SET NULL ON UPDATE SET NULL);
+         CREATE TABLE default_child (id integer PRIMARY KEY, parent integer DEFAULT 0 REFERENCES parent ON DELETE SET DEFAULT);
+         CREATE TABLE deferred_child (id integer PRIMARY KEY,
+             parent integer REFERENCES parent ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED);",
+        "SELECT dbmirror_mirror_table(t) FROM unnest(ARRAY['parent', 'cascade_child', 'null_child', 'default_child', 'deferred_child']::regclass[]) t",
+        &[],
+    );
+    m.master.execute(
+        "INSERT INTO parent VALUES (0, 'zero'), (1, 'a'), (2, 'b'), (3, 'c');
+         INSERT INTO cascade_child VALUES (1, 'a'), (2, 'b');
+         INSERT INTO null_child VALUES (1, 1), (2, 2);
+         INSERT INTO default_child VALUES (1, 1), (2, 3);
+         INSERT INTO deferred_child VALUES (1, 1), (2, 2);
+         -- A cascaded delete, then the same keys inserted again in the same transaction.
+         BEGIN; DELETE FROM parent WHERE id = 1; INSERT INTO parent VALUES (1, 'a');
+                INSERT INTO cascade_child VALUES (1, 'a'); INSERT INTO null_child VALUES (3, 1); COMMIT;
+         BEGIN; UPDATE parent SET code = 'bb', id = 20 WHERE id = 2; INSERT INTO parent VALUES (2, 'b'); COMMIT;
+         -- The deferred cascade runs at commit, after the re-insert of its key.
+         BEGIN; DELETE FROM parent WHERE id = 3; INSERT INTO parent VALUES (3, 'c2');
+                DELETE FROM deferred_child WHERE id = 2; INSERT INTO deferred_child VALUES (2, 3); COMMIT;",
+    );
+    m.sync();
+}
+
+#[test]
+fn statement_and_deferred_constraint_triggers_replay_in_order() {
+    let mut m = Mirror::start(
+        "CREATE TABLE snapshot (k integer PRIMARY KEY, v text);
+         CREATE TABLE total (id integer PRIMARY KEY, n bigint);
+         -- Each INSERT replaces the whole table: a BEFORE STATEMENT trigger empties it.
+         CREATE FUNCTION empty_snapshot() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN DELETE FROM snapshot; RETURN NULL; END $$;
+         CREATE TRIGGER empty_first BEFORE INSERT ON snapshot FOR EACH STATEMENT EXECUTE FUNCTION empty_snapshot();
+         -- Totals are rewritten after each statement and once more at commit.
+         CREATE FUNCTION count_snapshot() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+             DELETE FROM total WHERE id = 1;
+             INSERT INTO total SELECT 1, count(*) FROM snapshot;
+             RETURN NULL; END $$;
+         CREATE TRIGGER recount AFTER INSERT OR DELETE ON snapshot FOR EACH STATEMENT EXECUTE FUNCTION count_snapshot();
+         CREATE CONSTRAINT TRIGGER recount_at_commit AFTER INSERT ON snapshot DEFERRABLE INITIALLY DEFERRED
+             FOR EACH ROW EXECUTE FUNCTION count_snapshot();",
+        "SELECT dbmirror_mirror_table('snapshot'); SELECT dbmirror_mirror_table('total');",
+        &[],
+    );
+    m.master.execute(
+        "INSERT INTO snapshot VALUES (1, 'a'), (2, 'b');
+         INSERT INTO snapshot VALUES (1, 'c'), (3, 'd');
+         BEGIN; INSERT INTO snapshot VALUES (2, 'e'); INSERT INTO snapshot VALUES (2, 'f'), (4, 'g'); COMMIT;",
+    );
+    m.sync();
+}
+
+#[test]
+fn functions_called_by_a_statement_replay_in_order() {
+    let mut m = Mirror::start(
+        "CREATE TABLE slot (k integer PRIMARY KEY, v text);
+         -- Called for each row of an INSERT ... SELECT: frees the slot the row will take.
+         CREATE FUNCTION take(k integer) RETURNS integer LANGUAGE plpgsql AS $$
+             BEGIN DELETE FROM slot WHERE slot.k = take.k; RETURN k; END $$;",
+        "SELECT dbmirror_mirror_table('slot')",
+        &[],
+    );
+    m.master.execute(
+        "INSERT INTO slot VALUES (1, 'old'), (2, 'old');
+         INSERT INTO slot SELECT take(g), 'new' FROM generate_series(1, 3) g;
+         UPDATE slot SET v = 'newer' || take(k + 1) WHERE k = 1;",
+    );
+    m.sync();
+}

@@ -1,0 +1,219 @@
+//! When a change takes effect, and `dbmirror_before()`, the trigger that pins it.
+//!
+//! Captured changes are exported in the order `(cid, seq)`: `cid` is the command id current
+//! when the change took effect on the master, `seq` the order in which capture recorded it.
+//! Changes take effect during their statement's execution, but the capture trigger fires AFTER,
+//! at the end of the statement, and later still when other AFTER triggers fire first. So:
+//!
+//! * A statement's changes carry its command id, read from the row (cmin, or cmax for a
+//!   delete), and are recorded in the order the statement made them (AFTER row triggers fire in
+//!   that order). Everything that runs after a statement ran with later command ids: its AFTER
+//!   triggers (including foreign-key actions and triggers that sort before the capture trigger),
+//!   deferred triggers, later statements. Sorting by `cid` first puts their changes after it,
+//!   although they were recorded first.
+//! * A statement nested *inside* another one's execution (in a BEFORE row or statement trigger,
+//!   or in a function called by the outer statement's expressions) runs with a later command id
+//!   but takes effect before the outer statement's later rows. For those rows the command id of
+//!   their statement is too early. `dbmirror_before()`, fired BEFORE each row change as the last
+//!   BEFORE trigger (its name sorts last), reads the command counter just before the row changes:
+//!   that is after every nested statement so far, and becomes the row's `cid`. It is pinned to
+//!   the row (by the old row's ctid for updates and deletes, by the new row's key for inserts)
+//!   and picked up by the capture trigger.
+//!
+//! Pinning is needed only when a change was captured after the statement began, which a command
+//! id above the statement's own snapshot's says: the common case pins nothing. An insert's pin
+//! is found among those of its table and values made at or after its statement's command id,
+//! the earliest first; two inserts of the same values into one table are the same change in the
+//! file, whichever pin each takes.
+//!
+//! TRUNCATE is captured BEFORE it happens, by the same function fired as the last BEFORE
+//! TRUNCATE trigger: its command id and capture order come after every change made before it,
+//! including by other BEFORE TRUNCATE triggers, and before every change its AFTER TRUNCATE
+//! triggers make.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+
+use pgrx::pg_sys::{self, CommandId, Datum};
+use pgrx::prelude::*;
+
+use crate::capture;
+use crate::local::BackendLocal;
+use crate::objects;
+use crate::pending::{self, Change};
+use crate::relation;
+use crate::shape::Shape;
+
+/// A pinned command id, with the transaction nesting level that pinned it.
+type Pin = (CommandId, i32);
+
+/// Pinned command ids of the current transaction, with the transaction nesting level that
+/// pinned them (a rolled-back subtransaction takes its pins with it).
+#[derive(Default)]
+struct Pins {
+    /// Inserts, by table and row fingerprint, in pin order.
+    inserts: HashMap<(u32, [u8; 16]), VecDeque<Pin>>,
+    /// Updates and deletes, by table and the old row's ctid.
+    rows: HashMap<(u32, u32, u16), Pin>,
+}
+
+static PINS: BackendLocal<RefCell<Option<Pins>>> = BackendLocal::new(RefCell::new(None));
+
+/// Forgets every pin (transaction end).
+pub fn reset() {
+    PINS.get().borrow_mut().take();
+}
+
+/// Forgets the pins of an aborted subtransaction at `level` and its children.
+pub fn forget_level(level: i32) {
+    if let Some(pins) = PINS.get().borrow_mut().as_mut() {
+        pins.rows.retain(|_, (_, l)| *l < level);
+        pins.inserts.retain(|_, queue| {
+            queue.retain(|(_, l)| *l < level);
+            !queue.is_empty()
+        });
+    }
+}
+
+fn ctid_key(relid: pg_sys::Oid, tuple: pg_sys::HeapTuple) -> (u32, u32, u16) {
+    // SAFETY: a tuple handed to a trigger has a valid t_self.
+    let tid = unsafe { (*tuple).t_self };
+    let block = ((tid.ip_blkid.bi_hi as u32) << 16) | tid.ip_blkid.bi_lo as u32;
+    (relid.to_u32(), block, tid.ip_posid)
+}
+
+/// The command id pinned for an update or delete of `old` (a row of `rel`), if any.
+///
+/// # Safety
+/// `old` must be the old row handed to the trigger.
+pub unsafe fn pinned_row(relid: pg_sys::Oid, old: pg_sys::HeapTuple) -> Option<CommandId> {
+    let mut pins = PINS.get().borrow_mut();
+    let pins = pins.as_mut()?;
+    pins.rows.remove(&ctid_key(relid, old)).map(|(cid, _)| cid)
+}
+
+/// The command id pinned for the insert of `new` (a row of `rel` made by a statement with
+/// command id `statement`), if any.
+///
+/// # Safety
+/// `rel` must be open and `new` one of its rows.
+pub unsafe fn pinned_insert(
+    rel: pg_sys::Relation,
+    shape: &Shape,
+    new: pg_sys::HeapTuple,
+    statement: CommandId,
+) -> Option<CommandId> {
+    if PINS.get().borrow().as_ref().is_none_or(|p| p.inserts.is_empty()) {
+        return None;
+    }
+    // SAFETY: the caller's contract.
+    let key = (unsafe { (*rel).rd_id }.to_u32(), unsafe { capture::fingerprint(rel, shape, new) });
+    let mut pins = PINS.get().borrow_mut();
+    let pins = pins.as_mut()?;
+    let queue = pins.inserts.get_mut(&key)?;
+    let position = queue.iter().position(|(cid, _)| *cid >= statement)?;
+    let (cid, _) = queue.remove(position).expect("the position was just found");
+    if queue.is_empty() {
+        pins.inserts.remove(&key);
+    }
+    Some(cid)
+}
+
+/// The command id of the statement whose execution the trigger runs in, or a lower one: that of
+/// the active snapshot (a procedure's statements may share an older one, which only pins more
+/// than needed).
+fn statement_floor() -> CommandId {
+    // SAFETY: plain reads of the snapshot stack.
+    unsafe {
+        if pg_sys::ActiveSnapshotSet() {
+            (*pg_sys::GetActiveSnapshot()).curcid
+        } else {
+            0
+        }
+    }
+}
+
+pgrx::extension_sql!(
+    r#"
+CREATE FUNCTION dbmirror_before() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'dbmirror_before';
+COMMENT ON FUNCTION dbmirror_before() IS
+    'dbmirror''s own BEFORE triggers: pins when a row change takes effect, and captures TRUNCATE';
+"#,
+    name = "dbmirror_before",
+    requires = ["master_setup"],
+);
+
+#[unsafe(no_mangle)]
+pub extern "C" fn pg_finfo_dbmirror_before() -> &'static pg_sys::Pg_finfo_record {
+    static V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1
+}
+
+/// # Safety
+/// Called by PostgreSQL's function manager, as a trigger.
+#[unsafe(no_mangle)]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn dbmirror_before(fcinfo: pg_sys::FunctionCallInfo) -> Datum {
+    // SAFETY: PostgreSQL hands triggers valid trigger data for the duration of the call; the
+    // relation stays open and locked, and the tuples valid.
+    unsafe {
+        let td = capture::trigger_data(fcinfo, "dbmirror_before");
+        let event = td.tg_event;
+        let rel = td.tg_relation;
+        let objects = objects::of_function((*(*fcinfo).flinfo).fn_oid);
+        let table = relation::of(rel, &objects);
+        let row_level = event & pg_sys::TRIGGER_EVENT_ROW != 0;
+        let op = event & pg_sys::TRIGGER_EVENT_OPMASK;
+        let passed = match op {
+            pg_sys::TRIGGER_EVENT_UPDATE => td.tg_newtuple,
+            _ => td.tg_trigtuple,
+        };
+        if event & pg_sys::TRIGGER_EVENT_TIMINGMASK != pg_sys::TRIGGER_EVENT_BEFORE {
+            capture::misuse("dbmirror_before() must be fired BEFORE the change");
+        }
+        if !table.exam.mirrored {
+            // The companion of a table no longer mirrored: nothing to do.
+            return Datum::from(passed);
+        }
+        table.require_complete();
+        if !row_level {
+            if op == pg_sys::TRIGGER_EVENT_TRUNCATE {
+                let shape = table.shape(rel, &objects);
+                pending::record(
+                    &objects,
+                    Change {
+                        relid: (*rel).rd_id,
+                        // Used, as a pinned row's (see below).
+                        cid: pg_sys::GetCurrentCommandId(true),
+                        shape: shape.id,
+                        op: capture::TRUNCATE,
+                        key: None,
+                        data: None,
+                        unchanged: None,
+                        old: None,
+                    },
+                );
+            }
+            return Datum::from(0);
+        }
+        if pending::max_cid() <= statement_floor() {
+            return Datum::from(passed);
+        }
+        // Marked as used, so that the next statement gets a later command id: the pinned row
+        // takes effect before anything that runs after this point.
+        let cid = pg_sys::GetCurrentCommandId(true);
+        let level = pg_sys::GetCurrentTransactionNestLevel();
+        let relid = (*rel).rd_id;
+        if op == pg_sys::TRIGGER_EVENT_INSERT {
+            let shape = table.shape(rel, &objects);
+            let key = (relid.to_u32(), capture::fingerprint(rel, &shape, td.tg_trigtuple));
+            let mut pins = PINS.get().borrow_mut();
+            pins.get_or_insert_with(Pins::default).inserts.entry(key).or_default().push_back((cid, level));
+        } else {
+            let mut pins = PINS.get().borrow_mut();
+            pins.get_or_insert_with(Pins::default).rows.insert(ctid_key(relid, td.tg_trigtuple), (cid, level));
+        }
+        Datum::from(passed)
+    }
+}

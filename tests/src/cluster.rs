@@ -168,6 +168,34 @@ impl Cluster {
         run_ok(&mut start);
     }
 
+    /// Stops the server cleanly.
+    pub fn stop(&self) {
+        run_ok(self.as_server_user(&pg_bin().join("pg_ctl")).args(["stop", "-m", "fast", "-D"]).arg(self.data_dir()));
+    }
+
+    /// Copies the data directory of the stopped server, as a file-level backup would; returns
+    /// the copy's path.
+    pub fn copy_data(&self, name: &str) -> PathBuf {
+        let copy = self.dir.join(name);
+        run_ok(Command::new("cp").arg("-a").arg(self.data_dir()).arg(&copy));
+        copy
+    }
+
+    /// Replaces the data directory of the stopped server with `copy` (from
+    /// [`copy_data`](Self::copy_data)), as restoring a backup does.
+    pub fn restore_data(&self, copy: &Path) {
+        run_ok(Command::new("rm").arg("-rf").arg(self.data_dir()));
+        run_ok(Command::new("cp").arg("-a").arg(copy).arg(self.data_dir()));
+    }
+
+    /// Runs one of PostgreSQL's client programs (pg_dump, pg_restore...) against database
+    /// `postgres` of this cluster, with `args`; fails the test if it fails.
+    pub fn client_program(&self, program: &str, args: &[&str]) -> Output {
+        let mut command = Command::new(pg_bin().join(program));
+        command.arg("-h").arg(&self.dir).args(["-U", SUPERUSER, "-d", "postgres"]).args(args);
+        run_ok(&mut command)
+    }
+
     /// Keeps the cluster after the test, for inspection.
     pub fn keep(&mut self) {
         self.keep = true;

@@ -7,4 +7,6 @@ mod export;
 mod faults;
 mod fidelity;
 mod golden;
+mod history;
 mod order;
+mod statements;

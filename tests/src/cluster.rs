@@ -26,6 +26,12 @@ impl Cluster {
 
     /// Like [`start`](Self::start), with extra lines for postgresql.conf (`name = value`).
     pub fn start_with(name: &str, settings: &[&str]) -> Cluster {
+        Self::start_with_env(name, settings, &[])
+    }
+
+    /// Like [`start_with`](Self::start_with), with the server started with environment
+    /// variables `env` set.
+    pub fn start_with_env(name: &str, settings: &[&str], env: &[(&str, &str)]) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix(&format!("dbmirror-test-{name}-"))
             .tempdir()
@@ -66,6 +72,7 @@ impl Cluster {
         std::io::Write::write_all(&mut file, conf.as_bytes()).expect("postgresql.conf is writable");
         let mut start = cluster.as_server_user(&pg_bin().join("pg_ctl"));
         start.arg("start").arg("-w").arg("-D").arg(cluster.data_dir()).arg("-l").arg(cluster.log_file());
+        start.envs(env.iter().copied());
         let output = start.output().expect("pg_ctl runs");
         assert!(
             output.status.success(),

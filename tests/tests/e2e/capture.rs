@@ -327,3 +327,30 @@ fn first_changes_of_a_table_in_concurrent_transactions_do_not_wait_for_each_othe
     let ids: Vec<_> = captured(&master).iter().map(|c| c.values.as_ref().unwrap()[0].clone().unwrap()).collect();
     assert_eq!(ids, ["2", "1"], "in commit order");
 }
+
+/// Regression test: errors raised inside the extension, its own and PostgreSQL's, showed a Rust
+/// backtrace in their DETAIL when the server ran with RUST_BACKTRACE set.
+#[test]
+fn errors_never_show_a_rust_backtrace() {
+    let master = Cluster::start_with_env("master", &[], &[("RUST_BACKTRACE", "1")]);
+    master.create_extension();
+    master.execute(
+        r#"CREATE TABLE nokey (a integer);
+           CREATE TRIGGER nokey_trig AFTER INSERT OR DELETE OR UPDATE ON nokey FOR EACH ROW EXECUTE PROCEDURE "recordchange" ();"#,
+    );
+    for sql in [
+        // dbmirror's own error.
+        "INSERT INTO nokey VALUES (1)",
+        // PostgreSQL's error, raised inside the extension's code.
+        "SELECT * FROM dbmirror_table_problems(4294967295)",
+        "SELECT dbmirror_values(1, '\\x00'::bytea, false)",
+    ] {
+        let err = master.client().batch_execute(sql).expect_err(sql);
+        let db = err.as_db_error().unwrap_or_else(|| panic!("{sql}: {err}"));
+        let detail = db.detail().unwrap_or_default();
+        assert!(
+            !detail.contains("backtrace") && !detail.contains("rust_begin_unwind") && !detail.contains(".rs:"),
+            "{sql}: {detail}"
+        );
+    }
+}

@@ -341,8 +341,12 @@ fn errors_never_show_a_rust_backtrace() {
     for sql in [
         // dbmirror's own error.
         "INSERT INTO nokey VALUES (1)",
-        // PostgreSQL's error, raised inside the extension's code.
-        "SELECT * FROM dbmirror_table_problems(4294967295)",
+        // PostgreSQL's errors, raised inside the extension's code.
+        "SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; SET TimeZone = 'UTC'; \
+         SET extra_float_digits = 3; SET bytea_output = 'hex'; SET lc_monetary = 'C'; \
+         INSERT INTO dbmirror_shape (shape, relid, nspname, relname, columns, types, typmods, key) \
+             VALUES (42, 0, 's', 'r', '{c}', '{4294967295}', '{-1}', '{0}'); \
+         SELECT dbmirror_values(42, '\\x00'::bytea, false)",
         "SELECT dbmirror_values(1, '\\x00'::bytea, false)",
     ] {
         let err = master.client().batch_execute(sql).expect_err(sql);

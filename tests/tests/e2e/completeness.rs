@@ -200,7 +200,8 @@ fn two_phase_commit_rolled_back_or_committed_is_exported() {
         "SELECT dbmirror_mirror_table('t')",
         &["max_prepared_transactions = 4"],
     );
-    // In one session, as the shape cache is per session.
+    // In one session, as the shape cache is per session; exported before any other session
+    // could store the same shape.
     let mut session = m.master.client();
     for sql in [
         "BEGIN",
@@ -208,10 +209,11 @@ fn two_phase_commit_rolled_back_or_committed_is_exported() {
         "PREPARE TRANSACTION 'p1'",
         "ROLLBACK PREPARED 'p1'",
         "INSERT INTO t VALUES (2, 'after')",
-        "BEGIN",
-        "INSERT INTO t VALUES (3, 'prepared')",
-        "PREPARE TRANSACTION 'p2'",
     ] {
+        session.batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    }
+    m.sync();
+    for sql in ["BEGIN", "INSERT INTO t VALUES (3, 'prepared')", "PREPARE TRANSACTION 'p2'"] {
         session.batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {e:?}"));
     }
     m.master.execute("INSERT INTO t VALUES (4, 'while prepared')");

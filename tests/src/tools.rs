@@ -104,11 +104,14 @@ pub fn replay_by_hand(slave: &Cluster, dir: &Path) -> usize {
     files.len()
 }
 
-/// Copies every file of `from` into `to`, as rsync or a USB stick would.
+/// Copies every file of `from` into `to`, as rsync or a USB stick would, but for dot-files,
+/// which are not part of the spool (the exporter's state file stays in its outbox, as the
+/// README's `rsync --exclude='.*'` leaves it).
 pub fn transfer(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).expect("the outbox can be read") {
         let path = entry.expect("a directory entry").path();
-        if path.is_file() {
+        let hidden = path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        if path.is_file() && !hidden {
             std::fs::copy(&path, to.join(path.file_name().expect("a file name"))).expect("a file can be copied");
         }
     }
@@ -136,6 +139,11 @@ pub fn apply_command(config: &Path, args: &[&str]) -> Command {
 /// Runs `dbmirror-apply --config CONFIG ARGS...` and returns its output whatever the result.
 pub fn apply(config: &Path, args: &[&str]) -> Output {
     apply_command(config, args).output().expect("dbmirror-apply runs")
+}
+
+/// Names of the spool files in `dir` (not its dot-files), sorted.
+pub fn spool_names(dir: &Path) -> Vec<String> {
+    file_names(dir).into_iter().filter(|n| !n.starts_with('.')).collect()
 }
 
 /// Names of the files in `dir`, sorted.

@@ -7,7 +7,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use dbmirror_tests::tools::{
-    apply, apply_command, apply_config, export_config, export_once, file_names, transaction_files, transfer, Workdir,
+    apply, apply_command, apply_config, export_config, export_once, file_names, spool_names, transaction_files,
+    transfer, Workdir,
 };
 use dbmirror_tests::{assert_tables_equal, describe, table_rows, Cluster};
 
@@ -49,7 +50,7 @@ fn applied_files_give_an_equal_slave_and_go_to_the_archive() {
     assert!(stderr.contains("applied 5 files; last applied: 5"), "{stderr}");
     assert_tables_equal(&s.master, &s.slave, TABLES);
     assert_eq!(file_names(&slave.inbound), [".dbmirror-apply.lock"], "everything applied left the spool");
-    assert_eq!(file_names(&slave.inbound.join("archive")), file_names(&s.outbox));
+    assert_eq!(file_names(&slave.inbound.join("archive")), spool_names(&s.outbox));
     // The chain is recorded: the slave knows the checksum of the last file it applied.
     assert_eq!(s.slave.query_value("SELECT length(last_sha256)::text FROM dbmirror.slave_state"), "64");
     // Nothing more to do is fine.
@@ -238,7 +239,7 @@ fn files_arriving_twice_are_set_aside_without_effect() {
     assert_eq!(table_rows(&s.slave, "item"), before);
     assert_eq!(last_applied(&s.slave), "5");
     let archived = file_names(&slave.inbound.join("archive"));
-    assert_eq!(archived.len(), 2 * file_names(&s.outbox).len(), "both copies are kept: {archived:?}");
+    assert_eq!(archived.len(), 2 * spool_names(&s.outbox).len(), "both copies are kept: {archived:?}");
 }
 
 #[test]

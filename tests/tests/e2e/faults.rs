@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use dbmirror_tests::tools::{apply, apply_config, export_config, export_once, file_names, transaction_files, transfer};
+use dbmirror_tests::tools::{
+    apply, apply_config, export_config, export_once, file_names, spool_names, transaction_files, transfer,
+};
 use dbmirror_tests::{assert_tables_equal, describe, table_rows, Cluster};
 
 use crate::export::{setup, workload, Setup, TABLES};
@@ -323,8 +325,8 @@ impl Random {
     }
 }
 
-/// Moves finished files from the outbox to the inbound spool, as `rsync --remove-source-files`
-/// would, until `stop` is set.
+/// Moves finished files from the outbox to the inbound spool, as `rsync --remove-source-files
+/// --exclude='.*'` would, until `stop` is set.
 fn mover(
     outbox: PathBuf,
     inbound: PathBuf,
@@ -332,7 +334,7 @@ fn mover(
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            for name in file_names(&outbox) {
+            for name in spool_names(&outbox) {
                 if !name.ends_with(".tmp") {
                     let _ = std::fs::rename(outbox.join(&name), inbound.join(&name));
                 }

@@ -305,21 +305,8 @@ impl<W: Write> FileWriter<W> {
         };
         let changed = |i: usize| !is_unchanged(i);
         self.delete(table, key.into_iter(), Some(&changed), old)?;
-        let line = &mut self.line;
-        line.clear();
-        line.extend_from_slice(b"INSERT INTO ");
-        line.extend_from_slice(table.name.as_bytes());
-        line.extend_from_slice(b" (");
-        line.extend_from_slice(table.column_list.as_bytes());
-        line.extend_from_slice(b") OVERRIDING SYSTEM VALUE VALUES (");
-        for (i, value) in values.iter().enumerate() {
-            if i > 0 {
-                line.extend_from_slice(b", ");
-            }
-            push_literal(line, value.as_deref());
-        }
-        line.extend_from_slice(b");\n");
-        self.out.write_all(line)
+        push_insert(&mut self.line, table, values);
+        self.out.write_all(&self.line)
     }
 
     fn flush_pending(&mut self) -> io::Result<()> {
@@ -335,22 +322,8 @@ impl<W: Write> FileWriter<W> {
             return self.out.write_all(b"\\.\n");
         }
         for row in run.held {
-            let values = copy_fields(&row)?;
-            let line = &mut self.line;
-            line.clear();
-            line.extend_from_slice(b"INSERT INTO ");
-            line.extend_from_slice(run.table.name.as_bytes());
-            line.extend_from_slice(b" (");
-            line.extend_from_slice(run.table.column_list.as_bytes());
-            line.extend_from_slice(b") OVERRIDING SYSTEM VALUE VALUES (");
-            for (i, value) in values.iter().enumerate() {
-                if i > 0 {
-                    line.extend_from_slice(b", ");
-                }
-                push_literal(line, value.as_deref());
-            }
-            line.extend_from_slice(b");\n");
-            self.out.write_all(line)?;
+            push_insert(&mut self.line, &run.table, &copy_fields(&row)?);
+            self.out.write_all(&self.line)?;
         }
         Ok(())
     }
@@ -366,6 +339,23 @@ impl<W: Write> FileWriter<W> {
         self.truncates.clear();
         Ok(())
     }
+}
+
+/// Forms `INSERT INTO table (columns) OVERRIDING SYSTEM VALUE VALUES (values);` in `line`.
+fn push_insert(line: &mut Vec<u8>, table: &Table, values: &Values<'_>) {
+    line.clear();
+    line.extend_from_slice(b"INSERT INTO ");
+    line.extend_from_slice(table.name.as_bytes());
+    line.extend_from_slice(b" (");
+    line.extend_from_slice(table.column_list.as_bytes());
+    line.extend_from_slice(b") OVERRIDING SYSTEM VALUE VALUES (");
+    for (i, value) in values.iter().enumerate() {
+        if i > 0 {
+            line.extend_from_slice(b", ");
+        }
+        push_literal(line, value.as_deref());
+    }
+    line.extend_from_slice(b");\n");
 }
 
 /// Writes a row of COPY text and its newline in one write.

@@ -71,11 +71,7 @@ COMMENT ON FUNCTION recordchange() IS
     requires = ["master_setup"],
 );
 
-#[unsafe(no_mangle)]
-pub extern "C" fn pg_finfo_recordchange() -> &'static pg_sys::Pg_finfo_record {
-    static V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-    &V1
-}
+crate::pg_finfo_v1!(pg_finfo_recordchange);
 
 /// # Safety
 /// Called by PostgreSQL's function manager, as a trigger.

@@ -13,6 +13,21 @@
 
 use pgrx::prelude::*;
 
+pgrx::pg_module_magic!(name, version);
+
+/// Declares that the C function PostgreSQL finds by the name after `pg_finfo_` uses the
+/// version-1 calling convention (the functions declared `LANGUAGE c` by hand in the SQL).
+macro_rules! pg_finfo_v1 {
+    ($finfo:ident) => {
+        #[unsafe(no_mangle)]
+        pub extern "C" fn $finfo() -> &'static pgrx::pg_sys::Pg_finfo_record {
+            static V1: pgrx::pg_sys::Pg_finfo_record = pgrx::pg_sys::Pg_finfo_record { api_version: 1 };
+            &V1
+        }
+    };
+}
+pub(crate) use pg_finfo_v1;
+
 mod capture;
 mod check;
 mod companions;
@@ -25,8 +40,6 @@ mod relation;
 mod render;
 mod settings;
 mod shape;
-
-pgrx::pg_module_magic!(name, version);
 
 pgrx::extension_sql_file!("../../sql/master_setup.sql", name = "master_setup", bootstrap);
 pgrx::extension_sql_file!("../../sql/master_events.sql", name = "master_events", finalize);

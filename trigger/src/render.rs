@@ -47,11 +47,7 @@ COMMENT ON FUNCTION dbmirror_values(bigint, bytea, boolean) IS
     requires = ["master_setup"],
 );
 
-#[unsafe(no_mangle)]
-pub extern "C" fn pg_finfo_dbmirror_values() -> &'static pg_sys::Pg_finfo_record {
-    static V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-    &V1
-}
+crate::pg_finfo_v1!(pg_finfo_dbmirror_values);
 
 /// # Safety
 /// Called by PostgreSQL's function manager with a valid fcinfo for the SQL signature above.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use dbmirror_spool::{PublicKey, ARCHIVE_DIR, QUARANTINE_DIR};
 use serde::Deserialize;
 
-use dbmirror_apply::configuration;
+use dbmirror_apply::configuration::{self, Range};
 use dbmirror_apply::error::Error;
 
 /// Seconds a file must have been left alone before a checksum mismatch counts as damage rather
@@ -14,6 +14,10 @@ use dbmirror_apply::error::Error;
 pub const DEFAULT_SETTLE_SECONDS: f64 = 60.0;
 /// Seconds between rescans of the spool in `watch`, in case a file-system event was missed.
 pub const DEFAULT_POLL_INTERVAL: f64 = 5.0;
+/// `settle_seconds` may be zero (a mismatch is damage at once) and at most a day.
+const SETTLE_RANGE: Range = Range { least: 0.0, most: configuration::DAY };
+/// `poll_interval` must leave the loop some rest, and rescan at least daily.
+const POLL_RANGE: Range = Range { least: configuration::SHORTEST_PAUSE, most: configuration::DAY };
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,8 +80,13 @@ impl Config {
             quarantine: raw.quarantine.unwrap_or_else(|| raw.spool.join(QUARANTINE_DIR)),
             spool: raw.spool,
             master,
-            settle: configuration::seconds("settle_seconds", raw.settle_seconds, DEFAULT_SETTLE_SECONDS, true)?,
-            poll_interval: configuration::seconds("poll_interval", raw.poll_interval, DEFAULT_POLL_INTERVAL, false)?,
+            settle: configuration::seconds("settle_seconds", raw.settle_seconds, DEFAULT_SETTLE_SECONDS, SETTLE_RANGE)?,
+            poll_interval: configuration::seconds(
+                "poll_interval",
+                raw.poll_interval,
+                DEFAULT_POLL_INTERVAL,
+                POLL_RANGE,
+            )?,
             public_key: raw
                 .public_key
                 .as_deref()
@@ -127,6 +136,83 @@ mod tests {
         for (text, expected) in cases {
             let err = Config::parse(&text).expect_err(&text).to_string();
             assert!(err.contains(expected), "{err:?} should contain {expected:?}");
+        }
+    }
+
+    /// Regression test: `settle_seconds = 1e30` panicked (a `Duration` cannot hold it). Every
+    /// value is checked, and a bad one is a configuration error that names it.
+    #[test]
+    fn extreme_values_are_refused_with_a_message_never_a_panic() {
+        let d = dir();
+        let base = format!("slave = \"host=/tmp\"\nspool = \"{d}\"\n");
+        let cases = [
+            ("settle_seconds = 1e30", "settle_seconds must be a number of seconds from 0 to 86400, not 1e30"),
+            ("settle_seconds = inf", "settle_seconds must be a number of seconds"),
+            ("settle_seconds = nan", "settle_seconds must be a number of seconds"),
+            ("settle_seconds = -0.5", "settle_seconds must be a number of seconds"),
+            ("settle_seconds = 86401", "settle_seconds must be a number of seconds"),
+            ("settle_seconds = \"60\"", "invalid type: string"),
+            ("settle_seconds = 99999999999999999999", "settle_seconds (line 4): number too large"),
+            ("poll_interval = 0", "poll_interval must be a number of seconds from 0.01 to 86400"),
+            ("poll_interval = 1e-300", "poll_interval must be a number of seconds"),
+            ("poll_interval = 1.7976931348623157e308", "poll_interval must be a number of seconds"),
+            ("poll_interval = -inf", "poll_interval must be a number of seconds"),
+            ("master = \"99999999999999999999\"", "master must be a system identifier"),
+            ("master = \"-1\"", "master must be a system identifier"),
+            ("master = \"\"", "master must be a system identifier"),
+            ("public_key = \"/dev/zero\"", "is not a dbmirror-ed25519-public key file"),
+            ("public_key = \"/nonexistent/key.pub\"", "could not read key file"),
+        ];
+        for (extra, expected) in cases {
+            let text = format!("slave_name = \"s\"\n{base}{extra}\n");
+            let err = Config::parse(&text).expect_err(extra);
+            assert_eq!(err.kind(), dbmirror_apply::error::Kind::Config, "{extra}");
+            assert!(err.to_string().contains(expected), "{extra}: {err:?} should contain {expected:?}");
+        }
+        for name in ["\"\"", "\"a\\u0000b\"", "\"a\\nb\"", &format!("\"{}\"", "x".repeat(1001)), "1", "[]"] {
+            let text = format!("slave_name = {name}\n{base}");
+            assert_eq!(Config::parse(&text).expect_err(name).kind(), dbmirror_apply::error::Kind::Config, "{name}");
+        }
+        // Whatever the value of whatever key: a result, never a panic.
+        let values = [
+            "1e30",
+            "-1e30",
+            "nan",
+            "inf",
+            "-inf",
+            "0",
+            "-0.0",
+            "5e-324",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "\"\"",
+            "\"\\u0000\"",
+            "\"/dev/zero\"",
+            "\"..\"",
+            "[]",
+            "{}",
+            "true",
+            "1979-05-27T07:32:00Z",
+        ];
+        for key in [
+            "slave_name",
+            "slave",
+            "spool",
+            "archive",
+            "quarantine",
+            "master",
+            "settle_seconds",
+            "poll_interval",
+            "public_key",
+        ] {
+            for value in values {
+                let text = format!("slave_name = \"s\"\nslave = \"host=/tmp\"\nspool = \"{d}\"\n")
+                    .lines()
+                    .filter(|line| !line.starts_with(&format!("{key} =")))
+                    .map(|line| format!("{line}\n"))
+                    .collect::<String>();
+                let _ = Config::parse(&format!("{text}{key} = {value}\n"));
+            }
         }
     }
 }

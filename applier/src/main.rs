@@ -61,6 +61,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    log::report_panics();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -333,3 +333,42 @@ fn status_reports_the_state_of_slave_and_spool() {
     assert!(text.contains("last applied:  file 1 (master transaction"), "{text}");
     assert!(text.contains("next file:     2"), "{text}");
 }
+
+/// Regression test: `settle_seconds = 1e30` made the applier panic (exit code 101, with a
+/// backtrace when RUST_BACKTRACE is set). Every configuration value of both tools is checked,
+/// and a bad one is refused with exit code 2 and a message that names it.
+#[test]
+fn extreme_configuration_values_are_refused_with_a_message_not_a_panic() {
+    let s = setup("");
+    let inbound = s.work.dir("inbound");
+    let applier_cases = [
+        ("settle_seconds = 1e30", "settle_seconds must be"),
+        ("settle_seconds = nan", "settle_seconds must be"),
+        ("poll_interval = 1e-300", "poll_interval must be"),
+        ("poll_interval = inf", "poll_interval must be"),
+        ("master = \"-1\"", "master must be a system identifier"),
+    ];
+    for (extra, message) in applier_cases {
+        let config = apply_config(&s.work, &s.slave, "slave1", &inbound, extra);
+        let output = apply_command(&config, &["once"]).env("RUST_BACKTRACE", "1").output().unwrap();
+        check_refused(&output, extra, message);
+    }
+    let exporter_cases = [
+        ("sleep_interval = 1e30", "sleep_interval must be"),
+        ("sleep_interval = 1e-300", "sleep_interval must be"),
+        ("batch_size = 9223372036854775807", "batch_size must be"),
+    ];
+    for (extra, message) in exporter_cases {
+        let config = export_config(&s.work, &s.master, "slave1", &s.outbox, extra);
+        let output =
+            dbmirror_tests::tools::export_command(&config, &["once"]).env("RUST_BACKTRACE", "1").output().unwrap();
+        check_refused(&output, extra, message);
+    }
+}
+
+fn check_refused(output: &Output, what: &str, message: &str) {
+    assert_eq!(output.status.code(), Some(2), "{what}\n{}", describe(output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(message), "{what}: {message:?} not in\n{stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{what}\n{stderr}");
+}

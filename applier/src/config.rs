@@ -1,6 +1,6 @@
 //! The applier's configuration file (TOML), read and checked before anything else happens.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use dbmirror_spool::{PublicKey, ARCHIVE_DIR, QUARANTINE_DIR};
@@ -73,11 +73,14 @@ impl Config {
                     .map_err(|_| Error::config(format!("master must be a system identifier (a number), not \"{m}\"")))
             })
             .transpose()?;
+        let archive = raw.archive.unwrap_or_else(|| raw.spool.join(ARCHIVE_DIR));
+        let quarantine = raw.quarantine.unwrap_or_else(|| raw.spool.join(QUARANTINE_DIR));
+        places(&raw.spool, &archive, &quarantine)?;
         Ok(Self {
             slave_name: raw.slave_name,
             slave,
-            archive: raw.archive.unwrap_or_else(|| raw.spool.join(ARCHIVE_DIR)),
-            quarantine: raw.quarantine.unwrap_or_else(|| raw.spool.join(QUARANTINE_DIR)),
+            archive,
+            quarantine,
             spool: raw.spool,
             master,
             settle: configuration::seconds("settle_seconds", raw.settle_seconds, DEFAULT_SETTLE_SECONDS, SETTLE_RANGE)?,
@@ -95,6 +98,69 @@ impl Config {
                 .map_err(|e| Error::config(e.to_string()))?,
         })
     }
+}
+
+/// Checks that archive and quarantine are (or can become) directories apart from the spool and
+/// from each other: a file moved into the spool itself would be found there again, and applied
+/// files must not mix with refused ones.
+fn places(spool: &Path, archive: &Path, quarantine: &Path) -> Result<(), Error> {
+    let spool_at = resolved("spool", spool)?;
+    let archive_at = resolved("archive", archive)?;
+    let quarantine_at = resolved("quarantine", quarantine)?;
+    for (what, path, at) in [("archive", archive, &archive_at), ("quarantine", quarantine, &quarantine_at)] {
+        if *at == spool_at {
+            return Err(Error::config(format!(
+                "{what} must not be the spool: \"{}\" is \"{}\"",
+                path.display(),
+                spool.display()
+            ))
+            .with_hint(format!("Leave {what} out (it defaults to {what}/ in the spool), or name another directory.")));
+        }
+    }
+    if archive_at == quarantine_at {
+        return Err(Error::config(format!(
+            "archive and quarantine must be different directories: \"{}\" is \"{}\"",
+            archive.display(),
+            quarantine.display()
+        ))
+        .with_hint("Applied files and refused ones must not mix: leave one out, or name another directory."));
+    }
+    Ok(())
+}
+
+/// `path` made absolute, with symbolic links, `.` and `..` resolved as far as it exists; the
+/// rest (directories the applier creates when it first moves a file there) is appended as
+/// written. Fails unless what exists of it is a directory.
+fn resolved(what: &str, path: &Path) -> Result<PathBuf, Error> {
+    let unusable = |why: String| Error::config(format!("{what} \"{}\" {why}", path.display()));
+    if path.as_os_str().as_encoded_bytes().contains(&0) {
+        return Err(unusable("is not a usable path: it contains a NUL character".to_string()));
+    }
+    let absolute = std::path::absolute(path).map_err(|e| unusable(format!("is not a usable path: {e}")))?;
+    for existing in absolute.ancestors() {
+        let Ok(base) = existing.canonicalize() else {
+            continue;
+        };
+        if !base.is_dir() {
+            return Err(unusable(if existing == absolute {
+                "is not a directory".to_string()
+            } else {
+                format!("cannot be created: \"{}\" is not a directory", existing.display())
+            }));
+        }
+        let mut resolved = base;
+        for part in absolute.strip_prefix(existing).unwrap_or(Path::new("")).components() {
+            match part {
+                Component::ParentDir => {
+                    resolved.pop();
+                }
+                Component::Normal(name) => resolved.push(name),
+                Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+            }
+        }
+        return Ok(resolved);
+    }
+    Err(unusable("is not a usable path".to_string()))
 }
 
 #[cfg(test)]
@@ -162,6 +228,12 @@ mod tests {
             ("master = \"\"", "master must be a system identifier"),
             ("public_key = \"/dev/zero\"", "is not a dbmirror-ed25519-public key file"),
             ("public_key = \"/nonexistent/key.pub\"", "could not read key file"),
+            ("archive = \"\"", "archive"),
+            ("archive = \"a\\u0000b\"", "archive"),
+            (
+                "quarantine = \"/dev/null/q\"",
+                "quarantine \"/dev/null/q\" cannot be created: \"/dev/null\" is not a directory",
+            ),
         ];
         for (extra, expected) in cases {
             let text = format!("slave_name = \"s\"\n{base}{extra}\n");
@@ -214,5 +286,39 @@ mod tests {
                 let _ = Config::parse(&format!("{text}{key} = {value}\n"));
             }
         }
+    }
+
+    #[test]
+    fn archive_and_quarantine_must_be_apart_from_the_spool_and_each_other() {
+        let spool = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let s = spool.path().display().to_string();
+        let e = elsewhere.path().display().to_string();
+        std::fs::write(spool.path().join("file"), "").unwrap();
+        let parse = |extra: &str| {
+            Config::parse(&format!("slave_name = \"s\"\nslave = \"host=/tmp\"\nspool = \"{s}\"\n{extra}\n"))
+        };
+        for (extra, expected) in [
+            (format!("archive = \"{s}\""), "archive must not be the spool"),
+            (format!("archive = \"{s}/./\""), "archive must not be the spool"),
+            (format!("quarantine = \"{s}/archive/..\""), "quarantine must not be the spool"),
+            (format!("archive = \"{e}/x\"\nquarantine = \"{e}/y/../x/\""), "archive and quarantine must be different"),
+            (
+                format!("archive = \"{s}/archive\"\nquarantine = \"{s}/archive\""),
+                "archive and quarantine must be different",
+            ),
+            (format!("archive = \"{s}/file\""), "is not a directory"),
+            (format!("archive = \"{s}/file/x\""), "cannot be created"),
+        ] {
+            let err = parse(&extra).expect_err(&extra).to_string();
+            assert!(err.contains(expected), "{extra}: {err:?} should contain {expected:?}");
+        }
+        // Directories that do not exist yet are fine; the applier creates them.
+        let config = parse(&format!("archive = \"{e}/a/b\"\nquarantine = \"{e}/q\"")).unwrap();
+        assert_eq!(config.archive, elsewhere.path().join("a/b"));
+        // A symbolic link to the spool is the spool.
+        std::os::unix::fs::symlink(spool.path(), elsewhere.path().join("link")).unwrap();
+        let err = parse(&format!("archive = \"{e}/link\"")).expect_err("a link to the spool").to_string();
+        assert!(err.contains("archive must not be the spool"), "{err}");
     }
 }

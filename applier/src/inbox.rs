@@ -286,20 +286,11 @@ fn read_header(path: &Path, name: &TransactionFileName) -> Result<(Header, Check
     Ok((header, reader.get_ref().checksum()))
 }
 
-/// Moves `path` into `dir`, under its own name or, if that is taken, with `.1`, `.2`... added.
+/// Moves `path` into `dir` (created if need be), under its own name or, if that is taken, with
+/// `.1`, `.2`... added; also across file systems.
 fn move_into(dir: &Path, path: &Path) -> Result<PathBuf, Error> {
     fs::create_dir_all(dir).map_err(|e| Error::runtime(format!("could not create \"{}\": {e}", dir.display())))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let mut target = dir.join(&name);
-    let mut n = 0;
-    while target.exists() {
-        n += 1;
-        target = dir.join(format!("{name}.{n}"));
-    }
-    fs::rename(path, &target).map_err(|e| {
-        Error::runtime(format!("could not move \"{}\" to \"{}\": {e}", path.display(), target.display()))
-    })?;
-    Ok(target)
+    dbmirror_spool::move_into(path, dir).map_err(|e| Error::runtime(e.to_string()))
 }
 
 /// Moves an applied file (or manifest) to the archive.
@@ -333,6 +324,8 @@ pub fn quarantined(config: &Config) -> Vec<(String, String)> {
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| !p.to_string_lossy().ends_with(REASON_SUFFIX))
+        // Dot-names are copies in progress (see dbmirror_spool::move_into).
+        .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
         .map(|p| {
             let reason = fs::read_to_string(format!("{}{REASON_SUFFIX}", p.display()))
                 .ok()

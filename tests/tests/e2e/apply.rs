@@ -334,6 +334,68 @@ fn status_reports_the_state_of_slave_and_spool() {
     assert!(text.contains("next file:     2"), "{text}");
 }
 
+/// Regression test: an archive or quarantine on another file system than the spool was
+/// accepted, the first file applied, and every later run failed with "Invalid cross-device
+/// link". Files now move across file systems (copied, synced, renamed into place, then
+/// removed), and an archive or quarantine that is the spool, or each other, is refused at start.
+#[test]
+fn archive_and_quarantine_on_another_file_system_work_and_overlapping_places_are_refused() {
+    let s = setup("");
+    let elsewhere = s.work.path().join("elsewhere");
+    let _tmpfs = dbmirror_tests::tools::Tmpfs::mount(&elsewhere, "16m");
+    let (archive, quarantine) = (elsewhere.join("archive"), elsewhere.join("quarantine"));
+    let slave = slave_side(
+        &s,
+        &format!("archive = \"{}\"\nquarantine = \"{}\"\nsettle_seconds = 0", archive.display(), quarantine.display()),
+    );
+    workload(&s.master);
+    export_once(&s.config);
+    transfer(&s.outbox, &slave.inbound);
+    let stderr = ok(apply(&slave.config, &["once"]));
+    assert!(stderr.contains("applied 5 files; last applied: 5"), "{stderr}");
+    assert_eq!(file_names(&archive), file_names(&s.outbox), "every file and manifest archived, none left half-copied");
+    assert_eq!(file_names(&slave.inbound), [".dbmirror-apply.lock"]);
+    for name in file_names(&s.outbox) {
+        assert_eq!(std::fs::read(archive.join(&name)).unwrap(), std::fs::read(s.outbox.join(&name)).unwrap());
+    }
+
+    // A damaged file goes to quarantine on the other file system, and a good copy goes on.
+    for name in file_names(&s.outbox) {
+        std::fs::remove_file(s.outbox.join(name)).unwrap();
+    }
+    s.master.execute("INSERT INTO item (name) VALUES ('six')");
+    export_once(&s.config);
+    transfer(&s.outbox, &slave.inbound);
+    let sixth = transaction_files(&slave.inbound)[0].clone();
+    let name = sixth.file_name().unwrap().to_str().unwrap().to_string();
+    std::fs::write(&sixth, "damaged").unwrap();
+    let output = apply(&slave.config, &["once"]);
+    assert_eq!(output.status.code(), Some(5), "{}", describe(&output));
+    assert_eq!(file_names(&quarantine), [name.clone(), format!("{name}.reason")]);
+    assert_eq!(std::fs::read_to_string(quarantine.join(&name)).unwrap(), "damaged");
+    copy(&s.outbox.join(&name), &slave.inbound);
+    ok(apply(&slave.config, &["once"]));
+    assert_eq!(last_applied(&s.slave), "6");
+    assert_tables_equal(&s.master, &s.slave, TABLES);
+
+    // Places that overlap are refused before anything is done.
+    let spool = slave.inbound.display().to_string();
+    for (extra, message) in [
+        (format!("archive = \"{spool}/.\""), "archive must not be the spool"),
+        (format!("quarantine = \"{spool}\""), "quarantine must not be the spool"),
+        (
+            format!("archive = \"{0}\"\nquarantine = \"{0}/../archive\"", archive.display()),
+            "archive and quarantine must be different directories",
+        ),
+        (format!("archive = \"{spool}/.dbmirror-apply.lock\""), "is not a directory"),
+    ] {
+        let config = apply_config(&s.work, &s.slave, "slave1", &slave.inbound, &extra);
+        let output = apply(&config, &["once"]);
+        assert_eq!(output.status.code(), Some(2), "{extra}\n{}", describe(&output));
+        assert!(String::from_utf8_lossy(&output.stderr).contains(message), "{message:?}\n{}", describe(&output));
+    }
+}
+
 /// Regression test: `settle_seconds = 1e30` made the applier panic (exit code 101, with a
 /// backtrace when RUST_BACKTRACE is set). Every configuration value of both tools is checked,
 /// and a bad one is refused with exit code 2 and a message that names it.

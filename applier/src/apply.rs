@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use dbmirror_apply::error::{Error, Kind};
 use dbmirror_apply::replay::{replay, ReplayError};
-use dbmirror_apply::{log, slave};
+use dbmirror_apply::{log, signals, slave};
 use dbmirror_spool::open_sql;
 use dbmirror_spool::sql::{ALREADY_APPLIED, OUT_OF_ORDER};
 use postgres::Client;
@@ -199,8 +199,10 @@ fn apply_file(config: &Config, client: &mut Client, file: &Verified) -> Result<(
 pub fn watch(config: &Config, stop: &AtomicBool) -> Result<(), Error> {
     let _lock = lock(config)?;
     let (events, arrived) = mpsc::channel();
-    let watcher = notify::recommended_watcher(move |_| {
-        let _ = events.send(());
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.as_ref().map_or(true, is_news) {
+            let _ = events.send(());
+        }
     })
     .and_then(|mut watcher| {
         notify::Watcher::watch(&mut watcher, &config.spool, notify::RecursiveMode::NonRecursive).map(|()| watcher)
@@ -229,7 +231,7 @@ pub fn watch(config: &Config, stop: &AtomicBool) -> Result<(), Error> {
                 result
             }),
         };
-        let pause = match result {
+        match result {
             Ok(summary) => {
                 failures = 0;
                 if summary.waiting != said {
@@ -238,24 +240,39 @@ pub fn watch(config: &Config, stop: &AtomicBool) -> Result<(), Error> {
                     }
                     said = summary.waiting;
                 }
-                config.poll_interval
+                wait(&arrived, config.poll_interval, stop);
             }
             Err(e) if e.kind() == Kind::Runtime => {
                 failures += 1;
                 client = None;
                 let pause = Duration::from_secs(1u64 << failures.min(6));
                 log::error(&format!("{e}\n(attempt {failures}; retrying in {}s)", pause.as_secs()));
-                pause
+                // The pause is what the log says: news in the spool cannot cure what failed,
+                // so only a stop signal ends it.
+                signals::sleep(pause, stop);
+                while arrived.try_recv().is_ok() {}
             }
             Err(e) => return Err(e),
-        };
-        wait(&arrived, pause, stop);
+        }
     }
     log::info("stopping on signal");
     Ok(())
 }
 
-/// Waits up to `pause` for a file-system event, waking early on `stop`.
+/// Whether a file-system event in the spool may mean something new to apply: a file created,
+/// written, or renamed into it. Files opened and read (as every pass does) and files leaving
+/// (as the applier's own moves do) are not news.
+fn is_news(event: &notify::Event) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
+    match event.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) | EventKind::Remove(_) => false,
+        EventKind::Modify(ModifyKind::Name(RenameMode::From)) => false,
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Any | EventKind::Other => true,
+    }
+}
+
+/// Waits up to `pause` for news in the spool, waking early on `stop`.
 fn wait(arrived: &mpsc::Receiver<()>, pause: Duration, stop: &AtomicBool) {
     let until = Instant::now() + pause;
     while !stop.load(Ordering::Relaxed) {

@@ -265,6 +265,24 @@ fn terminate(child: std::process::Child) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// A running `dbmirror-apply watch`, killed if the test fails before it is stopped.
+struct Watching(Option<std::process::Child>);
+
+impl Watching {
+    fn terminate(mut self) -> Output {
+        terminate(self.0.take().expect("still running"))
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 #[test]
 fn watch_applies_files_as_they_arrive_survives_a_slave_restart_and_stops_on_sigterm() {
     let s = setup("");
@@ -394,6 +412,83 @@ fn archive_and_quarantine_on_another_file_system_work_and_overlapping_places_are
         assert_eq!(output.status.code(), Some(2), "{extra}\n{}", describe(&output));
         assert!(String::from_utf8_lossy(&output.stderr).contains(message), "{message:?}\n{}", describe(&output));
     }
+}
+
+/// The applier's log: each failure's time and the pause it announced ("retrying in Ns").
+fn announced_retries(log: &str) -> Vec<(f64, u64)> {
+    let mut at = 0.0;
+    let mut retries = Vec::new();
+    for line in log.lines() {
+        if let Some(time) = line.split(' ').next().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) {
+            at = time.timestamp_micros() as f64 / 1e6;
+        }
+        if let Some(rest) = line.split("; retrying in ").nth(1) {
+            retries.push((at, rest.trim_end_matches("s)").parse().expect("a number of seconds")));
+        }
+    }
+    retries
+}
+
+/// Regression test: a failure that retrying may cure was retried every few hundred
+/// milliseconds while the log said "retrying in 64s", because file-system events (the
+/// applier's own reads and moves among them) ended the pause. During a retry pause only a
+/// stop signal ends the wait now; and when idle, the applier's own reads of the spool do not
+/// start pass after pass.
+#[test]
+fn watch_keeps_the_retry_pause_it_announces_and_its_own_reads_do_not_wake_it() {
+    let s = setup("");
+    let slave = slave_side(&s, "poll_interval = 30");
+    s.master.execute("INSERT INTO item (name) VALUES ('one')");
+    export_once(&s.config);
+    s.slave.execute("ALTER SYSTEM SET log_statement = 'all'");
+    s.slave.execute("SELECT pg_reload_conf()");
+    // For the applier's sessions: a statement waiting for a lock fails soon, and may be retried.
+    s.slave.execute("ALTER ROLE postgres SET statement_timeout = '300ms'");
+    let file = transaction_files(&s.outbox)[0].clone();
+    copy(&file, &slave.inbound);
+    let log = s.work.path().join("watch.log");
+    let watcher = Watching(Some(
+        apply_command(&slave.config, &["watch"]).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap(),
+    ));
+    let said = || std::fs::read_to_string(&log).unwrap();
+    wait_for("the applier to wait for the manifest", || said().contains("waiting for the manifest of file 1"));
+    let passes = || s.slave.server_log().matches("FROM dbmirror.slave_state WHERE slave_name").count();
+    let before = passes();
+    std::thread::sleep(Duration::from_secs(3));
+    let idle_passes = passes() - before;
+    assert!(idle_passes <= 1, "{idle_passes} passes in 3 s while idle with poll_interval = 30");
+
+    // Every attempt to apply file 1 now times out: a failure that retrying may cure.
+    let mut locker = s.slave.client();
+    locker.batch_execute("BEGIN; LOCK TABLE item IN ACCESS EXCLUSIVE MODE").unwrap();
+    transfer_manifests(&s.outbox, &slave.inbound);
+    wait_for("the first failure", || said().contains("(attempt 1; retrying in 2s)"));
+    // Events keep coming meanwhile: only the announced pause may pass before the next attempt.
+    let until = Instant::now() + Duration::from_secs(8);
+    let mut n = 0;
+    while Instant::now() < until {
+        n += 1;
+        std::fs::write(slave.inbound.join("notes.txt"), format!("event {n}")).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stopping = Instant::now();
+    let output = watcher.terminate();
+    assert!(stopping.elapsed() < Duration::from_secs(3), "a stop signal ends the pause at once");
+    assert!(output.status.success(), "{}", said());
+    let log_text = said();
+    assert!(log_text.contains("stopping on signal"), "{log_text}");
+    let retries = announced_retries(&log_text);
+    assert!((2..=4).contains(&retries.len()), "{} attempts in 8 s, expected 3:\n{log_text}", retries.len());
+    for pair in retries.windows(2) {
+        let ((first, pause), (next, _)) = (pair[0], pair[1]);
+        assert!(next - first >= pause as f64, "retried after {:.2} s, announced {pause} s:\n{log_text}", next - first);
+    }
+
+    locker.batch_execute("COMMIT").unwrap();
+    s.slave.execute("ALTER ROLE postgres RESET statement_timeout");
+    std::fs::remove_file(slave.inbound.join("notes.txt")).unwrap();
+    ok(apply(&slave.config, &["once"]));
+    assert_tables_equal(&s.master, &s.slave, TABLES);
 }
 
 /// Regression test: `settle_seconds = 1e30` made the applier panic (exit code 101, with a

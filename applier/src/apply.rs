@@ -19,7 +19,7 @@ use dbmirror_spool::sql::{ALREADY_APPLIED, OUT_OF_ORDER};
 use postgres::Client;
 
 use crate::config::Config;
-use crate::inbox::{quarantine, Inbox, Next, Verified};
+use crate::inbox::{quarantine, Inbox, Next, Refusal, Verified};
 
 /// Name of the lock file in the spool that keeps a second applier away (dot-files are not part
 /// of the spool).
@@ -99,9 +99,9 @@ pub fn pass(config: &Config, client: &mut Client, stop: &AtomicBool) -> Result<S
                 summary.waiting = reason;
                 break;
             }
-            Next::Quarantined { path, reason } => {
+            Next::Quarantined { path, refusal } => {
                 progress.report();
-                return Err(stopped_at(number, &path, &reason));
+                return Err(stopped_at(number, &path, &refusal));
             }
         }
     }
@@ -154,43 +154,43 @@ impl Progress {
     }
 }
 
-fn stopped_at(number: u64, path: &std::path::Path, reason: &str) -> Error {
-    Error::new(Kind::BadFile, format!("stopped at file {number}: \"{}\" was moved to quarantine: {reason}", path.display()))
-        .with_hint(format!(
-            "Put a good copy of file {number} (and its manifest, if that was the problem) into the spool, then run the applier again."
-        ))
-}
-
-/// SQLSTATE classes of failures that are not the file's fault: the slave went away, was shut
-/// down, cancelled the statement, ran out of resources, or a concurrent transaction conflicted.
-fn transient(code: &str) -> bool {
-    ["08", "53", "57", "58", "40"].iter().any(|class| code.starts_with(class))
+fn stopped_at(number: u64, path: &std::path::Path, refusal: &Refusal) -> Error {
+    Error::new(
+        Kind::BadFile,
+        format!("stopped at file {number}: \"{}\" was moved to quarantine: {}", path.display(), refusal.reason),
+    )
+    .with_hint(refusal.hint.clone())
 }
 
 fn apply_file(config: &Config, client: &mut Client, file: &Verified) -> Result<(), Error> {
     let number = file.header.number;
-    let sql = open_sql(&file.path, &file.name)?;
     let record = slave::record_checksum_sql(&config.slave_name, &file.sql_sha256);
-    let error = match replay(client, sql, Some(&record)) {
+    let open = || open_sql(&file.path, &file.name).map_err(|e| std::io::Error::other(e.to_string()));
+    let error = match replay(client, open, Some(&record)) {
         Ok(_) => return Ok(()),
         Err(error) => error,
     };
     let code = error.code().unwrap_or("");
-    if error.is_connection() || transient(code) {
+    if error.is_transient() {
         return Err(Error::runtime(format!("file {number} could not be applied, and will be tried again: {error}")));
     }
-    if code == ALREADY_APPLIED || code == OUT_OF_ORDER {
+    if matches!(error, ReplayError::Open(_)) {
+        return Err(Error::runtime(format!("file {number} could not be applied: {error}")));
+    }
+    if [ALREADY_APPLIED, OUT_OF_ORDER].contains(&code) {
         // Someone applied files by hand meanwhile; the next pass starts from the new state.
         return Err(Error::runtime(format!("the slave's state changed while applying file {number}: {error}")));
     }
-    let reason = match &error {
-        ReplayError::Statement { .. } => {
-            format!("it failed on the slave and was rolled back: {error}")
-        }
-        _ => format!("it could not be read as SQL: {error}"),
+    let refusal = match &error {
+        ReplayError::Statement { .. } | ReplayError::Batch { .. } => Refusal::failed_on_slave(
+            format!("it failed on the slave and was rolled back: {error}"),
+            &config.quarantine,
+            &config.spool,
+        ),
+        _ => Refusal::foreign(format!("it could not be read as SQL: {error}")),
     };
-    quarantine(config, &file.path, &reason)?;
-    Err(stopped_at(number, &file.path, &reason))
+    quarantine(config, &file.path, &refusal.reason, &refusal.hint)?;
+    Err(stopped_at(number, &file.path, &refusal))
 }
 
 /// `watch`: applies files as they arrive, until SIGTERM or SIGINT. File-system events from

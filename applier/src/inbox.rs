@@ -35,6 +35,69 @@ pub struct Verified {
     pub sql_sha256: Checksum,
 }
 
+/// Why a file must not be applied, and what an operator can do about it.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// What is wrong with the file, in a few words.
+    pub reason: String,
+    /// What to do, in sentences.
+    pub hint: String,
+}
+
+impl Refusal {
+    /// The file was damaged on its way: a good copy of it cures that.
+    pub fn damaged(number: u64, reason: String) -> Self {
+        Self {
+            reason,
+            hint: format!(
+                "Put a good copy of file {number} (and its manifest, if that was the problem) into the spool, then run the applier again."
+            ),
+        }
+    }
+
+    /// The file belongs to another slave's or another master's spool.
+    pub fn misplaced(number: u64, reason: String) -> Self {
+        Self {
+            reason,
+            hint: format!(
+                "The file belongs to another spool: check where it was copied from, and put this slave's own file {number} into the spool."
+            ),
+        }
+    }
+
+    /// The file matches its manifest, but is not a transaction file this applier reads.
+    pub fn unreadable(reason: String) -> Self {
+        Self {
+            reason,
+            hint: "The file matches its manifest, yet this applier cannot read it as a transaction file: compare it \
+                   with the exporter's outbox, and check that exporter and applier are of the same version."
+                .into(),
+        }
+    }
+
+    /// The file's SQL is not what the exporter writes.
+    pub fn foreign(reason: String) -> Self {
+        Self {
+            reason,
+            hint: "The file holds SQL that dbmirror-export never writes: compare it with the exporter's outbox, and treat it as an attack or a corrupted export.".into(),
+        }
+    }
+
+    /// The file is intact, but its SQL failed on the slave.
+    pub fn failed_on_slave(reason: String, quarantine: &Path, spool: &Path) -> Self {
+        Self {
+            reason,
+            hint: format!(
+                "The file is intact (its checksum matches its manifest): the slave differs from the master, or lacks a table or \
+                 column the file uses. Repair the slave (dbmirror-export verify compares it with the master), then move it from \
+                 quarantine back into the spool (from \"{}\" to \"{}\").",
+                quarantine.display(),
+                spool.display()
+            ),
+        }
+    }
+}
+
 /// What the spool offers as file number `n`.
 #[derive(Debug)]
 pub enum Next {
@@ -44,7 +107,7 @@ pub enum Next {
     /// The file must not be applied; it is in quarantine now.
     Quarantined {
         path: PathBuf,
-        reason: String,
+        refusal: Refusal,
     },
 }
 
@@ -141,7 +204,7 @@ impl<'a> Inbox<'a> {
                 self.notes.push(format!("manifest \"{}\" is unusable: {reason}", path.display()))
             }
             Err(reason) if complete || self.settled(&path)? => {
-                quarantine(self.config, &path, &reason)?;
+                quarantine(self.config, &path, &reason, MANIFEST_HINT)?;
                 self.refused.push(format!("manifest \"{}\" was moved to quarantine: {reason}", path.display()));
             }
             Err(_) => self.notes.push(format!("manifest \"{}\" is still arriving", path.display())),
@@ -170,6 +233,7 @@ impl<'a> Inbox<'a> {
                             self.config,
                             &path,
                             &format!("file {number} was already applied from \"{}\"", entry.file.file_name()),
+                            "The file applied under this number had the name its manifest gives: compare this copy with the exporter's outbox.",
                         )?;
                     }
                     _ => {
@@ -226,31 +290,42 @@ impl<'a> Inbox<'a> {
             }
             let reason =
                 format!("checksum mismatch: the manifest says sha256 {}, the file has {stored}", entry.checksum);
-            return self.refuse(&path, reason);
+            return self.refuse(&path, Refusal::damaged(number, reason));
         }
         let (header, sql_sha256) = match read_header(&path, &entry.file) {
             Ok(read) => read,
-            Err(reason) => return self.refuse(&path, reason),
+            Err(reason) => return self.refuse(&path, Refusal::unreadable(format!("it {reason}"))),
         };
         if header.number != number {
-            return self.refuse(&path, format!("its header says it is file {}, its name says {number}", header.number));
+            return self.refuse(
+                &path,
+                Refusal::unreadable(format!("its header says it is file {}, its name says {number}", header.number)),
+            );
         }
         if header.slave != self.config.slave_name {
             return self.refuse(
                 &path,
-                format!("it is for slave \"{}\", this applier serves \"{}\"", header.slave, self.config.slave_name),
+                Refusal::misplaced(
+                    number,
+                    format!("it is for slave \"{}\", this applier serves \"{}\"", header.slave, self.config.slave_name),
+                ),
             );
         }
         if let Some(master) = self.config.master.filter(|m| *m != header.master) {
-            return self
-                .refuse(&path, format!("it comes from master {}, this slave follows master {master}", header.master));
+            return self.refuse(
+                &path,
+                Refusal::misplaced(
+                    number,
+                    format!("it comes from master {}, this slave follows master {master}", header.master),
+                ),
+            );
         }
         Ok(Next::Ready(Box::new(Verified { path, name: entry.file, header, sql_sha256 })))
     }
 
-    fn refuse(&mut self, path: &Path, reason: String) -> Result<Next, Error> {
-        quarantine(self.config, path, &reason)?;
-        Ok(Next::Quarantined { path: path.to_owned(), reason })
+    fn refuse(&mut self, path: &Path, refusal: Refusal) -> Result<Next, Error> {
+        quarantine(self.config, path, &refusal.reason, &refusal.hint)?;
+        Ok(Next::Quarantined { path: path.to_owned(), refusal })
     }
 
     /// Numbers of the transaction files present.
@@ -277,12 +352,17 @@ impl<'a> Inbox<'a> {
     }
 }
 
-/// Reads a file's header and the checksum of its SQL text, decompressing if needed.
+/// What an operator can do about a manifest that was moved to quarantine.
+const MANIFEST_HINT: &str =
+    "The files it lists wait for a good manifest: put one into the spool (from the exporter's outbox), then run the applier again.";
+
+/// Reads a file's header and the checksum of its SQL text, decompressing if needed; the error
+/// completes "it ...".
 fn read_header(path: &Path, name: &TransactionFileName) -> Result<(Header, Checksum), String> {
-    let sql = open_sql(path, name).map_err(|e| e.to_string())?;
+    let sql = open_sql(path, name).map_err(|e| format!("could not be opened: {e}"))?;
     let mut reader = std::io::BufReader::new(HashingReader::new(sql));
-    let header = Header::read(&mut reader).map_err(|e| e.to_string())?;
-    std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| format!("could not read the file: {e}"))?;
+    let header = Header::read(&mut reader).map_err(|e| format!("could not be read: {e}"))?;
+    std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| format!("could not be read: {e}"))?;
     Ok((header, reader.get_ref().checksum()))
 }
 
@@ -298,13 +378,13 @@ pub fn archive(config: &Config, path: &Path) -> Result<PathBuf, Error> {
     move_into(&config.archive, path)
 }
 
-/// Moves a file that must not be applied to quarantine, and writes why beside it.
-pub fn quarantine(config: &Config, path: &Path, reason: &str) -> Result<PathBuf, Error> {
+/// Moves a file that must not be applied to quarantine, and writes beside it why, and what an
+/// operator can do about it.
+pub fn quarantine(config: &Config, path: &Path, reason: &str, hint: &str) -> Result<PathBuf, Error> {
     let target = move_into(&config.quarantine, path)?;
     let reason_path = PathBuf::from(format!("{}{REASON_SUFFIX}", target.display()));
     let text = format!(
-        "{}\nquarantined at {} by dbmirror-apply: {reason}\n\
-         To apply it after all, put a good copy back into the spool; the applier then goes on from it.\n",
+        "{}\nquarantined at {} by dbmirror-apply: {reason}\nHINT:  {hint}\n",
         target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
         chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     );

@@ -39,14 +39,19 @@ impl crate::export::Destination for Direct {
     /// between applying and recording it).
     fn close(&mut self, assigned: &Assigned, out: Self::Out) -> Result<Checksum, Error> {
         let (out, sha) = out.finish();
-        let mut file =
-            out.into_inner().map_err(|e| Error::runtime(format!("could not write a temporary file: {e}")))?;
+        let file = out.into_inner().map_err(|e| Error::runtime(format!("could not write a temporary file: {e}")))?;
         if slave::last_applied(&mut self.client, &self.slave)?.is_some_and(|n| n >= assigned.number) {
             return Ok(sha);
         }
-        file.seek(SeekFrom::Start(0))?;
         let record = slave::record_checksum_sql(&self.slave, &sha);
-        replay::replay(&mut self.client, BufReader::new(file), Some(&record))
+        // Read from the start, and again from the start should a failure have to be located.
+        let file = &file;
+        let open = || {
+            let mut start = file;
+            start.seek(SeekFrom::Start(0))?;
+            Ok(BufReader::new(file))
+        };
+        replay::replay(&mut self.client, open, Some(&record))
             .map_err(|e| Error::runtime(format!("file {} could not be applied to the slave: {e}", assigned.number)))?;
         Ok(sha)
     }

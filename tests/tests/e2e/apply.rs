@@ -152,6 +152,7 @@ fn a_damaged_file_goes_to_quarantine_and_a_good_copy_lets_the_applier_go_on() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("stopped at file 2"), "{stderr}");
     assert!(stderr.contains("checksum mismatch"), "{stderr}");
+    assert!(stderr.contains("HINT:  Put a good copy of file 2"), "{stderr}");
     assert_eq!(last_applied(&s.slave), "1");
     assert_eq!(table_rows(&s.slave, "item"), ["(1,one,,,)"]);
     let name = second.file_name().unwrap().to_str().unwrap().to_string();
@@ -528,4 +529,52 @@ fn check_refused(output: &Output, what: &str, message: &str) {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(message), "{what}: {message:?} not in\n{stderr}");
     assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{what}\n{stderr}");
+}
+
+/// Regression test: when a statement failed on the slave, the message said "one of the
+/// statements on lines X to Y" (statements are sent in batches), and the HINT asked for "a good
+/// copy" of a file that was intact. The message names the failing statement and its line, and
+/// the HINT says to fix the slave and move the file back.
+#[test]
+fn a_failing_statement_is_named_by_its_line_and_the_hint_says_to_repair_the_slave() {
+    let s = setup("");
+    let slave = slave_side(&s, "");
+    s.master.execute("INSERT INTO item (name) SELECT 'row ' || g FROM generate_series(1, 200) g");
+    s.master.execute("UPDATE item SET price = id");
+    export_once(&s.config);
+    transfer(&s.outbox, &slave.inbound);
+    let second = transaction_files(&slave.inbound)[1].clone();
+    let name = second.file_name().unwrap().to_str().unwrap().to_string();
+    let line = std::fs::read_to_string(&second)
+        .unwrap()
+        .lines()
+        .position(|l| l.contains("WHERE \"id\" = '150' RETURNING"))
+        .expect("the update of row 150")
+        + 1;
+    let first = transaction_files(&slave.inbound)[0].clone();
+    assert!(dbmirror_tests::tools::psql_file(&s.slave, &first).status.success());
+    std::fs::rename(&first, s.work.path().join("first.sql")).unwrap();
+    s.slave.execute("DELETE FROM item WHERE id = 150");
+
+    let output = apply(&slave.config, &["once"]);
+    assert_eq!(output.status.code(), Some(5), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("line {line}: error: update of \"public\".\"item\" matched 0 rows")),
+        "line {line}:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "STATEMENT:  WITH m AS (UPDATE \"public\".\"item\" SET \"price\" = '150.00' WHERE \"id\" = '150'"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("one of the statements"), "{stderr}");
+    assert!(!stderr.contains("Put a good copy"), "{stderr}");
+    assert!(stderr.contains("HINT:  The file is intact"), "{stderr}");
+    assert!(stderr.contains("then move it from quarantine back into the spool"), "{stderr}");
+    let reason = std::fs::read_to_string(slave.inbound.join("quarantine").join(format!("{name}.reason"))).unwrap();
+    assert!(reason.contains(&format!("line {line}:")) && !reason.contains("good copy"), "{reason}");
+    assert_eq!(last_applied(&s.slave), "1");
+    assert_eq!(s.slave.query_value("SELECT count(*)::text FROM item WHERE price IS NOT NULL"), "0", "rolled back");
 }

@@ -7,7 +7,7 @@
 -- xid: 1004
 -- changes: 1
 -- exported-at: 2026-01-01T00:00:00.000000Z
--- previous-sha256: 0434e0387486b2798f6399f35173022436e5184b75adb02c927e5878ceb069d2
+-- previous-sha256: 0f7e20107ad5d6b2676465818bcfdd041200b51982fbafe0a770867cf5a03a4b
 \set ON_ERROR_STOP on
 SET client_encoding = 'UTF8';
 SET standard_conforming_strings = 'on';
@@ -20,7 +20,7 @@ SET LOCAL bytea_output = 'hex';
 SET LOCAL lc_monetary = 'C';
 SET LOCAL xmloption = 'content';
 SET LOCAL session_replication_role = 'replica';
-SELECT dbmirror.guard('slave1', '7000000000000000001', 4, 1004, '0434e0387486b2798f6399f35173022436e5184b75adb02c927e5878ceb069d2');
+SELECT dbmirror.guard('slave1', '7000000000000000001', 4, 1004, '0f7e20107ad5d6b2676465818bcfdd041200b51982fbafe0a770867cf5a03a4b', '2026-01-01T00:00:00.000000Z');
 WITH m AS (UPDATE "public"."item" SET "name" = 'tab	here, quote '' and \ backslash
 newline' WHERE "id" = '3' RETURNING 1) SELECT dbmirror.one_row(count(*), 'update of "public"."item"') FROM m;
 SELECT dbmirror.advance_sequence('public.item_id_seq', 51, true);

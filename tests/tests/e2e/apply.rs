@@ -353,6 +353,79 @@ fn status_reports_the_state_of_slave_and_spool() {
     assert!(text.contains("next file:     2"), "{text}");
 }
 
+/// The guard line of a file rewritten as dbmirror-export wrote it before the guard took the
+/// export time (five arguments): such files are in the field and must keep working.
+fn with_five_argument_guard(sql: &str) -> String {
+    sql.lines()
+        .map(|line| match line.strip_prefix("SELECT dbmirror.guard(") {
+            Some(_) => {
+                let cut = line.rfind(", '").expect("the guard's last argument is a literal");
+                format!("{});\n", &line[..cut])
+            }
+            None => format!("{line}\n"),
+        })
+        .collect()
+}
+
+/// Regression test: a slave prepared by an earlier version (no history of applied files, a
+/// guard of five arguments) is upgraded in place by `init`; until then the applier stops with
+/// exit code 3 and a hint instead of quarantining files whose guard the slave lacks. Files of
+/// the earlier format still apply, by hand or with the applier.
+#[test]
+fn a_slave_prepared_by_an_earlier_version_is_upgraded_in_place_and_old_files_still_apply() {
+    let master = Cluster::start("master");
+    master.create_extension();
+    master.execute(SCHEMA);
+    master.execute("SELECT dbmirror_mirror_table('item'); INSERT INTO dbmirror_MirrorHost VALUES ('slave1');");
+    let slave = Cluster::start("slave");
+    slave.execute(SCHEMA);
+    let old_setup = dbmirror_tests::repository().join("tests/fixtures/slave_setup-before-history.sql");
+    let output = slave.psql(&["-v", "ON_ERROR_STOP=1", "-f", &old_setup.display().to_string()]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let work = Workdir::new("upgrade");
+    let (outbox, inbound) = (work.dir("outbox"), work.dir("inbound"));
+    for name in ["one", "two", "three"] {
+        master.execute(&format!("INSERT INTO item (name) VALUES ('{name}')"));
+    }
+    export_once(&export_config(&work, &master, "slave1", &outbox, ""));
+    let files = transaction_files(&outbox);
+    let old_format = |i: usize| {
+        let path = work.path().join(format!("old-format-{i}.sql"));
+        std::fs::write(&path, with_five_argument_guard(&std::fs::read_to_string(&files[i]).unwrap())).unwrap();
+        path
+    };
+    // File 1 as an earlier exporter wrote it, applied by hand on the slave as it was.
+    let output = dbmirror_tests::tools::psql_file(&slave, &old_format(0));
+    assert!(output.status.success(), "{}", describe(&output));
+
+    transfer(&outbox, &inbound);
+    let config = apply_config(&work, &slave, "slave1", &inbound, "");
+    let outdated = apply(&config, &["once"]);
+    assert_eq!(outdated.status.code(), Some(3), "{}", describe(&outdated));
+    assert!(
+        String::from_utf8_lossy(&outdated.stderr).contains("HINT:  Run dbmirror-apply init"),
+        "{}",
+        describe(&outdated)
+    );
+    assert!(file_names(&inbound.join("quarantine")).is_empty());
+
+    ok(apply(&config, &["init"]));
+    ok(apply(&config, &["init"]));
+    // The upgrade kept what the slave knew: file 1 again is "already applied", in either format.
+    for again in [old_format(0), files[0].clone()] {
+        let output = dbmirror_tests::tools::psql_file(&slave, &again);
+        assert!(String::from_utf8_lossy(&output.stderr).contains("was already applied"), "{}", describe(&output));
+    }
+    // File 2 in the earlier format by hand, then the applier: the genuine file 2 in the spool is
+    // the same transaction (set aside), and file 3 is applied.
+    let output = dbmirror_tests::tools::psql_file(&slave, &old_format(1));
+    assert!(output.status.success(), "{}", describe(&output));
+    let stderr = ok(apply(&config, &["once"]));
+    assert!(stderr.contains("applied 1 files; last applied: 3"), "{stderr}");
+    assert!(file_names(&inbound.join("quarantine")).is_empty());
+    assert_tables_equal(&master, &slave, &["item"]);
+}
+
 /// Regression test: an archive or quarantine on another file system than the spool was
 /// accepted, the first file applied, and every later run failed with "Invalid cross-device
 /// link". Files now move across file systems (copied, synced, renamed into place, then

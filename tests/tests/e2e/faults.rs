@@ -595,6 +595,7 @@ fn the_applier_runs_as_a_role_that_can_only_change_the_mirrored_tables() {
     for sql in [
         "CREATE TABLE public.intruder (x int)",
         "DELETE FROM dbmirror.slave_state",
+        "DELETE FROM dbmirror.applied_file",
         "SELECT pg_catalog.pg_read_file('/etc/passwd')",
         "ALTER TABLE public.item ADD COLUMN x int",
     ] {

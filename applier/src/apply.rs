@@ -6,6 +6,7 @@
 //! archive. The applier stops at the first file that must not be applied, after moving it to
 //! quarantine with the reason beside it; files that are only incomplete or missing are waited for.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -13,13 +14,14 @@ use std::time::{Duration, Instant};
 
 use dbmirror_apply::error::{Error, Kind};
 use dbmirror_apply::replay::{replay, ReplayError};
+use dbmirror_apply::slave::AppliedFile;
 use dbmirror_apply::{log, signals, slave};
 use dbmirror_spool::open_sql;
-use dbmirror_spool::sql::{ALREADY_APPLIED, OUT_OF_ORDER};
+use dbmirror_spool::sql::{ALREADY_APPLIED, DIVERGED, OUT_OF_ORDER};
 use postgres::Client;
 
 use crate::config::Config;
-use crate::inbox::{quarantine, Inbox, Next, Refusal, Verified};
+use crate::inbox::{quarantine, Inbox, Next, Refusal, SetAside, Verified};
 
 /// Name of the lock file in the spool that keeps a second applier away (dot-files are not part
 /// of the spool).
@@ -81,7 +83,10 @@ pub fn once(config: &Config, stop: &AtomicBool) -> Result<Summary, Error> {
 pub fn pass(config: &Config, client: &mut Client, stop: &AtomicBool) -> Result<Summary, Error> {
     let mut last = slave::last_applied(client, &config.slave_name)?.map_or(0, |n| n as u64);
     let mut inbox = Inbox::scan(config, false)?;
-    inbox.set_aside_applied(last)?;
+    let again = inbox.applied_numbers(last);
+    let applied =
+        if again.is_empty() { BTreeMap::new() } else { slave::applied_files(client, &config.slave_name, &again)? };
+    came_again(inbox.set_aside_applied(last, &applied)?)?;
     let mut summary = Summary { last, ..Summary::default() };
     let mut progress = Progress::new(last);
     while !stop.load(Ordering::Relaxed) {
@@ -93,7 +98,17 @@ pub fn pass(config: &Config, client: &mut Client, stop: &AtomicBool) -> Result<S
                 summary.applied += 1;
                 summary.last = last;
                 progress.applied(last, file.header.changes);
-                inbox.set_aside_applied(last)?;
+                inbox.archive_applied(&file)?;
+                // Other copies of this number, under other names, are compared with it.
+                let applied = BTreeMap::from([(
+                    number,
+                    AppliedFile {
+                        xid: file.header.xid as i64,
+                        exported_at: Some(file.header.exported_at),
+                        sha256: Some(file.sql_sha256.to_string()),
+                    },
+                )]);
+                came_again(inbox.set_aside_applied(last, &applied)?)?;
             }
             Next::Waiting(reason) => {
                 summary.waiting = reason;
@@ -112,6 +127,27 @@ pub fn pass(config: &Config, client: &mut Client, stop: &AtomicBool) -> Result<S
         ));
     }
     Ok(summary)
+}
+
+/// Stops at files numbered like applied ones that were not those files.
+fn came_again(set_aside: Vec<SetAside>) -> Result<(), Error> {
+    let Some(first) = set_aside.first() else {
+        return Ok(());
+    };
+    let more = match set_aside.len() {
+        1 => String::new(),
+        n => format!(" (and {} more files numbered like applied ones; see their .reason files)", n - 1),
+    };
+    Err(Error::new(
+        Kind::BadFile,
+        format!(
+            "file {} came again and \"{}\" was moved to quarantine: {}{more}",
+            first.number,
+            first.path.display(),
+            first.refusal.reason
+        ),
+    )
+    .with_hint(first.refusal.hint.clone()))
 }
 
 /// Progress lines: at most one every few seconds, so a large backlog shows it moves without a
@@ -177,8 +213,9 @@ fn apply_file(config: &Config, client: &mut Client, file: &Verified) -> Result<(
     if matches!(error, ReplayError::Open(_)) {
         return Err(Error::runtime(format!("file {number} could not be applied: {error}")));
     }
-    if [ALREADY_APPLIED, OUT_OF_ORDER].contains(&code) {
-        // Someone applied files by hand meanwhile; the next pass starts from the new state.
+    if [ALREADY_APPLIED, OUT_OF_ORDER, DIVERGED].contains(&code) {
+        // Someone applied files by hand meanwhile; the next pass starts from the new state, and
+        // compares this file with the one applied under its number.
         return Err(Error::runtime(format!("the slave's state changed while applying file {number}: {error}")));
     }
     let refusal = match &error {

@@ -13,8 +13,10 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use chrono::SecondsFormat;
 use dbmirror_apply::error::{Error, Kind};
 use dbmirror_apply::log;
+use dbmirror_apply::slave::{self, AppliedFile};
 use dbmirror_spool::{
     open_sql, sha256_of, Checksum, Entry, HashingReader, Header, Manifest, ManifestEntry, TransactionFileName,
     REASON_SUFFIX,
@@ -51,6 +53,17 @@ impl Refusal {
             reason,
             hint: format!(
                 "Put a good copy of file {number} (and its manifest, if that was the problem) into the spool, then run the applier again."
+            ),
+        }
+    }
+
+    /// A copy of an applied file, damaged on its way or changed since.
+    pub fn damaged_copy(number: u64, reason: String) -> Self {
+        Self {
+            reason,
+            hint: format!(
+                "File {number} was applied already, so this copy is not needed; but something damaged or changed it: \
+                 compare it with the exporter's outbox, and check the transfer."
             ),
         }
     }
@@ -96,6 +109,11 @@ impl Refusal {
             ),
         }
     }
+
+    /// A file numbered like one already applied, but not the same export of it.
+    pub fn diverged(reason: String) -> Self {
+        Self { reason, hint: slave::DIVERGED_HINT.into() }
+    }
 }
 
 /// What the spool offers as file number `n`.
@@ -109,6 +127,14 @@ pub enum Next {
         path: PathBuf,
         refusal: Refusal,
     },
+}
+
+/// A file numbered like an applied one that was moved to quarantine.
+#[derive(Debug)]
+pub struct SetAside {
+    pub number: u64,
+    pub path: PathBuf,
+    pub refusal: Refusal,
 }
 
 /// What one scan of the spool found.
@@ -220,36 +246,145 @@ impl<'a> Inbox<'a> {
         Ok(SystemTime::now().duration_since(modified).unwrap_or_default() >= self.config.settle)
     }
 
-    /// Moves every file numbered up to `last` (already applied), and every manifest whose files
-    /// are all applied, out of the way: to the archive, or to quarantine for a stray copy of an
-    /// applied number under another name than its manifest gives.
-    pub fn set_aside_applied(&mut self, last: u64) -> Result<(), Error> {
-        let numbers: Vec<u64> = self.files.range(..=last).map(|(n, _)| *n).collect();
-        for number in numbers {
+    /// Numbers of the files in the spool numbered up to `last`: applied already.
+    pub fn applied_numbers(&self, last: u64) -> Vec<u64> {
+        self.files.range(..=last).map(|(n, _)| *n).collect()
+    }
+
+    /// Moves `file`, just applied, to the archive.
+    pub fn archive_applied(&mut self, file: &Verified) -> Result<(), Error> {
+        if let Some(files) = self.files.get_mut(&file.header.number) {
+            files.retain(|(_, path)| *path != file.path);
+            if files.is_empty() {
+                self.files.remove(&file.header.number);
+            }
+        }
+        archive(self.config, &file.path)?;
+        Ok(())
+    }
+
+    /// Moves every file numbered up to `last` (applied already) out of the way, comparing it
+    /// with what the slave recorded of the file applied under its number (`applied`): the same
+    /// file, sent again, goes to the archive; another one goes to quarantine and is returned.
+    /// A file that differs but may still be arriving is left for a later pass. Manifests whose
+    /// files are all applied go to the archive, or to quarantine with the files they list.
+    pub fn set_aside_applied(
+        &mut self,
+        last: u64,
+        applied: &BTreeMap<u64, AppliedFile>,
+    ) -> Result<Vec<SetAside>, Error> {
+        let mut set_aside = Vec::new();
+        for number in self.applied_numbers(last) {
             for (name, path) in self.files.remove(&number).unwrap_or_default() {
-                match self.covered.get(&number) {
-                    Some((entry, _)) if entry.file != name => {
-                        quarantine(
-                            self.config,
-                            &path,
-                            &format!("file {number} was already applied from \"{}\"", entry.file.file_name()),
-                            "The file applied under this number had the name its manifest gives: compare this copy with the exporter's outbox.",
-                        )?;
-                    }
-                    _ => {
+                match self.compare_with_applied(number, &name, &path, applied.get(&number))? {
+                    Comparison::Same => {
                         archive(self.config, &path)?;
+                    }
+                    Comparison::Arriving => {
+                        self.notes.push(format!(
+                            "file {number} arrived again and is still arriving; it is compared with the applied one once complete"
+                        ));
+                        self.files.entry(number).or_default().push((name, path));
+                    }
+                    Comparison::Other(refusal) => {
+                        quarantine(self.config, &path, &refusal.reason, &refusal.hint)?;
+                        set_aside.push(SetAside { number, path, refusal });
                     }
                 }
             }
         }
         for (name, path) in std::mem::take(&mut self.manifests) {
-            if name.last <= last {
+            let listed = set_aside.iter().map(|s| s.number).find(|n| (name.first..=name.last).contains(n));
+            if let Some(number) = listed {
+                let reason = format!("it lists file {number}, which was moved to quarantine");
+                quarantine(self.config, &path, &reason, "Keep it with the files it lists.")?;
+            } else if name.last <= last && self.files.range(name.first..=name.last).next().is_none() {
                 archive(self.config, &path)?;
             } else {
                 self.manifests.push((name, path));
             }
         }
-        Ok(())
+        Ok(set_aside)
+    }
+
+    /// Whether the file `path`, numbered like an applied file, is that file sent again.
+    fn compare_with_applied(
+        &self,
+        number: u64,
+        name: &TransactionFileName,
+        path: &Path,
+        applied: Option<&AppliedFile>,
+    ) -> Result<Comparison, Error> {
+        let entry = self.covered.get(&number).map(|(entry, _)| entry).filter(|entry| entry.file == *name);
+        let other = match read_header(path, name) {
+            Err(reason) => {
+                Refusal::damaged_copy(number, format!("file {number} was applied already, and this copy {reason}"))
+            }
+            Ok((header, _)) if header.slave != self.config.slave_name => Refusal::misplaced(
+                number,
+                format!("it is for slave \"{}\", this applier serves \"{}\"", header.slave, self.config.slave_name),
+            ),
+            Ok((header, sha256)) => match applied {
+                // Applied before the slave kept a history, or its record was deleted: only the
+                // name the manifest gives can tell.
+                None => match self.covered.get(&number) {
+                    Some((listed, _)) if listed.file != *name => Refusal::diverged(format!(
+                        "it is not the file {number} that was applied (that was \"{}\"): the master's history diverged",
+                        listed.file.file_name()
+                    )),
+                    _ => return Ok(Comparison::Same),
+                },
+                Some(applied) => {
+                    let same_export = header.xid as i64 == applied.xid
+                        && applied.exported_at.is_none_or(|at| at == header.exported_at);
+                    let same_text = applied.sha256.as_deref().is_none_or(|known| known == sha256.to_string());
+                    match (same_export, same_text) {
+                        (true, true) => return Ok(Comparison::Same),
+                        (true, false) => Refusal::damaged_copy(
+                            number,
+                            format!(
+                                "its SQL differs from the file {number} that was applied, though both are master transaction {} \
+                                 (sha256 {} applied, {sha256} here)",
+                                applied.xid,
+                                applied.sha256.as_deref().unwrap_or("unknown")
+                            ),
+                        ),
+                        (false, _) => Refusal::diverged(format!(
+                            "it is not the file {number} that was applied: the master's history diverged \
+                             (applied: master transaction {} exported at {}; this one: master transaction {} exported at {})",
+                            applied.xid,
+                            applied.exported_at.map_or_else(|| "an unrecorded time".into(), time),
+                            header.xid,
+                            time(header.exported_at)
+                        )),
+                    }
+                }
+            },
+        };
+        // A copy in progress differs too: judge a file only once it is complete.
+        let stored = match entry {
+            Some(_) => Some(
+                fs::File::open(path)
+                    .and_then(sha256_of)
+                    .map_err(|e| Error::runtime(format!("could not read \"{}\": {e}", path.display())))?
+                    .0,
+            ),
+            None => None,
+        };
+        let intact = entry.zip(stored).is_some_and(|(entry, stored)| entry.checksum == stored);
+        if !intact && !self.settled(path)? {
+            return Ok(Comparison::Arriving);
+        }
+        Ok(Comparison::Other(match entry.zip(stored) {
+            Some((entry, stored)) if entry.checksum != stored => Refusal::damaged_copy(
+                number,
+                format!(
+                    "file {number} was applied already, and this copy has a checksum mismatch: the manifest says sha256 {}, the file has {stored}",
+                    entry.checksum
+                ),
+            ),
+            _ => other,
+        }))
     }
 
     /// What the spool offers as file number `number`.
@@ -352,9 +487,24 @@ impl<'a> Inbox<'a> {
     }
 }
 
+/// What a file numbered like an applied one is.
+enum Comparison {
+    /// That file, sent again.
+    Same,
+    /// Not that file as far as it arrived, but it may still be arriving.
+    Arriving,
+    /// Another file.
+    Other(Refusal),
+}
+
 /// What an operator can do about a manifest that was moved to quarantine.
 const MANIFEST_HINT: &str =
     "The files it lists wait for a good manifest: put one into the spool (from the exporter's outbox), then run the applier again.";
+
+/// A time as file headers write it.
+fn time(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
 
 /// Reads a file's header and the checksum of its SQL text, decompressing if needed; the error
 /// completes "it ...".

@@ -7,7 +7,7 @@
 -- xid: 1002
 -- changes: 52
 -- exported-at: 2026-01-01T00:00:00.000000Z
--- previous-sha256: 1717647bee003f32b07119d9cb0d352fa66f50ea27b7ebf09b7d5bd4f0b994cb
+-- previous-sha256: eb12956b6034107be6abeb621d3ea894f1543fbe7fb789f3177dc07ee16ccac4
 \set ON_ERROR_STOP on
 SET client_encoding = 'UTF8';
 SET standard_conforming_strings = 'on';
@@ -20,7 +20,7 @@ SET LOCAL bytea_output = 'hex';
 SET LOCAL lc_monetary = 'C';
 SET LOCAL xmloption = 'content';
 SET LOCAL session_replication_role = 'replica';
-SELECT dbmirror.guard('slave1', '7000000000000000001', 2, 1002, '1717647bee003f32b07119d9cb0d352fa66f50ea27b7ebf09b7d5bd4f0b994cb');
+SELECT dbmirror.guard('slave1', '7000000000000000001', 2, 1002, 'eb12956b6034107be6abeb621d3ea894f1543fbe7fb789f3177dc07ee16ccac4', '2026-01-01T00:00:00.000000Z');
 COPY "public"."item" ("id", "name", "price", "tags", "seen") FROM STDIN;
 2	bulk 1	1.00	\N	\N
 3	bulk 2	2.00	\N	\N

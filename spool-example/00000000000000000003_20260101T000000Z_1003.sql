@@ -7,7 +7,7 @@
 -- xid: 1003
 -- changes: 17
 -- exported-at: 2026-01-01T00:00:00.000000Z
--- previous-sha256: 9bf6fbede4305f0a671781da867c51eee1c845e8cd486b2f6ce6f276b24394d3
+-- previous-sha256: 1e204ff1ca361d5e6d64fd39c954056d077f43c00656be0fb9bb076a1ee61786
 \set ON_ERROR_STOP on
 SET client_encoding = 'UTF8';
 SET standard_conforming_strings = 'on';
@@ -20,7 +20,7 @@ SET LOCAL bytea_output = 'hex';
 SET LOCAL lc_monetary = 'C';
 SET LOCAL xmloption = 'content';
 SET LOCAL session_replication_role = 'replica';
-SELECT dbmirror.guard('slave1', '7000000000000000001', 3, 1003, '9bf6fbede4305f0a671781da867c51eee1c845e8cd486b2f6ce6f276b24394d3');
+SELECT dbmirror.guard('slave1', '7000000000000000001', 3, 1003, '1e204ff1ca361d5e6d64fd39c954056d077f43c00656be0fb9bb076a1ee61786', '2026-01-01T00:00:00.000000Z');
 WITH m AS (UPDATE ONLY "public"."item" SET "price" = '3.00', "tags" = NULL WHERE "id" = '1' RETURNING 1) SELECT dbmirror.one_row(count(*), 'update of "public"."item"') FROM m;
 WITH m AS (UPDATE ONLY "public"."item" SET "price" = '2.00' WHERE "id" = '2' RETURNING 1) SELECT dbmirror.one_row(count(*), 'update of "public"."item"') FROM m;
 WITH m AS (UPDATE ONLY "public"."item" SET "price" = '4.00' WHERE "id" = '3' RETURNING 1) SELECT dbmirror.one_row(count(*), 'update of "public"."item"') FROM m;

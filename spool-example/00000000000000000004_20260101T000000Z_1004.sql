@@ -7,7 +7,7 @@
 -- xid: 1004
 -- changes: 1
 -- exported-at: 2026-01-01T00:00:00.000000Z
--- previous-sha256: 06d980677e9508e6ad78c79642f03cb2a0e450a35b93f392c9c7e97a07ad47d4
+-- previous-sha256: b0ce3e0a3922ab9df5d91a7481645b50d4bd486e3066b9648fe08188678e9f0e
 \set ON_ERROR_STOP on
 SET client_encoding = 'UTF8';
 SET standard_conforming_strings = 'on';
@@ -20,7 +20,7 @@ SET LOCAL bytea_output = 'hex';
 SET LOCAL lc_monetary = 'C';
 SET LOCAL xmloption = 'content';
 SET LOCAL session_replication_role = 'replica';
-SELECT dbmirror.guard('slave1', '7000000000000000001', 4, 1004, '06d980677e9508e6ad78c79642f03cb2a0e450a35b93f392c9c7e97a07ad47d4');
+SELECT dbmirror.guard('slave1', '7000000000000000001', 4, 1004, 'b0ce3e0a3922ab9df5d91a7481645b50d4bd486e3066b9648fe08188678e9f0e', '2026-01-01T00:00:00.000000Z');
 WITH m AS (UPDATE ONLY "public"."item" SET "name" = 'tab	here, quote '' and \ backslash
 newline' WHERE "id" = '3' RETURNING 1) SELECT dbmirror.one_row(count(*), 'update of "public"."item"') FROM m;
 SELECT dbmirror.advance_sequence('public.item_id_seq', 51, true);

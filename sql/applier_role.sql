@@ -10,7 +10,8 @@
 --   * read, insert, update, delete and truncate the mirrored tables (UPDATE and DELETE need
 --     SELECT to find rows by key);
 --   * read and set the mirrored tables' sequences (setval needs UPDATE);
---   * read and write its own row of dbmirror.slave_state, through dbmirror.guard();
+--   * read and write its own rows of dbmirror.slave_state and dbmirror.applied_file, through
+--     dbmirror.guard();
 --   * SET session_replication_role = replica inside a file's transaction (PostgreSQL 15 and
 --     later), so the slave's own triggers and foreign-key actions do not fire twice.
 -- The applier also refuses any statement that is not one the exporter writes, before sending
@@ -26,8 +27,9 @@ SELECT format('CREATE ROLE %I LOGIN', :'role')
  WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') \gexec
 
 GRANT USAGE ON SCHEMA dbmirror TO :"role";
-GRANT SELECT, INSERT, UPDATE ON dbmirror.slave_state TO :"role";
-GRANT EXECUTE ON FUNCTION dbmirror.guard(text, text, bigint, bigint, text),
+GRANT SELECT, INSERT, UPDATE ON dbmirror.slave_state, dbmirror.applied_file TO :"role";
+GRANT EXECUTE ON FUNCTION dbmirror.guard(text, text, bigint, bigint, text, timestamptz),
+                          dbmirror.guard(text, text, bigint, bigint, text),
                           dbmirror.one_row(bigint, text),
                           dbmirror.advance_sequence(regclass, bigint, boolean) TO :"role";
 GRANT SET ON PARAMETER session_replication_role TO :"role";

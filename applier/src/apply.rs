@@ -6,6 +6,7 @@
 //! archive. The applier stops at the first file that must not be applied, after moving it to
 //! quarantine with the reason beside it; files that are only incomplete or missing are waited for.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -13,13 +14,14 @@ use std::time::{Duration, Instant};
 
 use dbmirror_apply::error::{Error, Kind};
 use dbmirror_apply::replay::{replay, ReplayError};
-use dbmirror_apply::{log, slave};
+use dbmirror_apply::slave::AppliedFile;
+use dbmirror_apply::{log, signals, slave};
 use dbmirror_spool::open_sql;
-use dbmirror_spool::sql::{ALREADY_APPLIED, OUT_OF_ORDER};
+use dbmirror_spool::sql::{ALREADY_APPLIED, DIVERGED, OUT_OF_ORDER};
 use postgres::Client;
 
 use crate::config::Config;
-use crate::inbox::{quarantine, Inbox, Next, Verified};
+use crate::inbox::{quarantine, Inbox, Next, Refusal, SetAside, Verified};
 
 /// Name of the lock file in the spool that keeps a second applier away (dot-files are not part
 /// of the spool).
@@ -81,7 +83,10 @@ pub fn once(config: &Config, stop: &AtomicBool) -> Result<Summary, Error> {
 pub fn pass(config: &Config, client: &mut Client, stop: &AtomicBool) -> Result<Summary, Error> {
     let mut last = slave::last_applied(client, &config.slave_name)?.map_or(0, |n| n as u64);
     let mut inbox = Inbox::scan(config, false)?;
-    inbox.set_aside_applied(last)?;
+    let again = inbox.applied_numbers(last);
+    let applied =
+        if again.is_empty() { BTreeMap::new() } else { slave::applied_files(client, &config.slave_name, &again)? };
+    came_again(inbox.set_aside_applied(last, &applied)?)?;
     let mut summary = Summary { last, ..Summary::default() };
     let mut progress = Progress::new(last);
     while !stop.load(Ordering::Relaxed) {
@@ -93,15 +98,25 @@ pub fn pass(config: &Config, client: &mut Client, stop: &AtomicBool) -> Result<S
                 summary.applied += 1;
                 summary.last = last;
                 progress.applied(last, file.header.changes);
-                inbox.set_aside_applied(last)?;
+                inbox.archive_applied(&file)?;
+                // Other copies of this number, under other names, are compared with it.
+                let applied = BTreeMap::from([(
+                    number,
+                    AppliedFile {
+                        xid: file.header.xid as i64,
+                        exported_at: Some(file.header.exported_at),
+                        sha256: Some(file.sql_sha256.to_string()),
+                    },
+                )]);
+                came_again(inbox.set_aside_applied(last, &applied)?)?;
             }
             Next::Waiting(reason) => {
                 summary.waiting = reason;
                 break;
             }
-            Next::Quarantined { path, reason } => {
+            Next::Quarantined { path, refusal } => {
                 progress.report();
-                return Err(stopped_at(number, &path, &reason));
+                return Err(stopped_at(number, &path, &refusal));
             }
         }
     }
@@ -112,6 +127,27 @@ pub fn pass(config: &Config, client: &mut Client, stop: &AtomicBool) -> Result<S
         ));
     }
     Ok(summary)
+}
+
+/// Stops at files numbered like applied ones that were not those files.
+fn came_again(set_aside: Vec<SetAside>) -> Result<(), Error> {
+    let Some(first) = set_aside.first() else {
+        return Ok(());
+    };
+    let more = match set_aside.len() {
+        1 => String::new(),
+        n => format!(" (and {} more files numbered like applied ones; see their .reason files)", n - 1),
+    };
+    Err(Error::new(
+        Kind::BadFile,
+        format!(
+            "file {} came again and \"{}\" was moved to quarantine: {}{more}",
+            first.number,
+            first.path.display(),
+            first.refusal.reason
+        ),
+    )
+    .with_hint(first.refusal.hint.clone()))
 }
 
 /// Progress lines: at most one every few seconds, so a large backlog shows it moves without a
@@ -154,43 +190,44 @@ impl Progress {
     }
 }
 
-fn stopped_at(number: u64, path: &std::path::Path, reason: &str) -> Error {
-    Error::new(Kind::BadFile, format!("stopped at file {number}: \"{}\" was moved to quarantine: {reason}", path.display()))
-        .with_hint(format!(
-            "Put a good copy of file {number} (and its manifest, if that was the problem) into the spool, then run the applier again."
-        ))
-}
-
-/// SQLSTATE classes of failures that are not the file's fault: the slave went away, was shut
-/// down, cancelled the statement, ran out of resources, or a concurrent transaction conflicted.
-fn transient(code: &str) -> bool {
-    ["08", "53", "57", "58", "40"].iter().any(|class| code.starts_with(class))
+fn stopped_at(number: u64, path: &std::path::Path, refusal: &Refusal) -> Error {
+    Error::new(
+        Kind::BadFile,
+        format!("stopped at file {number}: \"{}\" was moved to quarantine: {}", path.display(), refusal.reason),
+    )
+    .with_hint(refusal.hint.clone())
 }
 
 fn apply_file(config: &Config, client: &mut Client, file: &Verified) -> Result<(), Error> {
     let number = file.header.number;
-    let sql = open_sql(&file.path, &file.name)?;
     let record = slave::record_checksum_sql(&config.slave_name, &file.sql_sha256);
-    let error = match replay(client, sql, Some(&record)) {
+    let open = || open_sql(&file.path, &file.name).map_err(|e| std::io::Error::other(e.to_string()));
+    let error = match replay(client, open, Some(&record)) {
         Ok(_) => return Ok(()),
         Err(error) => error,
     };
     let code = error.code().unwrap_or("");
-    if error.is_connection() || transient(code) {
+    if error.is_transient() {
         return Err(Error::runtime(format!("file {number} could not be applied, and will be tried again: {error}")));
     }
-    if code == ALREADY_APPLIED || code == OUT_OF_ORDER {
-        // Someone applied files by hand meanwhile; the next pass starts from the new state.
+    if matches!(error, ReplayError::Open(_)) {
+        return Err(Error::runtime(format!("file {number} could not be applied: {error}")));
+    }
+    if [ALREADY_APPLIED, OUT_OF_ORDER, DIVERGED].contains(&code) {
+        // Someone applied files by hand meanwhile; the next pass starts from the new state, and
+        // compares this file with the one applied under its number.
         return Err(Error::runtime(format!("the slave's state changed while applying file {number}: {error}")));
     }
-    let reason = match &error {
-        ReplayError::Statement { .. } => {
-            format!("it failed on the slave and was rolled back: {error}")
-        }
-        _ => format!("it could not be read as SQL: {error}"),
+    let refusal = match &error {
+        ReplayError::Statement { .. } | ReplayError::Batch { .. } => Refusal::failed_on_slave(
+            format!("it failed on the slave and was rolled back: {error}"),
+            &config.quarantine,
+            &config.spool,
+        ),
+        _ => Refusal::foreign(format!("it could not be read as SQL: {error}")),
     };
-    quarantine(config, &file.path, &reason)?;
-    Err(stopped_at(number, &file.path, &reason))
+    quarantine(config, &file.path, &refusal.reason, &refusal.hint)?;
+    Err(stopped_at(number, &file.path, &refusal))
 }
 
 /// `watch`: applies files as they arrive, until SIGTERM or SIGINT. File-system events from
@@ -199,8 +236,10 @@ fn apply_file(config: &Config, client: &mut Client, file: &Verified) -> Result<(
 pub fn watch(config: &Config, stop: &AtomicBool) -> Result<(), Error> {
     let _lock = lock(config)?;
     let (events, arrived) = mpsc::channel();
-    let watcher = notify::recommended_watcher(move |_| {
-        let _ = events.send(());
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.as_ref().map_or(true, is_news) {
+            let _ = events.send(());
+        }
     })
     .and_then(|mut watcher| {
         notify::Watcher::watch(&mut watcher, &config.spool, notify::RecursiveMode::NonRecursive).map(|()| watcher)
@@ -229,7 +268,7 @@ pub fn watch(config: &Config, stop: &AtomicBool) -> Result<(), Error> {
                 result
             }),
         };
-        let pause = match result {
+        match result {
             Ok(summary) => {
                 failures = 0;
                 if summary.waiting != said {
@@ -238,24 +277,39 @@ pub fn watch(config: &Config, stop: &AtomicBool) -> Result<(), Error> {
                     }
                     said = summary.waiting;
                 }
-                config.poll_interval
+                wait(&arrived, config.poll_interval, stop);
             }
             Err(e) if e.kind() == Kind::Runtime => {
                 failures += 1;
                 client = None;
                 let pause = Duration::from_secs(1u64 << failures.min(6));
                 log::error(&format!("{e}\n(attempt {failures}; retrying in {}s)", pause.as_secs()));
-                pause
+                // The pause is what the log says: news in the spool cannot cure what failed,
+                // so only a stop signal ends it.
+                signals::sleep(pause, stop);
+                while arrived.try_recv().is_ok() {}
             }
             Err(e) => return Err(e),
-        };
-        wait(&arrived, pause, stop);
+        }
     }
     log::info("stopping on signal");
     Ok(())
 }
 
-/// Waits up to `pause` for a file-system event, waking early on `stop`.
+/// Whether a file-system event in the spool may mean something new to apply: a file created,
+/// written, or renamed into it. Files opened and read (as every pass does) and files leaving
+/// (as the applier's own moves do) are not news.
+fn is_news(event: &notify::Event) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
+    match event.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) | EventKind::Remove(_) => false,
+        EventKind::Modify(ModifyKind::Name(RenameMode::From)) => false,
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Any | EventKind::Other => true,
+    }
+}
+
+/// Waits up to `pause` for news in the spool, waking early on `stop`.
 fn wait(arrived: &mpsc::Receiver<()>, pause: Duration, stop: &AtomicBool) {
     let until = Instant::now() + pause;
     while !stop.load(Ordering::Relaxed) {

@@ -1,12 +1,12 @@
 //! The applier's configuration file (TOML), read and checked before anything else happens.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use dbmirror_spool::{PublicKey, ARCHIVE_DIR, QUARANTINE_DIR};
 use serde::Deserialize;
 
-use dbmirror_apply::configuration;
+use dbmirror_apply::configuration::{self, Range};
 use dbmirror_apply::error::Error;
 
 /// Seconds a file must have been left alone before a checksum mismatch counts as damage rather
@@ -14,6 +14,10 @@ use dbmirror_apply::error::Error;
 pub const DEFAULT_SETTLE_SECONDS: f64 = 60.0;
 /// Seconds between rescans of the spool in `watch`, in case a file-system event was missed.
 pub const DEFAULT_POLL_INTERVAL: f64 = 5.0;
+/// `settle_seconds` may be zero (a mismatch is damage at once) and at most a day.
+const SETTLE_RANGE: Range = Range { least: 0.0, most: configuration::DAY };
+/// `poll_interval` must leave the loop some rest, and rescan at least daily.
+const POLL_RANGE: Range = Range { least: configuration::SHORTEST_PAUSE, most: configuration::DAY };
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,15 +73,23 @@ impl Config {
                     .map_err(|_| Error::config(format!("master must be a system identifier (a number), not \"{m}\"")))
             })
             .transpose()?;
+        let archive = raw.archive.unwrap_or_else(|| raw.spool.join(ARCHIVE_DIR));
+        let quarantine = raw.quarantine.unwrap_or_else(|| raw.spool.join(QUARANTINE_DIR));
+        places(&raw.spool, &archive, &quarantine)?;
         Ok(Self {
             slave_name: raw.slave_name,
             slave,
-            archive: raw.archive.unwrap_or_else(|| raw.spool.join(ARCHIVE_DIR)),
-            quarantine: raw.quarantine.unwrap_or_else(|| raw.spool.join(QUARANTINE_DIR)),
+            archive,
+            quarantine,
             spool: raw.spool,
             master,
-            settle: configuration::seconds("settle_seconds", raw.settle_seconds, DEFAULT_SETTLE_SECONDS, true)?,
-            poll_interval: configuration::seconds("poll_interval", raw.poll_interval, DEFAULT_POLL_INTERVAL, false)?,
+            settle: configuration::seconds("settle_seconds", raw.settle_seconds, DEFAULT_SETTLE_SECONDS, SETTLE_RANGE)?,
+            poll_interval: configuration::seconds(
+                "poll_interval",
+                raw.poll_interval,
+                DEFAULT_POLL_INTERVAL,
+                POLL_RANGE,
+            )?,
             public_key: raw
                 .public_key
                 .as_deref()
@@ -86,6 +98,69 @@ impl Config {
                 .map_err(|e| Error::config(e.to_string()))?,
         })
     }
+}
+
+/// Checks that archive and quarantine are (or can become) directories apart from the spool and
+/// from each other: a file moved into the spool itself would be found there again, and applied
+/// files must not mix with refused ones.
+fn places(spool: &Path, archive: &Path, quarantine: &Path) -> Result<(), Error> {
+    let spool_at = resolved("spool", spool)?;
+    let archive_at = resolved("archive", archive)?;
+    let quarantine_at = resolved("quarantine", quarantine)?;
+    for (what, path, at) in [("archive", archive, &archive_at), ("quarantine", quarantine, &quarantine_at)] {
+        if *at == spool_at {
+            return Err(Error::config(format!(
+                "{what} must not be the spool: \"{}\" is \"{}\"",
+                path.display(),
+                spool.display()
+            ))
+            .with_hint(format!("Leave {what} out (it defaults to {what}/ in the spool), or name another directory.")));
+        }
+    }
+    if archive_at == quarantine_at {
+        return Err(Error::config(format!(
+            "archive and quarantine must be different directories: \"{}\" is \"{}\"",
+            archive.display(),
+            quarantine.display()
+        ))
+        .with_hint("Applied files and refused ones must not mix: leave one out, or name another directory."));
+    }
+    Ok(())
+}
+
+/// `path` made absolute, with symbolic links, `.` and `..` resolved as far as it exists; the
+/// rest (directories the applier creates when it first moves a file there) is appended as
+/// written. Fails unless what exists of it is a directory.
+fn resolved(what: &str, path: &Path) -> Result<PathBuf, Error> {
+    let unusable = |why: String| Error::config(format!("{what} \"{}\" {why}", path.display()));
+    if path.as_os_str().as_encoded_bytes().contains(&0) {
+        return Err(unusable("is not a usable path: it contains a NUL character".to_string()));
+    }
+    let absolute = std::path::absolute(path).map_err(|e| unusable(format!("is not a usable path: {e}")))?;
+    for existing in absolute.ancestors() {
+        let Ok(base) = existing.canonicalize() else {
+            continue;
+        };
+        if !base.is_dir() {
+            return Err(unusable(if existing == absolute {
+                "is not a directory".to_string()
+            } else {
+                format!("cannot be created: \"{}\" is not a directory", existing.display())
+            }));
+        }
+        let mut resolved = base;
+        for part in absolute.strip_prefix(existing).unwrap_or(Path::new("")).components() {
+            match part {
+                Component::ParentDir => {
+                    resolved.pop();
+                }
+                Component::Normal(name) => resolved.push(name),
+                Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+            }
+        }
+        return Ok(resolved);
+    }
+    Err(unusable("is not a usable path".to_string()))
 }
 
 #[cfg(test)]
@@ -128,5 +203,122 @@ mod tests {
             let err = Config::parse(&text).expect_err(&text).to_string();
             assert!(err.contains(expected), "{err:?} should contain {expected:?}");
         }
+    }
+
+    /// Regression test: `settle_seconds = 1e30` panicked (a `Duration` cannot hold it). Every
+    /// value is checked, and a bad one is a configuration error that names it.
+    #[test]
+    fn extreme_values_are_refused_with_a_message_never_a_panic() {
+        let d = dir();
+        let base = format!("slave = \"host=/tmp\"\nspool = \"{d}\"\n");
+        let cases = [
+            ("settle_seconds = 1e30", "settle_seconds must be a number of seconds from 0 to 86400, not 1e30"),
+            ("settle_seconds = inf", "settle_seconds must be a number of seconds"),
+            ("settle_seconds = nan", "settle_seconds must be a number of seconds"),
+            ("settle_seconds = -0.5", "settle_seconds must be a number of seconds"),
+            ("settle_seconds = 86401", "settle_seconds must be a number of seconds"),
+            ("settle_seconds = \"60\"", "invalid type: string"),
+            ("settle_seconds = 99999999999999999999", "settle_seconds (line 4): number too large"),
+            ("poll_interval = 0", "poll_interval must be a number of seconds from 0.01 to 86400"),
+            ("poll_interval = 1e-300", "poll_interval must be a number of seconds"),
+            ("poll_interval = 1.7976931348623157e308", "poll_interval must be a number of seconds"),
+            ("poll_interval = -inf", "poll_interval must be a number of seconds"),
+            ("master = \"99999999999999999999\"", "master must be a system identifier"),
+            ("master = \"-1\"", "master must be a system identifier"),
+            ("master = \"\"", "master must be a system identifier"),
+            ("public_key = \"/dev/zero\"", "is not a dbmirror-ed25519-public key file"),
+            ("public_key = \"/nonexistent/key.pub\"", "could not read key file"),
+            ("archive = \"\"", "archive"),
+            ("archive = \"a\\u0000b\"", "archive"),
+            (
+                "quarantine = \"/dev/null/q\"",
+                "quarantine \"/dev/null/q\" cannot be created: \"/dev/null\" is not a directory",
+            ),
+        ];
+        for (extra, expected) in cases {
+            let text = format!("slave_name = \"s\"\n{base}{extra}\n");
+            let err = Config::parse(&text).expect_err(extra);
+            assert_eq!(err.kind(), dbmirror_apply::error::Kind::Config, "{extra}");
+            assert!(err.to_string().contains(expected), "{extra}: {err:?} should contain {expected:?}");
+        }
+        for name in ["\"\"", "\"a\\u0000b\"", "\"a\\nb\"", &format!("\"{}\"", "x".repeat(1001)), "1", "[]"] {
+            let text = format!("slave_name = {name}\n{base}");
+            assert_eq!(Config::parse(&text).expect_err(name).kind(), dbmirror_apply::error::Kind::Config, "{name}");
+        }
+        // Whatever the value of whatever key: a result, never a panic.
+        let values = [
+            "1e30",
+            "-1e30",
+            "nan",
+            "inf",
+            "-inf",
+            "0",
+            "-0.0",
+            "5e-324",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "\"\"",
+            "\"\\u0000\"",
+            "\"/dev/zero\"",
+            "\"..\"",
+            "[]",
+            "{}",
+            "true",
+            "1979-05-27T07:32:00Z",
+        ];
+        for key in [
+            "slave_name",
+            "slave",
+            "spool",
+            "archive",
+            "quarantine",
+            "master",
+            "settle_seconds",
+            "poll_interval",
+            "public_key",
+        ] {
+            for value in values {
+                let text = format!("slave_name = \"s\"\nslave = \"host=/tmp\"\nspool = \"{d}\"\n")
+                    .lines()
+                    .filter(|line| !line.starts_with(&format!("{key} =")))
+                    .map(|line| format!("{line}\n"))
+                    .collect::<String>();
+                let _ = Config::parse(&format!("{text}{key} = {value}\n"));
+            }
+        }
+    }
+
+    #[test]
+    fn archive_and_quarantine_must_be_apart_from_the_spool_and_each_other() {
+        let spool = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let s = spool.path().display().to_string();
+        let e = elsewhere.path().display().to_string();
+        std::fs::write(spool.path().join("file"), "").unwrap();
+        let parse = |extra: &str| {
+            Config::parse(&format!("slave_name = \"s\"\nslave = \"host=/tmp\"\nspool = \"{s}\"\n{extra}\n"))
+        };
+        for (extra, expected) in [
+            (format!("archive = \"{s}\""), "archive must not be the spool"),
+            (format!("archive = \"{s}/./\""), "archive must not be the spool"),
+            (format!("quarantine = \"{s}/archive/..\""), "quarantine must not be the spool"),
+            (format!("archive = \"{e}/x\"\nquarantine = \"{e}/y/../x/\""), "archive and quarantine must be different"),
+            (
+                format!("archive = \"{s}/archive\"\nquarantine = \"{s}/archive\""),
+                "archive and quarantine must be different",
+            ),
+            (format!("archive = \"{s}/file\""), "is not a directory"),
+            (format!("archive = \"{s}/file/x\""), "cannot be created"),
+        ] {
+            let err = parse(&extra).expect_err(&extra).to_string();
+            assert!(err.contains(expected), "{extra}: {err:?} should contain {expected:?}");
+        }
+        // Directories that do not exist yet are fine; the applier creates them.
+        let config = parse(&format!("archive = \"{e}/a/b\"\nquarantine = \"{e}/q\"")).unwrap();
+        assert_eq!(config.archive, elsewhere.path().join("a/b"));
+        // A symbolic link to the spool is the spool.
+        std::os::unix::fs::symlink(spool.path(), elsewhere.path().join("link")).unwrap();
+        let err = parse(&format!("archive = \"{e}/link\"")).expect_err("a link to the spool").to_string();
+        assert!(err.contains("archive must not be the spool"), "{err}");
     }
 }

@@ -7,7 +7,8 @@
 //! file      := session* BEGIN ; local* guard change* sequence* COMMIT ;
 //! session   := SET name = 'value' ;              -- only the session settings files use
 //! local     := SET LOCAL name = 'value' ;        -- only the canonical and apply settings
-//! guard     := SELECT dbmirror.guard('text', 'text', int, int, 'text' | NULL) ;
+//! guard     := SELECT dbmirror.guard('text', 'text', int, int, 'text' | NULL [, 'text']) ;
+//!                                   -- the export time; files written before it was added lack it
 //! change    := INSERT INTO table (column, ...) OVERRIDING SYSTEM VALUE VALUES (value, ...) ;
 //!            | COPY table (column, ...) FROM STDIN ;
 //!            | WITH m AS (UPDATE ONLY table SET column = value, ... WHERE key old* RETURNING 1)
@@ -369,6 +370,10 @@ impl Checker {
                 p.int()?;
                 p.punct(',')?;
                 p.value()?;
+                if p.is_punct(',') {
+                    p.next();
+                    p.text()?;
+                }
                 p.punct(')')?;
                 (Stage::Changes, Kind::Other)
             }
@@ -513,7 +518,7 @@ mod tests {
         "BEGIN;",
         "SET LOCAL DateStyle = 'ISO, YMD';",
         "SET LOCAL session_replication_role = 'replica';",
-        "SELECT dbmirror.guard('o''brien', '7', 2, 900, '6b86');",
+        "SELECT dbmirror.guard('o''brien', '7', 2, 900, '6b86', '2026-01-02T03:04:05.000000Z');",
         "INSERT INTO \"public\".\"My \"\"T\"\"\" (\"id\", \"Name\") OVERRIDING SYSTEM VALUE VALUES ('1', NULL);",
         "COPY \"public\".\"t\" (\"id\") FROM STDIN;",
         "WITH m AS (UPDATE \"public\".\"t\" SET \"a\" = 'x', \"b\" = NULL WHERE \"id\" = '1' AND \"k\" = '2' RETURNING 1) SELECT dbmirror.one_row(count(*), 'update of \"public\".\"t\"') FROM m;",
@@ -569,6 +574,10 @@ mod tests {
             (1, "SET role = 'postgres';", "setting role"),
             (2, "BEGIN; COMMIT;", "unexpected COMMIT"),
             (5, "SELECT dbmirror.guard('a', 'b', 1, 2, now());", "expected a string literal or NULL"),
+            (5, "SELECT dbmirror.guard('a', 'b', 1, 2, NULL, now());", "expected a string literal, found now"),
+            (5, "SELECT dbmirror.guard('a', 'b', 1, 2, NULL, NULL);", "expected a string literal, found NULL"),
+            (5, "SELECT dbmirror.guard('a', 'b', 1, 2, NULL, '2026-01-01T00:00:00Z', 'x');", "expected \")\", found \",\""),
+            (5, "SELECT dbmirror.guard('a', 'b', 1, 2, NULL, );", "expected a string literal, found \")\""),
             (13, "COMMIT; SELECT 1;", "unexpected SELECT"),
             (13, "ROLLBACK;", "ROLLBACK is not allowed here"),
             (6, "", "cannot start with the end of the statement"),
@@ -587,6 +596,22 @@ mod tests {
             }
         }
         assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    /// The guard as the exporter writes it now (with the export time), and as files written
+    /// before that have it.
+    #[test]
+    fn accepts_the_guard_with_and_without_the_export_time() {
+        for guard in [
+            "SELECT dbmirror.guard('o''brien', '7', 2, 900, '6b86', '2026-01-02T03:04:05.000000Z');",
+            "SELECT dbmirror.guard('o''brien', '7', 1, 900, NULL, '2026-01-02T03:04:05.000000Z');",
+            "SELECT dbmirror.guard('o''brien', '7', 2, 900, '6b86');",
+            "SELECT dbmirror.guard('o''brien', '7', 1, 900, NULL);",
+        ] {
+            let mut file = FILE.to_vec();
+            file[5] = guard;
+            check_all(&file).unwrap_or_else(|e| panic!("{guard}: {e:?}"));
+        }
     }
 
     #[test]

@@ -13,8 +13,10 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use chrono::SecondsFormat;
 use dbmirror_apply::error::{Error, Kind};
 use dbmirror_apply::log;
+use dbmirror_apply::slave::{self, AppliedFile};
 use dbmirror_spool::{
     open_sql, sha256_of, Checksum, Entry, HashingReader, Header, Manifest, ManifestEntry, TransactionFileName,
     REASON_SUFFIX,
@@ -35,6 +37,85 @@ pub struct Verified {
     pub sql_sha256: Checksum,
 }
 
+/// Why a file must not be applied, and what an operator can do about it.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// What is wrong with the file, in a few words.
+    pub reason: String,
+    /// What to do, in sentences.
+    pub hint: String,
+}
+
+impl Refusal {
+    /// The file was damaged on its way: a good copy of it cures that.
+    pub fn damaged(number: u64, reason: String) -> Self {
+        Self {
+            reason,
+            hint: format!(
+                "Put a good copy of file {number} (and its manifest, if that was the problem) into the spool, then run the applier again."
+            ),
+        }
+    }
+
+    /// A copy of an applied file, damaged on its way or changed since.
+    pub fn damaged_copy(number: u64, reason: String) -> Self {
+        Self {
+            reason,
+            hint: format!(
+                "File {number} was applied already, so this copy is not needed; but something damaged or changed it: \
+                 compare it with the exporter's outbox, and check the transfer."
+            ),
+        }
+    }
+
+    /// The file belongs to another slave's or another master's spool.
+    pub fn misplaced(number: u64, reason: String) -> Self {
+        Self {
+            reason,
+            hint: format!(
+                "The file belongs to another spool: check where it was copied from, and put this slave's own file {number} into the spool."
+            ),
+        }
+    }
+
+    /// The file matches its manifest, but is not a transaction file this applier reads.
+    pub fn unreadable(reason: String) -> Self {
+        Self {
+            reason,
+            hint: "The file matches its manifest, yet this applier cannot read it as a transaction file: compare it \
+                   with the exporter's outbox, and check that exporter and applier are of the same version."
+                .into(),
+        }
+    }
+
+    /// The file's SQL is not what the exporter writes.
+    pub fn foreign(reason: String) -> Self {
+        Self {
+            reason,
+            hint: "The file holds SQL that dbmirror-export never writes: compare it with the exporter's outbox, and treat it as an attack or a corrupted export.".into(),
+        }
+    }
+
+    /// The file is intact, but its SQL failed on the slave.
+    pub fn failed_on_slave(reason: String, quarantine: &Path, spool: &Path) -> Self {
+        Self {
+            reason,
+            hint: format!(
+                "The file is intact (its checksum matches its manifest): the slave differs from the master, or lacks a table or \
+                 column the file uses. Repair the slave (dbmirror-export verify compares it with the master), then move it from \
+                 quarantine back into the spool (from \"{}\" to \"{}\").",
+                quarantine.display(),
+                spool.display()
+            ),
+        }
+    }
+
+    /// A file numbered like one already applied, but not the same export of it.
+    pub fn diverged(reason: String) -> Self {
+        Self { reason, hint: slave::DIVERGED_HINT.into() }
+    }
+}
+
 /// What the spool offers as file number `n`.
 #[derive(Debug)]
 pub enum Next {
@@ -44,8 +125,16 @@ pub enum Next {
     /// The file must not be applied; it is in quarantine now.
     Quarantined {
         path: PathBuf,
-        reason: String,
+        refusal: Refusal,
     },
+}
+
+/// A file numbered like an applied one that was moved to quarantine.
+#[derive(Debug)]
+pub struct SetAside {
+    pub number: u64,
+    pub path: PathBuf,
+    pub refusal: Refusal,
 }
 
 /// What one scan of the spool found.
@@ -141,7 +230,7 @@ impl<'a> Inbox<'a> {
                 self.notes.push(format!("manifest \"{}\" is unusable: {reason}", path.display()))
             }
             Err(reason) if complete || self.settled(&path)? => {
-                quarantine(self.config, &path, &reason)?;
+                quarantine(self.config, &path, &reason, MANIFEST_HINT)?;
                 self.refused.push(format!("manifest \"{}\" was moved to quarantine: {reason}", path.display()));
             }
             Err(_) => self.notes.push(format!("manifest \"{}\" is still arriving", path.display())),
@@ -157,35 +246,145 @@ impl<'a> Inbox<'a> {
         Ok(SystemTime::now().duration_since(modified).unwrap_or_default() >= self.config.settle)
     }
 
-    /// Moves every file numbered up to `last` (already applied), and every manifest whose files
-    /// are all applied, out of the way: to the archive, or to quarantine for a stray copy of an
-    /// applied number under another name than its manifest gives.
-    pub fn set_aside_applied(&mut self, last: u64) -> Result<(), Error> {
-        let numbers: Vec<u64> = self.files.range(..=last).map(|(n, _)| *n).collect();
-        for number in numbers {
+    /// Numbers of the files in the spool numbered up to `last`: applied already.
+    pub fn applied_numbers(&self, last: u64) -> Vec<u64> {
+        self.files.range(..=last).map(|(n, _)| *n).collect()
+    }
+
+    /// Moves `file`, just applied, to the archive.
+    pub fn archive_applied(&mut self, file: &Verified) -> Result<(), Error> {
+        if let Some(files) = self.files.get_mut(&file.header.number) {
+            files.retain(|(_, path)| *path != file.path);
+            if files.is_empty() {
+                self.files.remove(&file.header.number);
+            }
+        }
+        archive(self.config, &file.path)?;
+        Ok(())
+    }
+
+    /// Moves every file numbered up to `last` (applied already) out of the way, comparing it
+    /// with what the slave recorded of the file applied under its number (`applied`): the same
+    /// file, sent again, goes to the archive; another one goes to quarantine and is returned.
+    /// A file that differs but may still be arriving is left for a later pass. Manifests whose
+    /// files are all applied go to the archive, or to quarantine with the files they list.
+    pub fn set_aside_applied(
+        &mut self,
+        last: u64,
+        applied: &BTreeMap<u64, AppliedFile>,
+    ) -> Result<Vec<SetAside>, Error> {
+        let mut set_aside = Vec::new();
+        for number in self.applied_numbers(last) {
             for (name, path) in self.files.remove(&number).unwrap_or_default() {
-                match self.covered.get(&number) {
-                    Some((entry, _)) if entry.file != name => {
-                        quarantine(
-                            self.config,
-                            &path,
-                            &format!("file {number} was already applied from \"{}\"", entry.file.file_name()),
-                        )?;
-                    }
-                    _ => {
+                match self.compare_with_applied(number, &name, &path, applied.get(&number))? {
+                    Comparison::Same => {
                         archive(self.config, &path)?;
+                    }
+                    Comparison::Arriving => {
+                        self.notes.push(format!(
+                            "file {number} arrived again and is still arriving; it is compared with the applied one once complete"
+                        ));
+                        self.files.entry(number).or_default().push((name, path));
+                    }
+                    Comparison::Other(refusal) => {
+                        quarantine(self.config, &path, &refusal.reason, &refusal.hint)?;
+                        set_aside.push(SetAside { number, path, refusal });
                     }
                 }
             }
         }
         for (name, path) in std::mem::take(&mut self.manifests) {
-            if name.last <= last {
+            let listed = set_aside.iter().map(|s| s.number).find(|n| (name.first..=name.last).contains(n));
+            if let Some(number) = listed {
+                let reason = format!("it lists file {number}, which was moved to quarantine");
+                quarantine(self.config, &path, &reason, "Keep it with the files it lists.")?;
+            } else if name.last <= last && self.files.range(name.first..=name.last).next().is_none() {
                 archive(self.config, &path)?;
             } else {
                 self.manifests.push((name, path));
             }
         }
-        Ok(())
+        Ok(set_aside)
+    }
+
+    /// Whether the file `path`, numbered like an applied file, is that file sent again.
+    fn compare_with_applied(
+        &self,
+        number: u64,
+        name: &TransactionFileName,
+        path: &Path,
+        applied: Option<&AppliedFile>,
+    ) -> Result<Comparison, Error> {
+        let entry = self.covered.get(&number).map(|(entry, _)| entry).filter(|entry| entry.file == *name);
+        let other = match read_header(path, name) {
+            Err(reason) => {
+                Refusal::damaged_copy(number, format!("file {number} was applied already, and this copy {reason}"))
+            }
+            Ok((header, _)) if header.slave != self.config.slave_name => Refusal::misplaced(
+                number,
+                format!("it is for slave \"{}\", this applier serves \"{}\"", header.slave, self.config.slave_name),
+            ),
+            Ok((header, sha256)) => match applied {
+                // Applied before the slave kept a history, or its record was deleted: only the
+                // name the manifest gives can tell.
+                None => match self.covered.get(&number) {
+                    Some((listed, _)) if listed.file != *name => Refusal::diverged(format!(
+                        "it is not the file {number} that was applied (that was \"{}\"): the master's history diverged",
+                        listed.file.file_name()
+                    )),
+                    _ => return Ok(Comparison::Same),
+                },
+                Some(applied) => {
+                    let same_export = header.xid as i64 == applied.xid
+                        && applied.exported_at.is_none_or(|at| at == header.exported_at);
+                    let same_text = applied.sha256.as_deref().is_none_or(|known| known == sha256.to_string());
+                    match (same_export, same_text) {
+                        (true, true) => return Ok(Comparison::Same),
+                        (true, false) => Refusal::damaged_copy(
+                            number,
+                            format!(
+                                "its SQL differs from the file {number} that was applied, though both are master transaction {} \
+                                 (sha256 {} applied, {sha256} here)",
+                                applied.xid,
+                                applied.sha256.as_deref().unwrap_or("unknown")
+                            ),
+                        ),
+                        (false, _) => Refusal::diverged(format!(
+                            "it is not the file {number} that was applied: the master's history diverged \
+                             (applied: master transaction {} exported at {}; this one: master transaction {} exported at {})",
+                            applied.xid,
+                            applied.exported_at.map_or_else(|| "an unrecorded time".into(), time),
+                            header.xid,
+                            time(header.exported_at)
+                        )),
+                    }
+                }
+            },
+        };
+        // A copy in progress differs too: judge a file only once it is complete.
+        let stored = match entry {
+            Some(_) => Some(
+                fs::File::open(path)
+                    .and_then(sha256_of)
+                    .map_err(|e| Error::runtime(format!("could not read \"{}\": {e}", path.display())))?
+                    .0,
+            ),
+            None => None,
+        };
+        let intact = entry.zip(stored).is_some_and(|(entry, stored)| entry.checksum == stored);
+        if !intact && !self.settled(path)? {
+            return Ok(Comparison::Arriving);
+        }
+        Ok(Comparison::Other(match entry.zip(stored) {
+            Some((entry, stored)) if entry.checksum != stored => Refusal::damaged_copy(
+                number,
+                format!(
+                    "file {number} was applied already, and this copy has a checksum mismatch: the manifest says sha256 {}, the file has {stored}",
+                    entry.checksum
+                ),
+            ),
+            _ => other,
+        }))
     }
 
     /// What the spool offers as file number `number`.
@@ -226,31 +425,42 @@ impl<'a> Inbox<'a> {
             }
             let reason =
                 format!("checksum mismatch: the manifest says sha256 {}, the file has {stored}", entry.checksum);
-            return self.refuse(&path, reason);
+            return self.refuse(&path, Refusal::damaged(number, reason));
         }
         let (header, sql_sha256) = match read_header(&path, &entry.file) {
             Ok(read) => read,
-            Err(reason) => return self.refuse(&path, reason),
+            Err(reason) => return self.refuse(&path, Refusal::unreadable(format!("it {reason}"))),
         };
         if header.number != number {
-            return self.refuse(&path, format!("its header says it is file {}, its name says {number}", header.number));
+            return self.refuse(
+                &path,
+                Refusal::unreadable(format!("its header says it is file {}, its name says {number}", header.number)),
+            );
         }
         if header.slave != self.config.slave_name {
             return self.refuse(
                 &path,
-                format!("it is for slave \"{}\", this applier serves \"{}\"", header.slave, self.config.slave_name),
+                Refusal::misplaced(
+                    number,
+                    format!("it is for slave \"{}\", this applier serves \"{}\"", header.slave, self.config.slave_name),
+                ),
             );
         }
         if let Some(master) = self.config.master.filter(|m| *m != header.master) {
-            return self
-                .refuse(&path, format!("it comes from master {}, this slave follows master {master}", header.master));
+            return self.refuse(
+                &path,
+                Refusal::misplaced(
+                    number,
+                    format!("it comes from master {}, this slave follows master {master}", header.master),
+                ),
+            );
         }
         Ok(Next::Ready(Box::new(Verified { path, name: entry.file, header, sql_sha256 })))
     }
 
-    fn refuse(&mut self, path: &Path, reason: String) -> Result<Next, Error> {
-        quarantine(self.config, path, &reason)?;
-        Ok(Next::Quarantined { path: path.to_owned(), reason })
+    fn refuse(&mut self, path: &Path, refusal: Refusal) -> Result<Next, Error> {
+        quarantine(self.config, path, &refusal.reason, &refusal.hint)?;
+        Ok(Next::Quarantined { path: path.to_owned(), refusal })
     }
 
     /// Numbers of the transaction files present.
@@ -277,29 +487,40 @@ impl<'a> Inbox<'a> {
     }
 }
 
-/// Reads a file's header and the checksum of its SQL text, decompressing if needed.
+/// What a file numbered like an applied one is.
+enum Comparison {
+    /// That file, sent again.
+    Same,
+    /// Not that file as far as it arrived, but it may still be arriving.
+    Arriving,
+    /// Another file.
+    Other(Refusal),
+}
+
+/// What an operator can do about a manifest that was moved to quarantine.
+const MANIFEST_HINT: &str =
+    "The files it lists wait for a good manifest: put one into the spool (from the exporter's outbox), then run the applier again.";
+
+/// A time as file headers write it.
+fn time(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// Reads a file's header and the checksum of its SQL text, decompressing if needed; the error
+/// completes "it ...".
 fn read_header(path: &Path, name: &TransactionFileName) -> Result<(Header, Checksum), String> {
-    let sql = open_sql(path, name).map_err(|e| e.to_string())?;
+    let sql = open_sql(path, name).map_err(|e| format!("could not be opened: {e}"))?;
     let mut reader = std::io::BufReader::new(HashingReader::new(sql));
-    let header = Header::read(&mut reader).map_err(|e| e.to_string())?;
-    std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| format!("could not read the file: {e}"))?;
+    let header = Header::read(&mut reader).map_err(|e| format!("could not be read: {e}"))?;
+    std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| format!("could not be read: {e}"))?;
     Ok((header, reader.get_ref().checksum()))
 }
 
-/// Moves `path` into `dir`, under its own name or, if that is taken, with `.1`, `.2`... added.
+/// Moves `path` into `dir` (created if need be), under its own name or, if that is taken, with
+/// `.1`, `.2`... added; also across file systems.
 fn move_into(dir: &Path, path: &Path) -> Result<PathBuf, Error> {
     fs::create_dir_all(dir).map_err(|e| Error::runtime(format!("could not create \"{}\": {e}", dir.display())))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let mut target = dir.join(&name);
-    let mut n = 0;
-    while target.exists() {
-        n += 1;
-        target = dir.join(format!("{name}.{n}"));
-    }
-    fs::rename(path, &target).map_err(|e| {
-        Error::runtime(format!("could not move \"{}\" to \"{}\": {e}", path.display(), target.display()))
-    })?;
-    Ok(target)
+    dbmirror_spool::move_into(path, dir).map_err(|e| Error::runtime(e.to_string()))
 }
 
 /// Moves an applied file (or manifest) to the archive.
@@ -307,13 +528,13 @@ pub fn archive(config: &Config, path: &Path) -> Result<PathBuf, Error> {
     move_into(&config.archive, path)
 }
 
-/// Moves a file that must not be applied to quarantine, and writes why beside it.
-pub fn quarantine(config: &Config, path: &Path, reason: &str) -> Result<PathBuf, Error> {
+/// Moves a file that must not be applied to quarantine, and writes beside it why, and what an
+/// operator can do about it.
+pub fn quarantine(config: &Config, path: &Path, reason: &str, hint: &str) -> Result<PathBuf, Error> {
     let target = move_into(&config.quarantine, path)?;
     let reason_path = PathBuf::from(format!("{}{REASON_SUFFIX}", target.display()));
     let text = format!(
-        "{}\nquarantined at {} by dbmirror-apply: {reason}\n\
-         To apply it after all, put a good copy back into the spool; the applier then goes on from it.\n",
+        "{}\nquarantined at {} by dbmirror-apply: {reason}\nHINT:  {hint}\n",
         target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
         chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     );
@@ -333,6 +554,8 @@ pub fn quarantined(config: &Config) -> Vec<(String, String)> {
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| !p.to_string_lossy().ends_with(REASON_SUFFIX))
+        // Dot-names are copies in progress (see dbmirror_spool::move_into).
+        .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
         .map(|p| {
             let reason = fs::read_to_string(format!("{}{REASON_SUFFIX}", p.display()))
                 .ok()

@@ -1,4 +1,5 @@
-//! Progress and error lines on standard error, each with a UTC timestamp and the program name.
+//! Progress and error lines on standard error, each with a UTC timestamp and the program name;
+//! panics too, as such a line.
 
 fn line(level: &str, message: &str) {
     let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ");
@@ -18,4 +19,21 @@ pub fn warning(message: &str) {
 
 pub fn error(message: &str) {
     line("ERROR", message);
+}
+
+/// Reports a panic, which is a bug, as one error line with a hint, and never with a backtrace
+/// whatever `RUST_BACKTRACE` says: operators and alert commands read these lines.
+pub fn report_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let cause = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".to_string());
+        let location = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        error(&format!(
+            "internal error{location}: {cause}\nHINT:  This is a bug in dbmirror, not a fault of the configuration or of the files; please report it with this message."
+        ));
+    }));
 }

@@ -21,7 +21,7 @@ Exit codes:
   0  success: every complete file in order was applied (files still arriving are waited for)
   1  failure that retrying may cure: slave connection lost, database or I/O error
   2  bad command line or configuration
-  3  the slave is not prepared: run `dbmirror-apply init` (or psql -f sql/slave_setup.sql)
+  3  the slave is not prepared, or was by an earlier version: run `dbmirror-apply init` (or psql -f sql/slave_setup.sql)
   4  another applier is running on this spool
   5  stopped at a bad file: it was moved to quarantine, with the reason beside it";
 
@@ -46,7 +46,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Prepare the slave database (the same SQL as sql/slave_setup.sql); harmless to repeat
+    /// Prepare the slave database, or upgrade it in place (the same SQL as sql/slave_setup.sql); harmless to repeat
     Init,
     /// Apply every file that is next in order and complete, then exit
     Once,
@@ -61,6 +61,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    log::report_panics();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

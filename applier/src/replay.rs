@@ -16,6 +16,8 @@ use postgres::Client;
 /// How a replay failed.
 #[derive(Debug)]
 pub enum ReplayError {
+    /// The file could not be opened.
+    Open(std::io::Error),
     /// The file could not be read or split into statements.
     Script(ScriptError),
     /// A statement failed on the slave; the file's transaction was rolled back.
@@ -26,6 +28,14 @@ pub enum ReplayError {
         statement: String,
         error: postgres::Error,
     },
+    /// One of several statements sent together failed, and running them again one by one did
+    /// not show which (see [`replay`]); the file's transaction was rolled back.
+    Batch {
+        /// Lines where the first and the last of the statements start.
+        first_line: u64,
+        last_line: u64,
+        error: postgres::Error,
+    },
     /// The file holds something a transaction file never does; what it sent is rolled back.
     Unexpected { line: u64, what: String },
     /// A statement is not one the exporter writes (see [`crate::grammar`]); it was not sent,
@@ -33,46 +43,67 @@ pub enum ReplayError {
     Refused { line: u64, statement: String, reason: String },
 }
 
+/// SQLSTATE classes of failures that are not the file's fault: the slave went away, was shut
+/// down, cancelled the statement, ran out of resources, or a concurrent transaction conflicted.
+const TRANSIENT_CLASSES: [&str; 5] = ["08", "53", "57", "58", "40"];
+
 impl ReplayError {
-    /// The SQLSTATE of a failed statement.
-    pub fn code(&self) -> Option<&str> {
+    fn database_error(&self) -> Option<&postgres::Error> {
         match self {
-            ReplayError::Statement { error, .. } => error.as_db_error().map(|db| db.code().code()),
+            ReplayError::Statement { error, .. } | ReplayError::Batch { error, .. } => Some(error),
             _ => None,
         }
     }
 
+    /// The SQLSTATE of a failed statement.
+    pub fn code(&self) -> Option<&str> {
+        self.database_error().and_then(|e| e.as_db_error()).map(|db| db.code().code())
+    }
+
     /// Whether the connection itself failed (as opposed to the file or its SQL).
     pub fn is_connection(&self) -> bool {
-        matches!(self, ReplayError::Statement { error, .. } if error.as_db_error().is_none())
+        self.database_error().is_some_and(|e| e.as_db_error().is_none())
     }
+
+    /// Whether the failure is not the file's fault, and the same file may well apply later:
+    /// a lost connection, or a statement that failed for a passing reason (see
+    /// [`TRANSIENT_CLASSES`]).
+    pub fn is_transient(&self) -> bool {
+        self.is_connection() || self.code().is_some_and(|code| TRANSIENT_CLASSES.iter().any(|c| code.starts_with(c)))
+    }
+}
+
+/// The parts of a server error worth showing, each on its own line as psql shows them.
+fn write_db_error(f: &mut std::fmt::Formatter<'_>, db: &postgres::error::DbError) -> std::fmt::Result {
+    write!(f, "{}: {}", db.severity().to_lowercase(), db.message())?;
+    if let Some(detail) = db.detail() {
+        write!(f, "\nDETAIL:  {detail}")?;
+    }
+    if let Some(hint) = db.hint() {
+        write!(f, "\nHINT:  {hint}")?;
+    }
+    Ok(())
 }
 
 impl std::fmt::Display for ReplayError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            ReplayError::Open(e) => write!(f, "could not open the file: {e}"),
             ReplayError::Script(e) => write!(f, "{e}"),
-            ReplayError::Statement {
-                line,
-                statement,
-                error,
-            } => match error.as_db_error() {
+            ReplayError::Statement { line, statement, error } => match error.as_db_error() {
                 Some(db) => {
-                    write!(
-                        f,
-                        "line {line}: {}: {}",
-                        db.severity().to_lowercase(),
-                        db.message()
-                    )?;
-                    if let Some(detail) = db.detail() {
-                        write!(f, "\nDETAIL:  {detail}")?;
-                    }
-                    if let Some(hint) = db.hint() {
-                        write!(f, "\nHINT:  {hint}")?;
-                    }
+                    write!(f, "line {line}: ")?;
+                    write_db_error(f, db)?;
                     write!(f, "\nSTATEMENT:  {statement}")
                 }
                 None => write!(f, "line {line}: connection to the slave failed: {error}"),
+            },
+            ReplayError::Batch { first_line, last_line, error } => match error.as_db_error() {
+                Some(db) => {
+                    write!(f, "one of the statements on lines {first_line} to {last_line}: ")?;
+                    write_db_error(f, db)
+                }
+                None => write!(f, "lines {first_line} to {last_line}: connection to the slave failed: {error}"),
             },
             ReplayError::Unexpected { line, what } => write!(f, "line {line}: {what}"),
             ReplayError::Refused { line, statement, reason } => write!(
@@ -102,17 +133,76 @@ fn shown(sql: &str) -> String {
     }
 }
 
-/// Replays one file on `client`. Every statement is checked against the grammar of
-/// transaction files ([`crate::grammar`]) before it is sent. `before_commit` runs in the file's
-/// own transaction right before its COMMIT (the applier records the file's checksum there). On
-/// any failure the transaction is rolled back and nothing of the file remains.
-pub fn replay(client: &mut Client, script: impl BufRead, before_commit: Option<&str>) -> Result<Replayed, ReplayError> {
-    let result = run(client, script, before_commit);
+/// Replays one file on `client`; `open` gives the file's statements. Every statement is
+/// checked against the grammar of transaction files ([`crate::grammar`]) before it is sent.
+/// `before_commit` runs in the file's own transaction right before its COMMIT (the applier
+/// records the file's checksum there). On any failure the transaction is rolled back and
+/// nothing of the file remains.
+///
+/// Statements are sent in batches, so a failed batch does not say which of its statements
+/// failed. Only then, the file is opened again and run statement by statement in a transaction
+/// that is always rolled back, to name the failing statement and its line: the fast path
+/// stays fast, and the error names what an operator has to look at.
+pub fn replay<R: BufRead>(
+    client: &mut Client,
+    mut open: impl FnMut() -> std::io::Result<R>,
+    before_commit: Option<&str>,
+) -> Result<Replayed, ReplayError> {
+    let script = open().map_err(ReplayError::Open)?;
+    let result = run(client, script, before_commit, Mode::Apply);
     if result.is_err() && !client.is_closed() {
         // Like psql exiting on ON_ERROR_STOP: whatever the file started does not survive.
         let _ = client.batch_execute("ROLLBACK");
     }
-    result
+    match result {
+        Err(batch @ ReplayError::Batch { first_line, last_line, .. }) if !batch.is_transient() => {
+            let lines = Mode::Pinpoint { from: first_line, to: last_line };
+            Err(pinpoint(client, open, lines).unwrap_or(batch))
+        }
+        result => result,
+    }
+}
+
+/// Runs the file again in a transaction that is rolled back whatever happens, the statements of
+/// the failed batch (`mode` gives their lines) one by one, and returns the failure of the first
+/// statement that fails, if one does.
+fn pinpoint<R: BufRead>(
+    client: &mut Client,
+    mut open: impl FnMut() -> std::io::Result<R>,
+    mode: Mode,
+) -> Option<ReplayError> {
+    let script = open().ok()?;
+    let result = run(client, script, None, mode);
+    if !client.is_closed() {
+        let _ = client.batch_execute("ROLLBACK");
+    }
+    match result {
+        Err(exact @ ReplayError::Statement { .. }) if !exact.is_connection() => Some(exact),
+        _ => None,
+    }
+}
+
+/// How [`run`] sends a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// In batches, committing at the file's COMMIT.
+    Apply,
+    /// The statements starting on lines `from` to `to` one by one (those before in batches, as
+    /// they were), then stop; where the file commits, check deferred constraints instead. The
+    /// caller rolls back.
+    Pinpoint { from: u64, to: u64 },
+}
+
+impl Mode {
+    /// Whether the statement starting on `line` is sent alone.
+    fn alone(self, line: u64) -> bool {
+        matches!(self, Mode::Pinpoint { from, .. } if line >= from)
+    }
+
+    /// Whether the run is over before the statement starting on `line`.
+    fn done_before(self, line: u64) -> bool {
+        matches!(self, Mode::Pinpoint { to, .. } if line > to)
+    }
 }
 
 /// Statements sent together in one round trip, at most: a file of many small statements costs
@@ -153,18 +243,20 @@ impl Batch {
             return Ok(());
         }
         let result = client.batch_execute(&self.sql);
-        let statement = if self.statements == 1 {
-            shown(self.sql.trim_end())
-        } else {
-            format!("one of the statements on lines {} to {}", self.first_line, self.last_line)
-        };
-        let line = self.first_line;
-        *self = Batch::default();
-        result.map_err(|error| ReplayError::Statement { line, statement, error })
+        let batch = std::mem::take(self);
+        result.map_err(|error| match batch.statements {
+            1 => ReplayError::Statement { line: batch.first_line, statement: shown(batch.sql.trim_end()), error },
+            _ => ReplayError::Batch { first_line: batch.first_line, last_line: batch.last_line, error },
+        })
     }
 }
 
-fn run(client: &mut Client, script: impl BufRead, before_commit: Option<&str>) -> Result<Replayed, ReplayError> {
+fn run(
+    client: &mut Client,
+    script: impl BufRead,
+    before_commit: Option<&str>,
+    mode: Mode,
+) -> Result<Replayed, ReplayError> {
     let mut reader = ScriptReader::new(script);
     let mut checker = Checker::default();
     let mut batch = Batch::default();
@@ -197,6 +289,12 @@ fn run(client: &mut Client, script: impl BufRead, before_commit: Option<&str>) -
                         what: "COPY statement and COPY data do not match".into(),
                     });
                 }
+                if mode.done_before(line) {
+                    return Ok(done);
+                }
+                if mode.alone(line) {
+                    batch.send(client)?;
+                }
                 done.statements += 1;
                 match kind {
                     Kind::Copy => {
@@ -223,6 +321,13 @@ fn run(client: &mut Client, script: impl BufRead, before_commit: Option<&str>) -
                         }
                         writer.finish().map_err(fail)?;
                     }
+                    Kind::Commit if mode != Mode::Apply => {
+                        batch.send(client)?;
+                        // What COMMIT would check last; the caller rolls back.
+                        client
+                            .batch_execute("SET CONSTRAINTS ALL IMMEDIATE")
+                            .map_err(|error| ReplayError::Statement { line, statement: shown(&sql), error })?;
+                    }
                     Kind::Commit => {
                         if let Some(extra) = before_commit {
                             batch.push(&format!("{extra};"), line);
@@ -236,7 +341,7 @@ fn run(client: &mut Client, script: impl BufRead, before_commit: Option<&str>) -
                     }
                     Kind::Other => {
                         batch.push(&sql, line);
-                        if batch.full() {
+                        if batch.full() || mode.alone(line) {
                             batch.send(client)?;
                         }
                     }

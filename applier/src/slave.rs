@@ -1,6 +1,10 @@
-//! The slave's applied state, as kept by `sql/slave_setup.sql`'s table and guard.
+//! The slave's applied state, as kept by `sql/slave_setup.sql`'s tables and guard: the last
+//! applied file per slave name, and the history of applied files.
 
-use dbmirror_spool::sql::SLAVE_STATE_TABLE;
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use dbmirror_spool::sql::{APPLIED_FILE_TABLE, GUARD_SIGNATURE, SLAVE_STATE_TABLE};
 use dbmirror_spool::Checksum;
 use postgres::{Client, NoTls};
 
@@ -13,20 +17,46 @@ fn quote_literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
-/// SQL that records, in the file's own transaction, the checksum of the file being applied, so
-/// that the next file's `previous-sha256` can be checked against it.
+/// SQL that records, in the file's own transaction, the checksum of the file being applied: in
+/// the slave's state, so that the next file's `previous-sha256` can be checked against it, and
+/// in the history, so that a file arriving again under this number can be compared with it.
+/// The guard has just made the file's number the last one.
 pub fn record_checksum_sql(slave: &str, sql_sha256: &Checksum) -> String {
+    let (sha256, slave) = (quote_literal(&sql_sha256.to_string()), quote_literal(slave));
     format!(
-        "UPDATE {SLAVE_STATE_TABLE} SET last_sha256 = {} WHERE slave_name = {}",
-        quote_literal(&sql_sha256.to_string()),
-        quote_literal(slave)
+        "UPDATE {SLAVE_STATE_TABLE} SET last_sha256 = {sha256} WHERE slave_name = {slave}; \
+         UPDATE {APPLIED_FILE_TABLE} a SET sha256 = {sha256} FROM {SLAVE_STATE_TABLE} s \
+          WHERE a.slave_name = {slave} AND s.slave_name = {slave} AND a.number = s.last_number"
     )
 }
 
-/// Whether the slave has been prepared (the guard exists).
-pub fn is_prepared(client: &mut Client) -> Result<bool, postgres::Error> {
-    let row = client.query_one("SELECT pg_catalog.to_regclass($1) IS NOT NULL", &[&SLAVE_STATE_TABLE])?;
-    Ok(row.get(0))
+/// What to do when a file numbered like an applied one is another export of that number.
+pub const DIVERGED_HINT: &str = "Was the master restored from an older copy? The slave has applied changes that the \
+                                 master's history no longer has: make the slave a copy of the master again before \
+                                 applying its files.";
+
+/// How far a slave database is prepared for dbmirror.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preparation {
+    /// No dbmirror objects.
+    None,
+    /// Prepared by an earlier version: `sql/slave_setup.sql` must run again to upgrade it.
+    Outdated,
+    Current,
+}
+
+/// How far the slave database is prepared.
+pub fn preparation(client: &mut Client) -> Result<Preparation, postgres::Error> {
+    let row = client.query_one(
+        "SELECT pg_catalog.to_regclass($1) IS NOT NULL, \
+                pg_catalog.to_regclass($2) IS NOT NULL AND pg_catalog.to_regprocedure($3) IS NOT NULL",
+        &[&SLAVE_STATE_TABLE, &APPLIED_FILE_TABLE, &GUARD_SIGNATURE],
+    )?;
+    Ok(match (row.get(0), row.get(1)) {
+        (false, _) => Preparation::None,
+        (true, false) => Preparation::Outdated,
+        (true, true) => Preparation::Current,
+    })
 }
 
 /// The last file number applied for `slave`, if any.
@@ -36,14 +66,56 @@ pub fn last_applied(client: &mut Client, slave: &str) -> Result<Option<i64>, pos
     Ok(row.map(|r| r.get(0)))
 }
 
-/// Connects to a slave database as `application_name` and checks that it is prepared.
+/// What the slave recorded about one applied file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedFile {
+    pub xid: i64,
+    /// When the master assigned the number; unknown for files whose guard did not say.
+    pub exported_at: Option<DateTime<Utc>>,
+    /// The checksum of the file's SQL text; unknown for files applied by hand.
+    pub sha256: Option<String>,
+}
+
+/// What the slave recorded about the applied files numbered `numbers`, by number. Numbers
+/// without a record (deleted, or applied before the slave kept a history) are left out.
+pub fn applied_files(
+    client: &mut Client,
+    slave: &str,
+    numbers: &[u64],
+) -> Result<BTreeMap<u64, AppliedFile>, postgres::Error> {
+    let numbers: Vec<i64> = numbers.iter().filter_map(|n| i64::try_from(*n).ok()).collect();
+    let rows = client.query(
+        &format!(
+            "SELECT number, xid, exported_at, sha256 FROM {APPLIED_FILE_TABLE} \
+              WHERE slave_name = $1 AND number = ANY($2)"
+        ),
+        &[&slave, &numbers],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let number: i64 = row.get(0);
+            (number as u64, AppliedFile { xid: row.get(1), exported_at: row.get(2), sha256: row.get(3) })
+        })
+        .collect())
+}
+
+/// Connects to a slave database as `application_name` and checks that it is prepared, and
+/// prepared by this version.
 pub fn connect(config: &postgres::Config, application_name: &str) -> Result<Client, Error> {
     let mut client = connect_unchecked(config, application_name)?;
-    if !is_prepared(&mut client)? {
-        return Err(Error::new(Kind::NotPrepared, "the slave database is not prepared for dbmirror")
-            .with_hint("Run dbmirror-apply init (or psql -f sql/slave_setup.sql) on the slave database."));
+    match preparation(&mut client)? {
+        Preparation::Current => Ok(client),
+        Preparation::None => Err(Error::new(Kind::NotPrepared, "the slave database is not prepared for dbmirror")
+            .with_hint("Run dbmirror-apply init (or psql -f sql/slave_setup.sql) on the slave database.")),
+        Preparation::Outdated => Err(Error::new(
+            Kind::NotPrepared,
+            "the slave database was prepared by an earlier version of dbmirror and lacks the history of applied files",
+        )
+        .with_hint(
+            "Run dbmirror-apply init (or psql -f sql/slave_setup.sql) on the slave database: it upgrades it in place and keeps what was applied.",
+        )),
     }
-    Ok(client)
 }
 
 /// Connects to a slave database as `application_name`, prepared or not.
@@ -51,4 +123,15 @@ pub fn connect_unchecked(config: &postgres::Config, application_name: &str) -> R
     let mut config = config.clone();
     config.application_name(application_name);
     config.connect(NoTls).map_err(|e| Error::from(e).context("could not connect to the slave"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The guard says the same when psql runs a file.
+    #[test]
+    fn the_guard_gives_the_same_hint_for_a_diverged_history() {
+        assert!(SLAVE_SETUP_SQL.contains(&format!("HINT = '{}'", DIVERGED_HINT.replace('\'', "''"))));
+    }
 }

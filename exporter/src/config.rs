@@ -6,7 +6,7 @@ use std::time::Duration;
 use dbmirror_spool::SigningKey;
 use serde::Deserialize;
 
-use dbmirror_apply::configuration;
+use dbmirror_apply::configuration::{self, Range};
 
 use crate::error::Error;
 
@@ -14,6 +14,12 @@ use crate::error::Error;
 pub const DEFAULT_BATCH_SIZE: usize = 1000;
 /// Seconds `run` sleeps when there is nothing to export, unless configured.
 pub const DEFAULT_SLEEP_INTERVAL: f64 = 10.0;
+/// `sleep_interval` must leave the loop some rest, and look for work at least daily.
+const SLEEP_RANGE: Range = Range { least: configuration::SHORTEST_PAUSE, most: configuration::DAY };
+/// Largest `batch_size`: a batch's numbers are assigned in one master transaction, its files
+/// are written and synced together and listed in one manifest (about 130 bytes a file), so a
+/// far larger batch only makes a crash redo more and a manifest harder to carry.
+pub const MAX_BATCH_SIZE: usize = 100_000;
 
 /// The file as written, before validation.
 #[derive(Debug, Deserialize)]
@@ -107,8 +113,8 @@ impl Config {
             }
         };
         let batch_size = raw.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
-        if batch_size == 0 {
-            return Err(Error::config("batch_size must be at least 1"));
+        if !(1..=MAX_BATCH_SIZE).contains(&batch_size) {
+            return Err(Error::config(format!("batch_size must be from 1 to {MAX_BATCH_SIZE}, not {batch_size}")));
         }
         Ok(Self {
             slave_name: raw.slave_name,
@@ -118,9 +124,14 @@ impl Config {
                 "sleep_interval",
                 raw.sleep_interval,
                 DEFAULT_SLEEP_INTERVAL,
-                false,
+                SLEEP_RANGE,
             )?,
-            alert_command: raw.alert_command.filter(|c| !c.trim().is_empty()),
+            alert_command: match raw.alert_command {
+                Some(command) if command.contains('\0') => {
+                    return Err(Error::config("alert_command must not contain a NUL character"))
+                }
+                command => command.filter(|c| !c.trim().is_empty()),
+            },
             batch_size,
         })
     }
@@ -174,6 +185,68 @@ mod tests {
         for (text, expected) in cases {
             let err = Config::parse(&text).expect_err(&text).to_string();
             assert!(err.contains(expected), "{err:?} should contain {expected:?}");
+        }
+    }
+
+    /// Regression test: huge durations panicked (a `Duration` cannot hold them) and a huge
+    /// batch_size reached the master as a negative LIMIT. Every value is checked, and a bad
+    /// one is a configuration error that names it.
+    #[test]
+    fn extreme_values_are_refused_with_a_message_never_a_panic() {
+        let d = dir();
+        let base = format!("slave_name = \"s\"\nmaster = \"host=/tmp\"\ntransaction_file_directory = \"{d}\"\n");
+        let cases = [
+            ("sleep_interval = 1e30", "sleep_interval must be a number of seconds from 0.01 to 86400, not 1e30"),
+            ("sleep_interval = nan", "sleep_interval must be a number of seconds"),
+            ("sleep_interval = 0", "sleep_interval must be a number of seconds"),
+            ("sleep_interval = 1e-300", "sleep_interval must be a number of seconds"),
+            ("batch_size = 0", "batch_size must be from 1 to 100000, not 0"),
+            ("batch_size = 9223372036854775807", "batch_size must be from 1 to 100000"),
+            ("batch_size = -1", "invalid value"),
+            ("batch_size = 1e3", "invalid type"),
+            ("signing_key = \"/dev/zero\"", "is not a dbmirror-ed25519-secret key file"),
+            ("alert_command = \"mail\\u0000x\"", "alert_command must not contain a NUL"),
+        ];
+        for (extra, expected) in cases {
+            let err = Config::parse(&format!("{base}{extra}\n")).expect_err(extra);
+            assert_eq!(err.kind(), crate::error::Kind::Config, "{extra}");
+            assert!(err.to_string().contains(expected), "{extra}: {err:?} should contain {expected:?}");
+        }
+        assert_eq!(Config::parse(&format!("{base}batch_size = 100000\n")).unwrap().batch_size, MAX_BATCH_SIZE);
+        // Whatever the value of whatever key: a result, never a panic.
+        let values = [
+            "1e30",
+            "-1e30",
+            "nan",
+            "inf",
+            "0",
+            "-0.0",
+            "5e-324",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "\"\"",
+            "\"\\u0000\"",
+            "\"/dev/zero\"",
+            "[]",
+            "{}",
+            "true",
+        ];
+        for key in [
+            "slave_name",
+            "master",
+            "transaction_file_directory",
+            "slave",
+            "compression",
+            "sleep_interval",
+            "alert_command",
+            "batch_size",
+            "signing_key",
+        ] {
+            for value in values {
+                let text: String =
+                    base.lines().filter(|l| !l.starts_with(&format!("{key} ="))).map(|l| format!("{l}\n")).collect();
+                let _ = Config::parse(&format!("{text}{key} = {value}\n"));
+            }
         }
     }
 }

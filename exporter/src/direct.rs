@@ -12,7 +12,7 @@ use dbmirror_apply::{replay, slave};
 use dbmirror_spool::{Checksum, HashingWriter};
 use postgres::Client;
 
-use crate::error::Error;
+use crate::error::{Error, Kind};
 use crate::master::Assigned;
 
 pub struct Direct {
@@ -35,18 +35,45 @@ impl crate::export::Destination for Direct {
         Ok(HashingWriter::new(BufWriter::new(file)))
     }
 
-    /// Applies the rendered transaction, unless the slave has its number already (a crash came
-    /// between applying and recording it).
+    /// Applies the rendered transaction, unless the slave has its number already: a crash came
+    /// between applying and recording it, if the slave applied this very transaction; if it
+    /// applied another one under this number, the master's history diverged.
     fn close(&mut self, assigned: &Assigned, out: Self::Out) -> Result<Checksum, Error> {
         let (out, sha) = out.finish();
-        let mut file =
-            out.into_inner().map_err(|e| Error::runtime(format!("could not write a temporary file: {e}")))?;
+        let file = out.into_inner().map_err(|e| Error::runtime(format!("could not write a temporary file: {e}")))?;
         if slave::last_applied(&mut self.client, &self.slave)?.is_some_and(|n| n >= assigned.number) {
+            let number = assigned.number as u64;
+            let applied = slave::applied_files(&mut self.client, &self.slave, &[number])?;
+            if let Some(applied) = applied.get(&number) {
+                let same = match &applied.sha256 {
+                    Some(known) => *known == sha.to_string(),
+                    None => {
+                        applied.xid == assigned.xid && applied.exported_at.is_none_or(|at| at == assigned.assigned_at)
+                    }
+                };
+                if !same {
+                    return Err(Error::new(
+                        Kind::BadFile,
+                        format!(
+                            "the slave applied another transaction as number {number}: the master's history diverged \
+                             (applied: master transaction {}; now: master transaction {} assigned at {})",
+                            applied.xid, assigned.xid, assigned.assigned_at
+                        ),
+                    )
+                    .with_hint(slave::DIVERGED_HINT));
+                }
+            }
             return Ok(sha);
         }
-        file.seek(SeekFrom::Start(0))?;
         let record = slave::record_checksum_sql(&self.slave, &sha);
-        replay::replay(&mut self.client, BufReader::new(file), Some(&record))
+        // Read from the start, and again from the start should a failure have to be located.
+        let file = &file;
+        let open = || {
+            let mut start = file;
+            start.seek(SeekFrom::Start(0))?;
+            Ok(BufReader::new(file))
+        };
+        replay::replay(&mut self.client, open, Some(&record))
             .map_err(|e| Error::runtime(format!("file {} could not be applied to the slave: {e}", assigned.number)))?;
         Ok(sha)
     }

@@ -73,6 +73,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    log::report_panics();
     let cli = Cli::parse();
     let mut alert_command = None;
     match run(cli, &mut alert_command) {

@@ -16,6 +16,7 @@ use std::borrow::Cow;
 use std::io::{self, Write};
 use std::rc::Rc;
 
+use chrono::SecondsFormat;
 use dbmirror_spool::sql::{
     APPLY_SETTINGS, CANONICAL_SETTINGS, GUARD_FUNCTION, OLD_VALUE_FUNCTION, ONE_ROW_FUNCTION, SEQUENCE_FUNCTION,
     SESSION_SETTINGS,
@@ -165,13 +166,17 @@ impl<W: Write> FileWriter<W> {
             writeln!(out, "SET LOCAL {name} = {};", quote_literal(value))?;
         }
         let previous = header.previous_sha256.map_or_else(|| "NULL".to_string(), |c| quote_literal(&c.to_string()));
+        // The assignment time, as the header gives it (microseconds, UTC): it tells two exports
+        // of one number apart even where a master restored from an older copy reuses the xid,
+        // and a file written again after a crash keeps it.
         writeln!(
             out,
-            "SELECT {GUARD_FUNCTION}({}, {}, {}, {}, {previous});",
+            "SELECT {GUARD_FUNCTION}({}, {}, {}, {}, {previous}, {});",
             quote_literal(&header.slave),
             quote_literal(&header.master.to_string()),
             header.number,
             header.xid,
+            quote_literal(&header.exported_at.to_rfc3339_opts(SecondsFormat::Micros, true)),
         )?;
         Ok(Self { out, run: None, truncates: Vec::new(), line: Vec::new() })
     }
@@ -452,7 +457,7 @@ mod tests {
              SET LOCAL DateStyle = 'ISO, YMD';\nSET LOCAL IntervalStyle = 'postgres';\nSET LOCAL TimeZone = 'UTC';\n\
              SET LOCAL extra_float_digits = '3';\nSET LOCAL bytea_output = 'hex';\nSET LOCAL lc_monetary = 'C';\n\
              SET LOCAL xmloption = 'content';\nSET LOCAL session_replication_role = 'replica';\n\
-             SELECT dbmirror.guard('o''brien', '7', 2, 900, '6b86b273ff34fce19d6b804eff5a3f5747ada4eaa22f1d49c01e52ddb7875b4b');\n\
+             SELECT dbmirror.guard('o''brien', '7', 2, 900, '6b86b273ff34fce19d6b804eff5a3f5747ada4eaa22f1d49c01e52ddb7875b4b', '2026-01-02T03:04:05.000000Z');\n\
              TRUNCATE ONLY \"public\".\"My \"\"T\"\"\";\nCOMMIT;\n"
         );
     }

@@ -231,6 +231,74 @@ impl Write for AtomicFile {
     }
 }
 
+/// Moves the file `path` into the directory `dir`, under its own name or, where that is taken,
+/// with `.1`, `.2`... added: an existing file is never replaced. Returns the new path.
+///
+/// Within one file system this is one rename. Across file systems (where rename fails with
+/// `EXDEV`) the file is copied to a temporary name in `dir` (a dot-name, so no spool takes it
+/// for one of its files), synced, renamed into place and `dir` synced, and only then is the
+/// original removed and its directory synced: a crash leaves the file where it was, or in both
+/// places, but never lost and never half-written under its final name.
+pub fn move_into(path: &Path, dir: &Path) -> Result<PathBuf, Error> {
+    let name =
+        path.file_name().ok_or_else(|| Error::new(ErrorKind::Io, "a file to move has a name").at(path))?.to_owned();
+    for n in 0.. {
+        let target = numbered(dir, &name, n);
+        match rename_noreplace(path, &target) {
+            Ok(()) => return Ok(target),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) if e.kind() == io::ErrorKind::CrossesDevices => break,
+            Err(e) => return Err(Error::io(path, &format!("move into \"{}\"", dir.display()), e)),
+        }
+    }
+    copy_into(path, dir, &name)
+}
+
+/// `dir/name`, or `dir/name.n` for n > 0.
+fn numbered(dir: &Path, name: &std::ffi::OsStr, n: u32) -> PathBuf {
+    let mut numbered = name.to_owned();
+    if n > 0 {
+        numbered.push(format!(".{n}"));
+    }
+    dir.join(numbered)
+}
+
+/// [`move_into`] by copying, for a `dir` on another file system than `path`.
+fn copy_into(path: &Path, dir: &Path, name: &std::ffi::OsStr) -> Result<PathBuf, Error> {
+    let mut temporary_name = std::ffi::OsString::from(".");
+    temporary_name.push(name);
+    temporary_name.push(TEMPORARY_SUFFIX);
+    let temporary = dir.join(temporary_name);
+    let copied = (|| {
+        let mut from = File::open(path)?;
+        // A temporary file left by a crash during an earlier copy is simply replaced.
+        let mut to = File::create(&temporary)?;
+        io::copy(&mut from, &mut to)?;
+        to.set_permissions(from.metadata()?.permissions())?;
+        to.sync_all()
+    })();
+    if let Err(e) = copied {
+        let _ = fs::remove_file(&temporary);
+        return Err(Error::io(path, &format!("copy into \"{}\"", dir.display()), e));
+    }
+    let mut n = 0;
+    let target = loop {
+        let target = numbered(dir, name, n);
+        match rename_noreplace(&temporary, &target) {
+            Ok(()) => break target,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => n += 1,
+            Err(e) => {
+                let _ = fs::remove_file(&temporary);
+                return Err(Error::io(&target, "rename a temporary file to", e));
+            }
+        }
+    };
+    sync_dir(dir)?;
+    fs::remove_file(path).map_err(|e| Error::io(path, "remove the moved file", e))?;
+    sync_dir(path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))?;
+    Ok(target)
+}
+
 /// Makes the entries of `dir` (new names, renames) durable.
 pub fn sync_dir(dir: &Path) -> Result<(), Error> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, "fsync directory", e))
@@ -284,6 +352,42 @@ mod tests {
         file.write_all(b"x").unwrap();
         drop(file);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn moves_never_replace_a_file() {
+        let (from, to) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        for content in ["first", "second", "third"] {
+            fs::write(from.path().join("a.sql"), content).unwrap();
+            move_into(&from.path().join("a.sql"), to.path()).unwrap();
+        }
+        assert_eq!(fs::read_to_string(to.path().join("a.sql")).unwrap(), "first");
+        assert_eq!(fs::read_to_string(to.path().join("a.sql.1")).unwrap(), "second");
+        assert_eq!(fs::read_to_string(to.path().join("a.sql.2")).unwrap(), "third");
+        assert_eq!(fs::read_dir(from.path()).unwrap().count(), 0);
+    }
+
+    /// The way across file systems, taken here within one: the tests cannot count on a second
+    /// file system (the end-to-end tests mount one).
+    #[test]
+    fn copies_across_file_systems_never_replace_and_leave_nothing_behind() {
+        let (from, to) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        fs::write(to.path().join("a.sql"), "there before").unwrap();
+        // Left by a crash during an earlier copy.
+        fs::write(to.path().join(".a.sql.tmp"), "half").unwrap();
+        fs::write(from.path().join("a.sql"), "moved").unwrap();
+        let moved = copy_into(&from.path().join("a.sql"), to.path(), std::ffi::OsStr::new("a.sql")).unwrap();
+        assert_eq!(moved, to.path().join("a.sql.1"));
+        assert_eq!(fs::read_to_string(&moved).unwrap(), "moved");
+        assert_eq!(fs::read_to_string(to.path().join("a.sql")).unwrap(), "there before");
+        let mut names: Vec<_> = fs::read_dir(to.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        assert_eq!(names, ["a.sql", "a.sql.1"]);
+        assert_eq!(fs::read_dir(from.path()).unwrap().count(), 0);
+        // A file that cannot be read is not moved, and nothing is left in the target.
+        let missing = copy_into(&from.path().join("b.sql"), to.path(), std::ffi::OsStr::new("b.sql"));
+        assert!(missing.is_err());
+        assert_eq!(fs::read_dir(to.path()).unwrap().count(), 2);
     }
 
     #[test]

@@ -67,7 +67,7 @@ mod name;
 mod signature;
 pub mod sql;
 
-pub use atomic::{sync_dir, AtomicFile, Staged, Syncer};
+pub use atomic::{move_into, sync_dir, AtomicFile, Staged, Syncer};
 pub use checksum::{sha256_of, Checksum, HashingReader, HashingWriter};
 pub use content::{open_sql, SqlWriter, Written};
 pub use directory::{scan, Entry};

@@ -11,7 +11,7 @@
 //! readable by the exporter only) and `dbmirror-ed25519-public <64 hex digits>`.
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
 use ed25519_dalek::{Signer, Verifier};
@@ -66,10 +66,21 @@ impl std::fmt::Debug for PublicKey {
     }
 }
 
+/// Largest key file read: a key file is one line of about 90 bytes, and a path that names
+/// something else (a device, a log) must not be read without end.
+const MAX_KEY_FILE_BYTES: u64 = 4096;
+
 fn read_key(path: &Path, marker: &str) -> Result<[u8; 32], Error> {
-    let text = fs::read_to_string(path).map_err(|e| Error::io(path, "read key file", e))?;
     let bad =
         || Error::new(ErrorKind::BadSignature, format!("\"{}\" is not a {marker} key file", path.display())).at(path);
+    let mut bytes = Vec::new();
+    fs::File::open(path)
+        .and_then(|file| file.take(MAX_KEY_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| Error::io(path, "read key file", e))?;
+    if bytes.len() as u64 > MAX_KEY_FILE_BYTES {
+        return Err(bad());
+    }
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
     let mut words = text.split_whitespace();
     let (Some(found), Some(hex_key), None) = (words.next(), words.next(), words.next()) else {
         return Err(bad());
@@ -160,6 +171,11 @@ mod tests {
         assert!(!other.verify(b"lines", &signature));
         // A secret key is not a public key.
         assert!(PublicKey::load(&dir.path().join("k.key")).is_err());
+        // Files that are no key files at all are refused, however large.
+        for other in ["/dev/null", "/dev/zero", "/proc/self/status"] {
+            assert!(PublicKey::load(Path::new(other)).is_err(), "{other}");
+            assert!(SigningKey::load(Path::new(other)).is_err(), "{other}");
+        }
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(fs::metadata(dir.path().join("k.key")).unwrap().permissions().mode() & 0o777, 0o600);
     }

@@ -6,8 +6,15 @@
 pub const SLAVE_SCHEMA: &str = "dbmirror";
 /// Table with one row per slave name: the last applied file.
 pub const SLAVE_STATE_TABLE: &str = "dbmirror.slave_state";
-/// `guard(slave, master, number, xid, previous_sha256)`: aborts a file unless it is the next one.
+/// Table with one row per applied file: its number, master xid, export time and checksum.
+pub const APPLIED_FILE_TABLE: &str = "dbmirror.applied_file";
+/// `guard(slave, master, number, xid, previous_sha256, exported_at)`: aborts a file unless it
+/// is the next one, and records it. Files written before the guard took `exported_at` call it
+/// with the first five arguments.
 pub const GUARD_FUNCTION: &str = "dbmirror.guard";
+/// The current guard's signature, as `to_regprocedure` reads it: a slave without it was
+/// prepared by an earlier version and needs `sql/slave_setup.sql` run again.
+pub const GUARD_SIGNATURE: &str = "dbmirror.guard(text, text, bigint, bigint, text, timestamptz)";
 /// `one_row(count, what)`: fails a file when an UPDATE or DELETE did not find exactly one row.
 pub const ONE_ROW_FUNCTION: &str = "dbmirror.one_row";
 /// `old_value(column, 'old')`: whether a column still holds the value the master's row had
@@ -48,3 +55,6 @@ pub const OTHER_MASTER: &str = "DM003";
 pub const BROKEN_CHAIN: &str = "DM004";
 /// SQLSTATE of `one_row()`: the slave has drifted.
 pub const DRIFT: &str = "DM005";
+/// SQLSTATE of the guard's "not the file that was applied under this number": the master's
+/// history diverged (restored from an older copy, say).
+pub const DIVERGED: &str = "DM006";

@@ -175,24 +175,34 @@ impl Cluster {
         run_ok(&mut start);
     }
 
-    /// Stops the server cleanly.
-    pub fn stop(&self) {
-        run_ok(self.as_server_user(&pg_bin().join("pg_ctl")).args(["stop", "-m", "fast", "-D"]).arg(self.data_dir()));
+    /// Stops the server cleanly, copies its data directory (a physical copy, as a file-level
+    /// backup would be), and starts it again. [`restore`](Self::restore) brings the copy back.
+    pub fn snapshot(&self) -> Snapshot {
+        let path = self.dir.join(format!("snapshot-{}", std::process::id()));
+        self.stop();
+        run_ok(self.as_server_user(Path::new("cp")).arg("-a").arg(self.data_dir()).arg(&path));
+        self.restart();
+        Snapshot { path }
     }
 
-    /// Copies the data directory of the stopped server, as a file-level backup would; returns
-    /// the copy's path.
-    pub fn copy_data(&self, name: &str) -> PathBuf {
-        let copy = self.dir.join(name);
-        run_ok(Command::new("cp").arg("-a").arg(self.data_dir()).arg(&copy));
-        copy
+    /// Replaces the data directory with `snapshot`, as restoring an older physical copy does,
+    /// and starts the server on it.
+    pub fn restore(&self, snapshot: &Snapshot) {
+        self.stop();
+        run_ok(self.as_server_user(Path::new("rm")).arg("-rf").arg(self.data_dir()));
+        run_ok(self.as_server_user(Path::new("cp")).arg("-a").arg(&snapshot.path).arg(self.data_dir()));
+        self.restart();
     }
 
-    /// Replaces the data directory of the stopped server with `copy` (from
-    /// [`copy_data`](Self::copy_data)), as restoring a backup does.
-    pub fn restore_data(&self, copy: &Path) {
-        run_ok(Command::new("rm").arg("-rf").arg(self.data_dir()));
-        run_ok(Command::new("cp").arg("-a").arg(copy).arg(self.data_dir()));
+    fn stop(&self) {
+        run_ok(
+            self.as_server_user(&pg_bin().join("pg_ctl")).args(["stop", "-m", "fast", "-w", "-D"]).arg(self.data_dir()),
+        );
+    }
+
+    /// What the server wrote to its log so far.
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.log_file()).unwrap_or_default()
     }
 
     /// Runs one of PostgreSQL's client programs (pg_dump, pg_restore...) against database
@@ -207,6 +217,11 @@ impl Cluster {
     pub fn keep(&mut self) {
         self.keep = true;
     }
+}
+
+/// A copy of a cluster's data directory, taken by [`Cluster::snapshot`].
+pub struct Snapshot {
+    path: PathBuf,
 }
 
 impl Drop for Cluster {

@@ -20,7 +20,7 @@ mod data;
 pub mod mirror;
 pub mod tools;
 
-pub use cluster::{explain, Cluster};
+pub use cluster::{explain, Cluster, Snapshot};
 pub use data::{assert_tables_equal, captured, table_rows, Captured};
 
 /// Directory of the PostgreSQL server binaries.

@@ -159,3 +159,35 @@ pub fn file_names(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// A tmpfs mounted on a directory for as long as it lives: another file system than the rest
+/// of the test's files. Mounting needs root (or CAP_SYS_ADMIN); without it the test fails and
+/// says so, it is never skipped.
+pub struct Tmpfs {
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    pub fn mount(path: &Path, size: &str) -> Self {
+        std::fs::create_dir_all(path).expect("a mount point can be created");
+        let output = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .output()
+            .unwrap_or_else(|e| panic!("could not run mount: {e}"));
+        assert!(
+            output.status.success(),
+            "could not mount a tmpfs on {}:\n{}\nHINT: this test needs another file system; run the tests as root \
+             (or with CAP_SYS_ADMIN) so that `mount -t tmpfs` is allowed",
+            path.display(),
+            describe(&output)
+        );
+        Self { path: path.to_owned() }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("--lazy").arg(&self.path).output();
+    }
+}

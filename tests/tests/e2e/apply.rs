@@ -153,6 +153,7 @@ fn a_damaged_file_goes_to_quarantine_and_a_good_copy_lets_the_applier_go_on() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("stopped at file 2"), "{stderr}");
     assert!(stderr.contains("checksum mismatch"), "{stderr}");
+    assert!(stderr.contains("HINT:  Put a good copy of file 2"), "{stderr}");
     assert_eq!(last_applied(&s.slave), "1");
     assert_eq!(table_rows(&s.slave, "item"), ["(1,one,,,)"]);
     let name = second.file_name().unwrap().to_str().unwrap().to_string();
@@ -266,6 +267,24 @@ fn terminate(child: std::process::Child) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// A running `dbmirror-apply watch`, killed if the test fails before it is stopped.
+struct Watching(Option<std::process::Child>);
+
+impl Watching {
+    fn terminate(mut self) -> Output {
+        terminate(self.0.take().expect("still running"))
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 #[test]
 fn watch_applies_files_as_they_arrive_survives_a_slave_restart_and_stops_on_sigterm() {
     let s = setup("");
@@ -333,4 +352,303 @@ fn status_reports_the_state_of_slave_and_spool() {
     let text = String::from_utf8(apply(&slave.config, &["status"]).stdout).unwrap();
     assert!(text.contains("last applied:  file 1 (master transaction"), "{text}");
     assert!(text.contains("next file:     2"), "{text}");
+}
+
+/// The guard line of a file rewritten as dbmirror-export wrote it before the guard took the
+/// export time (five arguments): such files are in the field and must keep working.
+fn with_five_argument_guard(sql: &str) -> String {
+    sql.lines()
+        .map(|line| match line.strip_prefix("SELECT dbmirror.guard(") {
+            Some(_) => {
+                let cut = line.rfind(", '").expect("the guard's last argument is a literal");
+                format!("{});\n", &line[..cut])
+            }
+            None => format!("{line}\n"),
+        })
+        .collect()
+}
+
+/// Regression test: a slave prepared by an earlier version (no history of applied files, a
+/// guard of five arguments) is upgraded in place by `init`; until then the applier stops with
+/// exit code 3 and a hint instead of quarantining files whose guard the slave lacks. Files of
+/// the earlier format still apply, by hand or with the applier.
+#[test]
+fn a_slave_prepared_by_an_earlier_version_is_upgraded_in_place_and_old_files_still_apply() {
+    let master = Cluster::start("master");
+    master.create_extension();
+    master.execute(SCHEMA);
+    master.execute("SELECT dbmirror_mirror_table('item'); INSERT INTO dbmirror_MirrorHost VALUES ('slave1');");
+    let slave = Cluster::start("slave");
+    slave.execute(SCHEMA);
+    let old_setup = dbmirror_tests::repository().join("tests/fixtures/slave_setup-before-history.sql");
+    let output = slave.psql(&["-v", "ON_ERROR_STOP=1", "-f", &old_setup.display().to_string()]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let work = Workdir::new("upgrade");
+    let (outbox, inbound) = (work.dir("outbox"), work.dir("inbound"));
+    for name in ["one", "two", "three"] {
+        master.execute(&format!("INSERT INTO item (name) VALUES ('{name}')"));
+    }
+    export_once(&export_config(&work, &master, "slave1", &outbox, ""));
+    let files = transaction_files(&outbox);
+    let old_format = |i: usize| {
+        let path = work.path().join(format!("old-format-{i}.sql"));
+        std::fs::write(&path, with_five_argument_guard(&std::fs::read_to_string(&files[i]).unwrap())).unwrap();
+        path
+    };
+    // File 1 as an earlier exporter wrote it, applied by hand on the slave as it was.
+    let output = dbmirror_tests::tools::psql_file(&slave, &old_format(0));
+    assert!(output.status.success(), "{}", describe(&output));
+
+    transfer(&outbox, &inbound);
+    let config = apply_config(&work, &slave, "slave1", &inbound, "");
+    let outdated = apply(&config, &["once"]);
+    assert_eq!(outdated.status.code(), Some(3), "{}", describe(&outdated));
+    assert!(
+        String::from_utf8_lossy(&outdated.stderr).contains("HINT:  Run dbmirror-apply init"),
+        "{}",
+        describe(&outdated)
+    );
+    assert!(file_names(&inbound.join("quarantine")).is_empty());
+
+    ok(apply(&config, &["init"]));
+    ok(apply(&config, &["init"]));
+    // The upgrade kept what the slave knew: file 1 again is "already applied", in either format.
+    for again in [old_format(0), files[0].clone()] {
+        let output = dbmirror_tests::tools::psql_file(&slave, &again);
+        assert!(String::from_utf8_lossy(&output.stderr).contains("was already applied"), "{}", describe(&output));
+    }
+    // File 2 in the earlier format by hand, then the applier: the genuine file 2 in the spool is
+    // the same transaction (set aside), and file 3 is applied.
+    let output = dbmirror_tests::tools::psql_file(&slave, &old_format(1));
+    assert!(output.status.success(), "{}", describe(&output));
+    let stderr = ok(apply(&config, &["once"]));
+    assert!(stderr.contains("applied 1 files; last applied: 3"), "{stderr}");
+    assert!(file_names(&inbound.join("quarantine")).is_empty());
+    assert_tables_equal(&master, &slave, &["item"]);
+}
+
+/// Regression test: an archive or quarantine on another file system than the spool was
+/// accepted, the first file applied, and every later run failed with "Invalid cross-device
+/// link". Files now move across file systems (copied, synced, renamed into place, then
+/// removed), and an archive or quarantine that is the spool, or each other, is refused at start.
+#[test]
+fn archive_and_quarantine_on_another_file_system_work_and_overlapping_places_are_refused() {
+    let s = setup("");
+    let elsewhere = s.work.path().join("elsewhere");
+    let _tmpfs = dbmirror_tests::tools::Tmpfs::mount(&elsewhere, "16m");
+    let (archive, quarantine) = (elsewhere.join("archive"), elsewhere.join("quarantine"));
+    let slave = slave_side(
+        &s,
+        &format!("archive = \"{}\"\nquarantine = \"{}\"\nsettle_seconds = 0", archive.display(), quarantine.display()),
+    );
+    workload(&s.master);
+    export_once(&s.config);
+    transfer(&s.outbox, &slave.inbound);
+    let stderr = ok(apply(&slave.config, &["once"]));
+    assert!(stderr.contains("applied 5 files; last applied: 5"), "{stderr}");
+    assert_eq!(file_names(&archive), file_names(&s.outbox), "every file and manifest archived, none left half-copied");
+    assert_eq!(file_names(&slave.inbound), [".dbmirror-apply.lock"]);
+    for name in file_names(&s.outbox) {
+        assert_eq!(std::fs::read(archive.join(&name)).unwrap(), std::fs::read(s.outbox.join(&name)).unwrap());
+    }
+
+    // A damaged file goes to quarantine on the other file system, and a good copy goes on.
+    for name in file_names(&s.outbox) {
+        std::fs::remove_file(s.outbox.join(name)).unwrap();
+    }
+    s.master.execute("INSERT INTO item (name) VALUES ('six')");
+    export_once(&s.config);
+    transfer(&s.outbox, &slave.inbound);
+    let sixth = transaction_files(&slave.inbound)[0].clone();
+    let name = sixth.file_name().unwrap().to_str().unwrap().to_string();
+    std::fs::write(&sixth, "damaged").unwrap();
+    let output = apply(&slave.config, &["once"]);
+    assert_eq!(output.status.code(), Some(5), "{}", describe(&output));
+    assert_eq!(file_names(&quarantine), [name.clone(), format!("{name}.reason")]);
+    assert_eq!(std::fs::read_to_string(quarantine.join(&name)).unwrap(), "damaged");
+    copy(&s.outbox.join(&name), &slave.inbound);
+    ok(apply(&slave.config, &["once"]));
+    assert_eq!(last_applied(&s.slave), "6");
+    assert_tables_equal(&s.master, &s.slave, TABLES);
+
+    // Places that overlap are refused before anything is done.
+    let spool = slave.inbound.display().to_string();
+    for (extra, message) in [
+        (format!("archive = \"{spool}/.\""), "archive must not be the spool"),
+        (format!("quarantine = \"{spool}\""), "quarantine must not be the spool"),
+        (
+            format!("archive = \"{0}\"\nquarantine = \"{0}/../archive\"", archive.display()),
+            "archive and quarantine must be different directories",
+        ),
+        (format!("archive = \"{spool}/.dbmirror-apply.lock\""), "is not a directory"),
+    ] {
+        let config = apply_config(&s.work, &s.slave, "slave1", &slave.inbound, &extra);
+        let output = apply(&config, &["once"]);
+        assert_eq!(output.status.code(), Some(2), "{extra}\n{}", describe(&output));
+        assert!(String::from_utf8_lossy(&output.stderr).contains(message), "{message:?}\n{}", describe(&output));
+    }
+}
+
+/// The applier's log: each failure's time and the pause it announced ("retrying in Ns").
+fn announced_retries(log: &str) -> Vec<(f64, u64)> {
+    let mut at = 0.0;
+    let mut retries = Vec::new();
+    for line in log.lines() {
+        if let Some(time) = line.split(' ').next().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) {
+            at = time.timestamp_micros() as f64 / 1e6;
+        }
+        if let Some(rest) = line.split("; retrying in ").nth(1) {
+            retries.push((at, rest.trim_end_matches("s)").parse().expect("a number of seconds")));
+        }
+    }
+    retries
+}
+
+/// Regression test: a failure that retrying may cure was retried every few hundred
+/// milliseconds while the log said "retrying in 64s", because file-system events (the
+/// applier's own reads and moves among them) ended the pause. During a retry pause only a
+/// stop signal ends the wait now; and when idle, the applier's own reads of the spool do not
+/// start pass after pass.
+#[test]
+fn watch_keeps_the_retry_pause_it_announces_and_its_own_reads_do_not_wake_it() {
+    let s = setup("");
+    let slave = slave_side(&s, "poll_interval = 30");
+    s.master.execute("INSERT INTO item (name) VALUES ('one')");
+    export_once(&s.config);
+    s.slave.execute("ALTER SYSTEM SET log_statement = 'all'");
+    s.slave.execute("SELECT pg_reload_conf()");
+    // For the applier's sessions: a statement waiting for a lock fails soon, and may be retried.
+    s.slave.execute("ALTER ROLE postgres SET statement_timeout = '300ms'");
+    let file = transaction_files(&s.outbox)[0].clone();
+    copy(&file, &slave.inbound);
+    let log = s.work.path().join("watch.log");
+    let watcher = Watching(Some(
+        apply_command(&slave.config, &["watch"]).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap(),
+    ));
+    let said = || std::fs::read_to_string(&log).unwrap();
+    wait_for("the applier to wait for the manifest", || said().contains("waiting for the manifest of file 1"));
+    let passes = || s.slave.server_log().matches("FROM dbmirror.slave_state WHERE slave_name").count();
+    let before = passes();
+    std::thread::sleep(Duration::from_secs(3));
+    let idle_passes = passes() - before;
+    assert!(idle_passes <= 1, "{idle_passes} passes in 3 s while idle with poll_interval = 30");
+
+    // Every attempt to apply file 1 now times out: a failure that retrying may cure.
+    let mut locker = s.slave.client();
+    locker.batch_execute("BEGIN; LOCK TABLE item IN ACCESS EXCLUSIVE MODE").unwrap();
+    transfer_manifests(&s.outbox, &slave.inbound);
+    wait_for("the first failure", || said().contains("(attempt 1; retrying in 2s)"));
+    // Events keep coming meanwhile: only the announced pause may pass before the next attempt.
+    let until = Instant::now() + Duration::from_secs(8);
+    let mut n = 0;
+    while Instant::now() < until {
+        n += 1;
+        std::fs::write(slave.inbound.join("notes.txt"), format!("event {n}")).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stopping = Instant::now();
+    let output = watcher.terminate();
+    assert!(stopping.elapsed() < Duration::from_secs(3), "a stop signal ends the pause at once");
+    assert!(output.status.success(), "{}", said());
+    let log_text = said();
+    assert!(log_text.contains("stopping on signal"), "{log_text}");
+    let retries = announced_retries(&log_text);
+    assert!((2..=4).contains(&retries.len()), "{} attempts in 8 s, expected 3:\n{log_text}", retries.len());
+    for pair in retries.windows(2) {
+        let ((first, pause), (next, _)) = (pair[0], pair[1]);
+        assert!(next - first >= pause as f64, "retried after {:.2} s, announced {pause} s:\n{log_text}", next - first);
+    }
+
+    locker.batch_execute("COMMIT").unwrap();
+    s.slave.execute("ALTER ROLE postgres RESET statement_timeout");
+    std::fs::remove_file(slave.inbound.join("notes.txt")).unwrap();
+    ok(apply(&slave.config, &["once"]));
+    assert_tables_equal(&s.master, &s.slave, TABLES);
+}
+
+/// Regression test: `settle_seconds = 1e30` made the applier panic (exit code 101, with a
+/// backtrace when RUST_BACKTRACE is set). Every configuration value of both tools is checked,
+/// and a bad one is refused with exit code 2 and a message that names it.
+#[test]
+fn extreme_configuration_values_are_refused_with_a_message_not_a_panic() {
+    let s = setup("");
+    let inbound = s.work.dir("inbound");
+    let applier_cases = [
+        ("settle_seconds = 1e30", "settle_seconds must be"),
+        ("settle_seconds = nan", "settle_seconds must be"),
+        ("poll_interval = 1e-300", "poll_interval must be"),
+        ("poll_interval = inf", "poll_interval must be"),
+        ("master = \"-1\"", "master must be a system identifier"),
+    ];
+    for (extra, message) in applier_cases {
+        let config = apply_config(&s.work, &s.slave, "slave1", &inbound, extra);
+        let output = apply_command(&config, &["once"]).env("RUST_BACKTRACE", "1").output().unwrap();
+        check_refused(&output, extra, message);
+    }
+    let exporter_cases = [
+        ("sleep_interval = 1e30", "sleep_interval must be"),
+        ("sleep_interval = 1e-300", "sleep_interval must be"),
+        ("batch_size = 9223372036854775807", "batch_size must be"),
+    ];
+    for (extra, message) in exporter_cases {
+        let config = export_config(&s.work, &s.master, "slave1", &s.outbox, extra);
+        let output =
+            dbmirror_tests::tools::export_command(&config, &["once"]).env("RUST_BACKTRACE", "1").output().unwrap();
+        check_refused(&output, extra, message);
+    }
+}
+
+fn check_refused(output: &Output, what: &str, message: &str) {
+    assert_eq!(output.status.code(), Some(2), "{what}\n{}", describe(output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(message), "{what}: {message:?} not in\n{stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{what}\n{stderr}");
+}
+
+/// Regression test: when a statement failed on the slave, the message said "one of the
+/// statements on lines X to Y" (statements are sent in batches), and the HINT asked for "a good
+/// copy" of a file that was intact. The message names the failing statement and its line, and
+/// the HINT says to fix the slave and move the file back.
+#[test]
+fn a_failing_statement_is_named_by_its_line_and_the_hint_says_to_repair_the_slave() {
+    let s = setup("");
+    let slave = slave_side(&s, "");
+    s.master.execute("INSERT INTO item (name) SELECT 'row ' || g FROM generate_series(1, 200) g");
+    s.master.execute("UPDATE item SET price = id");
+    export_once(&s.config);
+    transfer(&s.outbox, &slave.inbound);
+    let second = transaction_files(&slave.inbound)[1].clone();
+    let name = second.file_name().unwrap().to_str().unwrap().to_string();
+    let line = std::fs::read_to_string(&second)
+        .unwrap()
+        .lines()
+        .position(|l| l.contains("WHERE \"id\" = '150' RETURNING"))
+        .expect("the update of row 150")
+        + 1;
+    let first = transaction_files(&slave.inbound)[0].clone();
+    assert!(dbmirror_tests::tools::psql_file(&s.slave, &first).status.success());
+    std::fs::rename(&first, s.work.path().join("first.sql")).unwrap();
+    s.slave.execute("DELETE FROM item WHERE id = 150");
+
+    let output = apply(&slave.config, &["once"]);
+    assert_eq!(output.status.code(), Some(5), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("line {line}: error: update of \"public\".\"item\" matched 0 rows")),
+        "line {line}:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "STATEMENT:  WITH m AS (UPDATE \"public\".\"item\" SET \"price\" = '150.00' WHERE \"id\" = '150'"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("one of the statements"), "{stderr}");
+    assert!(!stderr.contains("Put a good copy"), "{stderr}");
+    assert!(stderr.contains("HINT:  The file is intact"), "{stderr}");
+    assert!(stderr.contains("then move it from quarantine back into the spool"), "{stderr}");
+    let reason = std::fs::read_to_string(slave.inbound.join("quarantine").join(format!("{name}.reason"))).unwrap();
+    assert!(reason.contains(&format!("line {line}:")) && !reason.contains("good copy"), "{reason}");
+    assert_eq!(last_applied(&s.slave), "1");
+    assert_eq!(s.slave.query_value("SELECT count(*)::text FROM item WHERE price IS NOT NULL"), "0", "rolled back");
 }

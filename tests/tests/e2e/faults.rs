@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use dbmirror_tests::tools::{
-    apply, apply_config, export_config, export_once, file_names, spool_names, transaction_files, transfer,
+    apply, apply_config, export_config, export_once, file_names, psql_file, replay_by_hand, spool_names,
+    transaction_files, transfer,
 };
 use dbmirror_tests::{assert_tables_equal, describe, table_rows, Cluster};
 
@@ -597,10 +598,140 @@ fn the_applier_runs_as_a_role_that_can_only_change_the_mirrored_tables() {
     for sql in [
         "CREATE TABLE public.intruder (x int)",
         "DELETE FROM dbmirror.slave_state",
+        "DELETE FROM dbmirror.applied_file",
         "SELECT pg_catalog.pg_read_file('/etc/passwd')",
         "ALTER TABLE public.item ADD COLUMN x int",
     ] {
         let err = client.batch_execute(sql).expect_err(sql);
         assert_eq!(err.as_db_error().map(|d| d.code().code()), Some("42501"), "{sql}: {err:?}");
     }
+}
+
+/// Regression test: a master restored from an older physical copy exports again numbers that
+/// the slave has applied, with other transactions. The applier used to archive them as
+/// already applied ("applied 0 files"), and psql -f said only "already applied", so the slave
+/// silently kept a history the master no longer had. Now the guard and the applier both
+/// recognise the other content and say what probably happened, whether the slave applied the
+/// original files with the applier (which knows their checksums) or by hand (the guard's
+/// record of each number's master transaction and export time tells them apart).
+#[test]
+fn a_master_restored_from_an_older_copy_is_refused_not_silently_taken_for_files_already_applied() {
+    let s = setup("");
+    let by_hand = Cluster::start("slave-by-hand");
+    by_hand.execute(crate::export::SCHEMA);
+    by_hand.slave_setup();
+    s.master.execute("INSERT INTO item (name) VALUES ('one')");
+    export_once(&s.config);
+    let backup = s.master.snapshot();
+    s.master.execute("INSERT INTO item (name) VALUES ('two')");
+    s.master.execute("INSERT INTO item (name) VALUES ('three')");
+    export_once(&s.config);
+    let inbound = s.work.dir("inbound");
+    let hand_inbound = s.work.dir("hand-inbound");
+    transfer(&s.outbox, &inbound);
+    transfer(&s.outbox, &hand_inbound);
+    let first_history: Vec<(String, Vec<u8>)> = transaction_files(&s.outbox)
+        .iter()
+        .map(|f| (f.file_name().unwrap().to_str().unwrap().to_string(), std::fs::read(f).unwrap()))
+        .collect();
+    // The outbox is emptied, its state file too (which would otherwise make the exporter refuse
+    // the restored master: history::a_master_restored_from_an_older_copy_...), so that the
+    // slaves must tell the two histories apart by themselves.
+    for name in file_names(&s.outbox) {
+        std::fs::remove_file(s.outbox.join(name)).unwrap();
+    }
+    let config = apply_config(&s.work, &s.slave, "slave1", &inbound, "");
+    let output = apply(&config, &["once"]);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_eq!(replay_by_hand(&by_hand, &hand_inbound), 3);
+    let applied = table_rows(&s.slave, "item");
+    assert_eq!(table_rows(&by_hand, "item"), applied);
+
+    // The master comes back from the copy taken after the first transaction, and goes on with
+    // other transactions: numbers 2 and 3 again, with other content (and quite possibly the
+    // same xids, which the restored master hands out again).
+    s.master.restore(&backup);
+    s.master.execute("INSERT INTO item (name) VALUES ('other two')");
+    s.master.execute("INSERT INTO item (name) VALUES ('other three')");
+    export_once(&s.config);
+    let second_history = transaction_files(&s.outbox);
+    assert_eq!(second_history.len(), 2);
+
+    // By hand: the guard refuses them and names the likely cause.
+    for file in &second_history {
+        let output = psql_file(&s.slave, file);
+        assert_eq!(output.status.code(), Some(3), "{}", describe(&output));
+        let said = stderr(&output);
+        assert!(said.contains("the master's history diverged"), "{said}");
+        assert!(said.contains("Was the master restored from an older copy?"), "{said}");
+    }
+    // A true re-send of an applied file is still only "already applied".
+    let resent = hand_inbound.join(&first_history[1].0);
+    std::fs::write(&resent, &first_history[1].1).unwrap();
+    let output = psql_file(&s.slave, &resent);
+    assert!(stderr(&output).contains("was already applied"), "{}", describe(&output));
+    assert!(!stderr(&output).contains("diverged"), "{}", describe(&output));
+
+    // The applier, on both slaves: quarantined with the reason, exit code 5, nothing applied.
+    let hand_config = s.work.file(
+        "apply-by-hand.toml",
+        &format!(
+            "slave_name = \"slave1\"\nslave = \"{}\"\nspool = \"{}\"\n",
+            by_hand.conninfo(),
+            hand_inbound.display()
+        ),
+    );
+    for (slave, spool, config) in [(&s.slave, &inbound, &config), (&by_hand, &hand_inbound, &hand_config)] {
+        for name in file_names(spool) {
+            if !name.starts_with('.') {
+                std::fs::remove_file(spool.join(name)).unwrap();
+            }
+        }
+        transfer(&s.outbox, spool);
+        let output = apply(config, &["once"]);
+        assert_eq!(output.status.code(), Some(5), "{}", describe(&output));
+        let said = stderr(&output);
+        assert!(said.contains("the master's history diverged"), "{said}");
+        assert!(said.contains("HINT:  Was the master restored from an older copy?"), "{said}");
+        assert!(!said.contains("applied 0 files"), "{said}");
+        assert_eq!(table_rows(slave, "item"), applied, "nothing of the other history was applied");
+        assert_eq!(last_applied(slave), "3");
+        let quarantined = file_names(&spool.join("quarantine"));
+        for file in &second_history {
+            let name = file.file_name().unwrap().to_str().unwrap().to_string();
+            assert!(quarantined.contains(&name), "{name} not in quarantine: {quarantined:?}");
+            let reason = std::fs::read_to_string(spool.join("quarantine").join(format!("{name}.reason"))).unwrap();
+            assert!(reason.contains("the master's history diverged"), "{reason}");
+        }
+        assert!(
+            file_names(&spool.join("archive")).iter().all(|n| !second_history.iter().any(|f| f.ends_with(n))),
+            "none of the other history's files was archived as applied"
+        );
+    }
+}
+
+/// Regression test: in direct mode, a master restored from an older copy assigned numbers the
+/// slave had applied to other transactions, and the exporter skipped them as applied before a
+/// crash, silently. It now compares them with what the slave recorded, and stops.
+#[test]
+fn direct_mode_refuses_a_master_restored_from_an_older_copy() {
+    let s = setup("");
+    let config = s.work.file(
+        "direct.toml",
+        &format!("slave_name = \"slave1\"\nmaster = \"{}\"\nslave = \"{}\"\n", s.master.conninfo(), s.slave.conninfo()),
+    );
+    s.master.execute("INSERT INTO item (name) VALUES ('one')");
+    export_once(&config);
+    let backup = s.master.snapshot();
+    s.master.execute("INSERT INTO item (name) VALUES ('two')");
+    export_once(&config);
+    let applied = table_rows(&s.slave, "item");
+    s.master.restore(&backup);
+    s.master.execute("INSERT INTO item (name) VALUES ('other two')");
+    let output = dbmirror_tests::tools::export_command(&config, &["once"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(5), "{}", describe(&output));
+    assert!(stderr(&output).contains("the master's history diverged"), "{}", describe(&output));
+    assert!(stderr(&output).contains("HINT:  Was the master restored from an older copy?"), "{}", describe(&output));
+    assert_eq!(table_rows(&s.slave, "item"), applied);
+    assert_eq!(last_applied(&s.slave), "2");
 }

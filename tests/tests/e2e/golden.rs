@@ -8,7 +8,7 @@
 use std::io::BufRead;
 use std::path::Path;
 
-use chrono::{TimeZone, Utc};
+use chrono::{SecondsFormat, TimeZone, Utc};
 use dbmirror_spool::sql::GUARD_FUNCTION;
 use dbmirror_spool::{Checksum, Header, Manifest, ManifestEntry, TransactionFileName};
 use dbmirror_tests::tools::{export_once, replay_by_hand, transaction_files, Workdir};
@@ -46,11 +46,12 @@ fn normalise(outbox: &Path) -> Vec<(String, Vec<u8>)> {
             if line.starts_with(&format!("SELECT {GUARD_FUNCTION}(")) {
                 let previous = previous.map_or_else(|| "NULL".to_string(), |c| quote(&c.to_string()));
                 text.push_str(&format!(
-                    "SELECT {GUARD_FUNCTION}({}, {}, {}, {}, {previous});\n",
+                    "SELECT {GUARD_FUNCTION}({}, {}, {}, {}, {previous}, {});\n",
                     quote(&header.slave),
                     quote(&FIXED_MASTER.to_string()),
                     header.number,
-                    header.xid
+                    header.xid,
+                    quote(&time.to_rfc3339_opts(SecondsFormat::Micros, true))
                 ));
             } else {
                 text.push_str(&line);

@@ -13,16 +13,12 @@ fn a_master_restored_from_an_older_copy_is_refused_by_its_outbox() {
         Mirror::start("CREATE TABLE t (id integer PRIMARY KEY, v text);", "SELECT dbmirror_mirror_table('t')", &[]);
     m.master.execute("INSERT INTO t VALUES (1, 'before the backup')");
     m.sync();
-    m.master.stop();
-    let backup = m.master.copy_data("backup");
-    m.master.restart();
+    let backup = m.master.snapshot();
     m.master.execute("INSERT INTO t VALUES (2, 'lost by the restore')");
     m.master.execute("INSERT INTO t VALUES (3, 'lost too')");
     m.sync();
 
-    m.master.stop();
-    m.master.restore_data(&backup);
-    m.master.restart();
+    m.master.restore(&backup);
     m.master.execute("INSERT INTO t VALUES (4, 'after the restore')");
     let export = m.export_once();
     assert_eq!(export.status.code(), Some(7), "{}", describe(&export));

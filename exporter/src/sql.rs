@@ -546,4 +546,69 @@ mod tests {
         assert!(lines[1].starts_with("INSERT INTO \"s\".\"b\""));
         assert_eq!(lines[2], "TRUNCATE ONLY \"s\".\"b\";");
     }
+
+    /// Everything the writer can write passes the applier's grammar check, statement by
+    /// statement, as the applier reads a file: the writer and the checker agree.
+    #[test]
+    fn the_checker_accepts_everything_the_writer_writes() {
+        let t = table();
+        let identity = Rc::new(Table::new("s", "id", &["id".into(), "v".into()], &[0], &[0]));
+        let ins = |row: &'static str| Change::Insert { table: t.clone(), row };
+        let mut changes = vec![ins("1\ta\t1"), ins("2\t\\N\t2")];
+        changes.extend((3..9).map(|_| ins("3\tc\t3")));
+        changes.extend([
+            Change::Update {
+                table: t.clone(),
+                old_key: Some(row(&[Some("1")])),
+                values: row(&[Some("9"), None, Some("2")]),
+                unchanged: Some(&[0b010]),
+                old: Some(row(&[Some("1"), None, None])),
+            },
+            Change::Update {
+                table: identity.clone(),
+                old_key: Some(row(&[Some("1")])),
+                values: row(&[Some("2"), Some("kept")]),
+                unchanged: Some(&[0b10]),
+                old: Some(row(&[Some("1"), None])),
+            },
+            Change::Update {
+                table: identity.clone(),
+                old_key: None,
+                values: row(&[Some("2"), Some("new")]),
+                unchanged: Some(&[0b01]),
+                old: None,
+            },
+            Change::Delete { table: t.clone(), key: row(&[Some("9")]), old: Some(row(&[Some("9"), Some("x"), None])) },
+            Change::Delete { table: t.clone(), key: row(&[Some("8")]), old: None },
+            Change::Truncate { table: t.clone() },
+            Change::Truncate { table: identity },
+            ins("4\td\t4"),
+        ]);
+        let mut writer = FileWriter::begin(Vec::new(), &header()).unwrap();
+        for change in changes {
+            writer.change(change).unwrap();
+        }
+        let out = writer.finish(&[SequenceValue { sequence: "\"public\".\"s\"".into(), value: 41 }]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("DELETE FROM ONLY \"s\".\"id\" WHERE \"id\" = '1' AND dbmirror.old_value(\"id\", '1')"),
+            "{text}"
+        );
+        assert!(
+            text.contains("INSERT INTO \"s\".\"id\" (\"id\", \"v\") OVERRIDING SYSTEM VALUE VALUES ('2', 'kept');"),
+            "{text}"
+        );
+
+        let mut reader = dbmirror_script::ScriptReader::new(text.as_bytes());
+        let mut checker = dbmirror_apply::grammar::Checker::default();
+        let mut statements = 0;
+        while let Some(item) = reader.next_item().unwrap() {
+            if let dbmirror_script::Item::Statement { sql, line } = item {
+                checker.check(&sql).unwrap_or_else(|e| panic!("line {line}: {e}\n{sql}"));
+                statements += 1;
+            }
+        }
+        assert!(checker.finished());
+        assert!(statements > 20, "{statements}");
+    }
 }

@@ -446,9 +446,9 @@ fn archive_and_quarantine_on_another_file_system_work_and_overlapping_places_are
     transfer(&s.outbox, &slave.inbound);
     let stderr = ok(apply(&slave.config, &["once"]));
     assert!(stderr.contains("applied 5 files; last applied: 5"), "{stderr}");
-    assert_eq!(file_names(&archive), file_names(&s.outbox), "every file and manifest archived, none left half-copied");
+    assert_eq!(file_names(&archive), spool_names(&s.outbox), "every file and manifest archived, none left half-copied");
     assert_eq!(file_names(&slave.inbound), [".dbmirror-apply.lock"]);
-    for name in file_names(&s.outbox) {
+    for name in spool_names(&s.outbox) {
         assert_eq!(std::fs::read(archive.join(&name)).unwrap(), std::fs::read(s.outbox.join(&name)).unwrap());
     }
 
@@ -639,7 +639,7 @@ fn a_failing_statement_is_named_by_its_line_and_the_hint_says_to_repair_the_slav
     );
     assert!(
         stderr.contains(
-            "STATEMENT:  WITH m AS (UPDATE \"public\".\"item\" SET \"price\" = '150.00' WHERE \"id\" = '150'"
+            "STATEMENT:  WITH m AS (UPDATE ONLY \"public\".\"item\" SET \"price\" = '150.00' WHERE \"id\" = '150'"
         ),
         "{stderr}"
     );

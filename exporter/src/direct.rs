@@ -4,7 +4,9 @@
 //! (memory stays bounded however large the transaction), and replayed with the applier's own
 //! replay, guard included. So a number is applied at most once on the slave: when the exporter
 //! restarts after a crash between applying and recording, the slave already has the number and
-//! the file is only rendered again, to carry its checksum forward in the chain.
+//! the file is only rendered again, to carry its checksum forward in the chain. A transaction
+//! the slave refuses (its SQL fails) stops the exporter with exit code 5 rather than being
+//! retried forever; a lost connection is retried.
 
 use std::io::{BufReader, BufWriter, Seek, SeekFrom};
 
@@ -73,8 +75,21 @@ impl crate::export::Destination for Direct {
             start.seek(SeekFrom::Start(0))?;
             Ok(BufReader::new(file))
         };
-        replay::replay(&mut self.client, open, Some(&record))
-            .map_err(|e| Error::runtime(format!("file {} could not be applied to the slave: {e}", assigned.number)))?;
+        replay::replay(&mut self.client, open, Some(&record)).map_err(|e| {
+            let message = format!(
+                "transaction {} (number {}) could not be applied to the slave: {e}",
+                assigned.xid, assigned.number
+            );
+            if e.is_transient() {
+                return Error::runtime(message);
+            }
+            // The slave refused the transaction itself: retrying would fail the same way
+            // forever, and every later transaction would wait behind it.
+            Error::new(Kind::BadFile, message).with_hint(
+                "Nothing of it was applied. The slave differs from the master, or lacks a table or column: repair it \
+                 (dbmirror-export verify compares them), then run the exporter again.",
+            )
+        })?;
         Ok(sha)
     }
 

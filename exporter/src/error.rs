@@ -10,6 +10,7 @@ Exit codes:
   2  bad command line or configuration
   3  the master is not prepared: extension missing, or slave not in dbmirror_MirrorHost
   4  another exporter is running for this slave
-  5  the outbox (or, in direct mode, the slave) holds a file that differs from what its number must contain
+  5  the outbox (or, in direct mode, the slave) holds a file that differs from what its number must contain,
+     or in direct mode the slave refused a transaction
   6  verify: a mirrored table differs between master and slave, or capture is incomplete
   7  the master's state does not continue this stream: restored from a dump or an older copy";

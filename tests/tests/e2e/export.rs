@@ -227,6 +227,28 @@ fn direct_mode_applies_each_transaction_once() {
     assert_eq!(s.master.query_value("SELECT count(*)::text FROM dbmirror_pending"), "0");
 }
 
+/// Regression test: in direct mode a transaction the slave refused (it drifted) was taken for a
+/// passing failure and retried forever, every later transaction waiting behind it.
+#[test]
+fn direct_mode_stops_at_a_transaction_the_slave_refuses() {
+    let s = setup("");
+    let config = s.work.file(
+        "direct.toml",
+        &format!("slave_name = \"slave1\"\nmaster = \"{}\"\nslave = \"{}\"\n", s.master.conninfo(), s.slave.conninfo()),
+    );
+    s.master.execute("INSERT INTO item (id, name) VALUES (1, 'a')");
+    export_once(&config);
+    s.slave.execute("DELETE FROM item");
+    s.master.execute("UPDATE item SET name = 'b'");
+    let output = export_command(&config, &["run"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(5), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("could not be applied to the slave"), "{stderr}");
+    assert!(stderr.contains("matched 0 rows"), "{stderr}");
+    assert!(stderr.contains("HINT:  Nothing of it was applied."), "{stderr}");
+    assert!(!stderr.contains("retrying"), "{stderr}");
+}
+
 #[test]
 fn the_exporter_refuses_an_unprepared_master_or_unknown_slave_with_a_hint() {
     let s = setup("");

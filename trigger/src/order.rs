@@ -17,8 +17,8 @@
 //!   their statement is too early. `dbmirror_before()`, fired BEFORE each row change as the last
 //!   BEFORE trigger (its name sorts last), reads the command counter just before the row changes:
 //!   that is after every nested statement so far, and becomes the row's `cid`. It is pinned to
-//!   the row (by the old row's ctid for updates and deletes, by the new row's key for inserts)
-//!   and picked up by the capture trigger.
+//!   the row (by the old row's ctid for updates and deletes, by the new row's values for
+//!   inserts) and picked up by the capture trigger.
 //!
 //! Pinning is needed only when a change was captured after the statement began, which a command
 //! id above the statement's own snapshot's says: the common case pins nothing. An insert's pin
@@ -51,8 +51,8 @@ type Pin = (CommandId, i32);
 /// pinned them (a rolled-back subtransaction takes its pins with it).
 #[derive(Default)]
 struct Pins {
-    /// Inserts, by table and row fingerprint, in pin order.
-    inserts: HashMap<(u32, [u8; 16]), VecDeque<Pin>>,
+    /// Inserts, by table, then by row fingerprint, in pin order.
+    inserts: HashMap<u32, HashMap<[u8; 16], VecDeque<Pin>>>,
     /// Updates and deletes, by table and the old row's ctid.
     rows: HashMap<(u32, u32, u16), Pin>,
 }
@@ -68,9 +68,12 @@ pub fn reset() {
 pub fn forget_level(level: i32) {
     if let Some(pins) = PINS.get().borrow_mut().as_mut() {
         pins.rows.retain(|_, (_, l)| *l < level);
-        pins.inserts.retain(|_, queue| {
-            queue.retain(|(_, l)| *l < level);
-            !queue.is_empty()
+        pins.inserts.retain(|_, table| {
+            table.retain(|_, queue| {
+                queue.retain(|(_, l)| *l < level);
+                !queue.is_empty()
+            });
+            !table.is_empty()
         });
     }
 }
@@ -103,18 +106,25 @@ pub unsafe fn pinned_insert(
     new: pg_sys::HeapTuple,
     statement: CommandId,
 ) -> Option<CommandId> {
-    if PINS.get().borrow().as_ref().is_none_or(|p| p.inserts.is_empty()) {
+    // SAFETY: the caller's contract.
+    let relid = unsafe { (*rel).rd_id }.to_u32();
+    // Fingerprints are made only for tables with pinned inserts.
+    if PINS.get().borrow().as_ref().is_none_or(|p| !p.inserts.contains_key(&relid)) {
         return None;
     }
     // SAFETY: the caller's contract.
-    let key = (unsafe { (*rel).rd_id }.to_u32(), unsafe { capture::fingerprint(rel, shape, new) });
+    let fingerprint = unsafe { capture::fingerprint(rel, shape, new) };
     let mut pins = PINS.get().borrow_mut();
     let pins = pins.as_mut()?;
-    let queue = pins.inserts.get_mut(&key)?;
+    let table = pins.inserts.get_mut(&relid)?;
+    let queue = table.get_mut(&fingerprint)?;
     let position = queue.iter().position(|(cid, _)| *cid >= statement)?;
     let (cid, _) = queue.remove(position).expect("the position was just found");
     if queue.is_empty() {
-        pins.inserts.remove(&key);
+        table.remove(&fingerprint);
+        if table.is_empty() {
+            pins.inserts.remove(&relid);
+        }
     }
     Some(cid)
 }
@@ -203,9 +213,10 @@ pub unsafe extern "C-unwind" fn dbmirror_before(fcinfo: pg_sys::FunctionCallInfo
         let relid = (*rel).rd_id;
         if op == pg_sys::TRIGGER_EVENT_INSERT {
             let shape = table.shape(rel, &objects);
-            let key = (relid.to_u32(), capture::fingerprint(rel, &shape, td.tg_trigtuple));
+            let fingerprint = capture::fingerprint(rel, &shape, td.tg_trigtuple);
             let mut pins = PINS.get().borrow_mut();
-            pins.get_or_insert_with(Pins::default).inserts.entry(key).or_default().push_back((cid, level));
+            let table = pins.get_or_insert_with(Pins::default).inserts.entry(relid.to_u32()).or_default();
+            table.entry(fingerprint).or_default().push_back((cid, level));
         } else {
             let mut pins = PINS.get().borrow_mut();
             pins.get_or_insert_with(Pins::default).rows.insert(ctid_key(relid, td.tg_trigtuple), (cid, level));

@@ -17,6 +17,7 @@ use std::sync::OnceLock;
 
 mod cluster;
 mod data;
+pub mod samples;
 pub mod tools;
 
 pub use cluster::{explain, Cluster};

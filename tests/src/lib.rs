@@ -21,7 +21,7 @@ pub mod samples;
 pub mod tools;
 
 pub use cluster::{explain, Cluster};
-pub use data::{assert_tables_equal, captured, table_rows, Captured};
+pub use data::{assert_tables_equal, captured, own_rows, render_settings, table_rows, Captured};
 
 /// Directory of the PostgreSQL server binaries.
 pub fn pg_bin() -> PathBuf {

@@ -18,6 +18,7 @@ use std::sync::OnceLock;
 mod cluster;
 mod data;
 pub mod samples;
+pub mod scenario;
 pub mod tools;
 
 pub use cluster::{explain, Cluster};

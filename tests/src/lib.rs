@@ -19,7 +19,9 @@ mod cluster;
 mod data;
 pub mod samples;
 pub mod scenario;
+pub mod shrink;
 pub mod tools;
+pub mod trial;
 
 pub use cluster::{explain, Cluster};
 pub use data::{assert_tables_equal, captured, own_rows, render_settings, table_rows, Captured};

@@ -6,3 +6,4 @@ mod export;
 mod faults;
 mod fidelity;
 mod golden;
+mod differential;

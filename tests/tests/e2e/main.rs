@@ -2,8 +2,9 @@
 
 mod apply;
 mod capture;
+mod differential;
 mod export;
 mod faults;
 mod fidelity;
 mod golden;
-mod differential;
+mod soak;

@@ -37,6 +37,7 @@ pub const FEATURES: &[(&str, &str)] = &[
     ("isolation", "REPEATABLE READ and SERIALIZABLE transactions"),
     ("truncate", "TRUNCATE: single, several tables, CASCADE, ONLY, RESTART IDENTITY"),
     ("copy", "COPY FROM STDIN"),
+    ("bulk", "statements of more than a thousand rows, past the rows capture buffers before writing"),
     ("merge", "MERGE"),
     ("on_conflict", "INSERT ... ON CONFLICT DO NOTHING and DO UPDATE"),
     ("key_updates", "updates that change primary keys"),

@@ -151,6 +151,7 @@ impl World {
             let roll = self.rng.below(100);
             let statement = match roll {
                 0..=21 => Some(self.insert_values(&table)),
+                22..=29 if self.chance("bulk", 8) => Some(self.insert_bulk(&table)),
                 22..=29 => Some(self.insert_select(&table)),
                 30..=37 if self.chance("copy", 100) => Some(self.copy(&table)),
                 38..=54 => self.update_by_key(&table),
@@ -340,6 +341,35 @@ impl World {
                 table.qname(),
                 columns.join(", "),
                 if overriding { " OVERRIDING SYSTEM VALUE" } else { "" },
+                exprs.join(", ")
+            ),
+            vec![table.id],
+        )
+    }
+
+    /// More than a thousand rows in one statement, with keys beyond those of single rows
+    /// (a bulk load): capture writes its buffer out in the middle of the statement.
+    fn insert_bulk(&mut self, table: &Table) -> Statement {
+        let mut columns = Vec::new();
+        let mut exprs = Vec::new();
+        for (position, column) in table.key_columns().into_iter().enumerate() {
+            let g = if position == 0 { "(g + 100)" } else { "(g % 3 + 1)" };
+            match &column.gen {
+                Gen::Key(KeyKind::Bytea) => exprs.push(format!("decode(lpad(to_hex{g}, 6, '0'), 'hex')")),
+                Gen::Key(kind) => exprs.push(kind.expr(g)),
+                // Identity keys come from their sequence.
+                _ => continue,
+            }
+            columns.push(column.quoted());
+        }
+        columns.push("n".to_string());
+        exprs.push("g % 20".to_string());
+        let rows = self.rng.between(1100, 1300);
+        Statement::new(
+            format!(
+                "INSERT INTO {} ({}) SELECT {} FROM generate_series(1, {rows}) g",
+                table.qname(),
+                columns.join(", "),
                 exprs.join(", ")
             ),
             vec![table.id],

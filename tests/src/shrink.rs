@@ -200,15 +200,17 @@ impl Shrinker<'_> {
 
     /// Plainer transactions: no ON_ERROR_ROLLBACK, plain BEGIN, COMMIT instead of PREPARE.
     fn simplify(&mut self) {
-        for s in 0..self.best.steps.len() {
-            if self.out_of_time() {
-                return;
-            }
-            let Step::Unit(Unit::Transaction { begin, error_rollback, statements, ending }) =
-                self.best.steps[s].clone()
+        // Each accepted change may take steps out (a COMMIT PREPARED goes with its PREPARE):
+        // the length is read again every time.
+        let mut s = 0;
+        while s < self.best.steps.len() && !self.out_of_time() {
+            s += 1;
+            let Some(Step::Unit(Unit::Transaction { begin, error_rollback, statements, ending })) =
+                self.best.steps.get(s - 1).cloned()
             else {
                 continue;
             };
+            let s = s - 1;
             if error_rollback {
                 let mut steps = self.best.steps.clone();
                 steps[s] = Step::Unit(Unit::Transaction {

@@ -105,15 +105,27 @@ impl std::fmt::Display for Failure {
 
 /// A message without what varies between instances of one failure: quoted names and values,
 /// parenthesised details, numbers.
+///
+/// ```
+/// use dbmirror_tests::trial::normalise;
+/// assert_eq!(
+///     normalise(r#"delete from "Other ""Schema"""."t1" matched 2 rows (key -5)"#),
+///     normalise(r#"delete from "public"."UPPER6" matched 3 rows (key 7)"#)
+/// );
+/// ```
 pub fn normalise(message: &str) -> String {
     let mut out = String::new();
     let mut chars = message.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
             '"' | '\'' => {
-                for d in chars.by_ref() {
-                    if d == c {
+                // To the closing quote; a doubled quote inside is part of the name or value.
+                while let Some(d) = chars.next() {
+                    if d == c && chars.peek() != Some(&c) {
                         break;
+                    }
+                    if d == c {
+                        chars.next();
                     }
                 }
                 out.push(c);

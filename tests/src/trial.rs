@@ -192,8 +192,8 @@ impl std::fmt::Display for Stats {
 
 pub struct Outcome {
     pub failure: Option<Failure>,
-    /// The steps in the order they took effect: units as they ended, sync points and DDL where
-    /// they ran. Run sequentially, the same workload.
+    /// The steps in the order they took effect: units as they ended, without what failed in
+    /// them, sync points and DDL where they ran. Run sequentially, the same workload.
     pub serial: Vec<Step>,
     pub stats: Stats,
     /// The trial's files: scripts, spools, configurations.
@@ -501,7 +501,9 @@ impl<'a> Trial<'a> {
                         prepared.insert(gid.clone());
                     }
                     self.stats.units += 1;
-                    self.serial.push(Step::Unit(unit));
+                    if let Some(unit) = sessions[s].as_executed(unit) {
+                        self.serial.push(Step::Unit(unit));
+                    }
                 }
             }
             if let Some(ddl) = ddl {
@@ -850,6 +852,11 @@ struct Session {
     unit: Option<Unit>,
     statements: Vec<Statement>,
     next: usize,
+    /// Which statements of the unit failed so far.
+    failed: Vec<bool>,
+    /// A statement failed in a transaction without ON_ERROR_ROLLBACK, and no ROLLBACK TO has
+    /// recovered from it since.
+    aborted: bool,
 }
 
 /// What psql reports after each statement (`\warn` writes to standard error, unbuffered, after
@@ -878,8 +885,17 @@ impl Session {
             }
         });
         let transcript = std::fs::File::create(transcript).expect("a transcript can be written");
-        let mut session =
-            Session { child, stdin: Some(stdin), transcript, lines, unit: None, statements: Vec::new(), next: 0 };
+        let mut session = Session {
+            child,
+            stdin: Some(stdin),
+            transcript,
+            lines,
+            unit: None,
+            statements: Vec::new(),
+            next: 0,
+            failed: Vec::new(),
+            aborted: false,
+        };
         session
             .send(&format!("SET lock_timeout = '{LOCK_TIMEOUT}';\n"))
             .unwrap_or_else(|e| panic!("a psql session cannot start: {e}"));
@@ -893,7 +909,26 @@ impl Session {
     fn assign(&mut self, unit: Unit) {
         self.statements = unit.statements();
         self.next = 0;
+        self.failed.clear();
+        self.aborted = false;
         self.unit = Some(unit);
+    }
+
+    /// The unit as it took effect, for the sequential form of the run: without the statements
+    /// that failed (psql's savepoint undid them, or they failed in an aborted transaction), and
+    /// ending in ROLLBACK if the transaction was aborted or its end failed. Run one after
+    /// another, the units then do what they did here, even where a statement failed only
+    /// because another session held a lock. None if nothing of it took effect.
+    fn as_executed(&self, unit: Unit) -> Option<Unit> {
+        match unit {
+            Unit::Transaction { begin, error_rollback, statements, ending } => {
+                let last = self.failed.len() - 1;
+                let kept = statements.into_iter().enumerate().filter(|(i, _)| !self.failed[i + 1]).map(|(_, s)| s);
+                let ending = if self.aborted || self.failed[last] { Ending::Rollback } else { ending };
+                Some(Unit::Transaction { begin, error_rollback, statements: kept.collect(), ending })
+            }
+            unit => (!self.failed[0]).then_some(unit),
+        }
     }
 
     /// Sends SQL and waits for psql to finish it: Ok(None) if it succeeded, Ok(Some((SQLSTATE,
@@ -941,6 +976,7 @@ impl Session {
     fn advance(&mut self, stats: &mut Stats) -> Result<Option<Unit>, Failure> {
         let unit = self.unit.as_ref().expect("a busy session has a unit");
         let error_rollback = unit.error_rollback();
+        let transaction = matches!(unit, Unit::Transaction { .. });
         let statement = self.statements[self.next].clone();
         let mut sql = crate::scenario::render_statement(&statement);
         if self.next == 0 && error_rollback {
@@ -948,7 +984,15 @@ impl Session {
         }
         self.next += 1;
         stats.statements += 1;
-        if let Some((code, message)) = self.send(&sql)? {
+        let result = self.send(&sql)?;
+        self.failed.push(result.is_some());
+        let in_transaction = transaction && self.next > 1;
+        match &result {
+            Some(_) if in_transaction && !error_rollback => self.aborted = true,
+            None if statement.sql.starts_with("ROLLBACK TO ") => self.aborted = false,
+            _ => {}
+        }
+        if let Some((code, message)) = result {
             if code.starts_with("XX") || code.starts_with("58") {
                 return Err(Failure {
                     kind: Kind::Master,
@@ -966,7 +1010,8 @@ impl Session {
         if error_rollback {
             self.send("\\set ON_ERROR_ROLLBACK off\n")?;
         }
-        Ok(self.unit.take())
+        let unit = self.unit.take().expect("the unit ends now");
+        Ok(Some(unit))
     }
 }
 

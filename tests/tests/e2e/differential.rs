@@ -16,6 +16,7 @@
 //! | `DIFFERENTIAL_UNITS` | transactions and autocommit statements per scenario | 80 |
 //! | `DIFFERENTIAL_SHRINK_SECONDS` | time to shrink each new class of failure | 45 |
 //! | `DIFFERENTIAL_OUT` | where reproductions are written | a new directory in the temp dir |
+//! | `DIFFERENTIAL_VERBOSE` | also print an example of each error the master's statements met | off |
 //!
 //! A failing seed is run again sequentially, in the order its units ended; if that fails the
 //! same way, it is shrunk, and the shrunk schema and workload are written as scripts whose

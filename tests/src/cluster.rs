@@ -108,7 +108,12 @@ impl Cluster {
 
     /// A libpq connection string for database `postgres`.
     pub fn conninfo(&self) -> String {
-        format!("host={} port=5432 user={SUPERUSER} dbname=postgres", self.dir.display())
+        self.conninfo_for("postgres")
+    }
+
+    /// A libpq connection string for database `dbname` (a plain name, not quoted).
+    pub fn conninfo_for(&self, dbname: &str) -> String {
+        format!("host={} port=5432 user={SUPERUSER} dbname={dbname}", self.dir.display())
     }
 
     pub fn client(&self) -> Client {
@@ -134,10 +139,16 @@ impl Cluster {
 
     /// Runs psql against the cluster with `args`; returns its output whether it failed or not.
     pub fn psql(&self, args: &[&str]) -> Output {
+        self.psql_in("postgres", args)
+    }
+
+    /// Runs psql against database `dbname` of the cluster with `args`; returns its output
+    /// whether it failed or not.
+    pub fn psql_in(&self, dbname: &str, args: &[&str]) -> Output {
         Command::new(pg_bin().join("psql"))
             .args(["-X", "-q", "-h"])
             .arg(&self.dir)
-            .args(["-U", SUPERUSER, "-d", "postgres"])
+            .args(["-U", SUPERUSER, "-d", dbname])
             .args(args)
             .output()
             .expect("psql runs")

@@ -21,7 +21,8 @@ pub struct Captured {
     pub unchanged: Vec<String>,
 }
 
-fn render_settings() -> String {
+/// `SET` statements for the canonical settings the exporter renders values under.
+pub fn render_settings() -> String {
     CANONICAL_SETTINGS.iter().map(|(name, value)| format!("SET {name} = '{value}';")).collect()
 }
 
@@ -83,6 +84,14 @@ pub fn table_rows(cluster: &Cluster, table: &str) -> Vec<String> {
         .iter()
         .map(|row| row.get(0))
         .collect()
+}
+
+/// The rows of `table` itself (not of tables inheriting from it) as text, sorted, read under
+/// canonical settings, through `client`.
+pub fn own_rows(client: &mut postgres::Client, table: &str) -> Result<Vec<String>, postgres::Error> {
+    client.batch_execute(&render_settings())?;
+    let rows = client.query(&format!("SELECT dbmirror_row::text FROM ONLY {table} dbmirror_row ORDER BY 1"), &[])?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
 /// Fails, showing the first differences, unless every table has the same rows on both sides.

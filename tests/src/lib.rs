@@ -18,10 +18,14 @@ use std::sync::OnceLock;
 mod cluster;
 mod data;
 pub mod mirror;
+pub mod samples;
+pub mod scenario;
+pub mod shrink;
 pub mod tools;
+pub mod trial;
 
 pub use cluster::{explain, Cluster, Snapshot};
-pub use data::{assert_tables_equal, captured, table_rows, Captured};
+pub use data::{assert_tables_equal, captured, own_rows, render_settings, table_rows, Captured};
 
 /// Directory of the PostgreSQL server binaries.
 pub fn pg_bin() -> PathBuf {

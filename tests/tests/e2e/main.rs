@@ -3,10 +3,12 @@
 mod apply;
 mod capture;
 mod completeness;
+mod differential;
 mod export;
 mod faults;
 mod fidelity;
 mod golden;
 mod history;
 mod order;
+mod soak;
 mod statements;

@@ -141,6 +141,36 @@ pub fn apply(config: &Path, args: &[&str]) -> Output {
     apply_command(config, args).output().expect("dbmirror-apply runs")
 }
 
+/// A tool started in the background, killed when dropped unless stopped first, so that a
+/// failing test leaves no process behind.
+pub struct Running {
+    child: Option<std::process::Child>,
+}
+
+impl Running {
+    /// Starts `command`.
+    pub fn start(command: &mut Command) -> Running {
+        Running { child: Some(command.spawn().unwrap_or_else(|e| panic!("could not start {command:?}: {e}"))) }
+    }
+
+    /// Sends SIGTERM and waits for the process to end; returns what it printed.
+    pub fn terminate(mut self) -> Output {
+        let child = self.child.take().expect("a running tool has its process");
+        let pid = child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        child.wait_with_output().expect("the process can be waited for")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Names of the spool files in `dir` (not its dot-files), sorted.
 pub fn spool_names(dir: &Path) -> Vec<String> {
     file_names(dir).into_iter().filter(|n| !n.starts_with('.')).collect()

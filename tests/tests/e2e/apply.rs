@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use dbmirror_tests::tools::{
     apply, apply_command, apply_config, export_config, export_once, file_names, spool_names, transaction_files,
-    transfer, Workdir,
+    transfer, Running, Workdir,
 };
 use dbmirror_tests::{assert_tables_equal, describe, table_rows, Cluster};
 
@@ -262,34 +262,11 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn terminate(child: std::process::Child) -> Output {
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
-    child.wait_with_output().unwrap()
-}
-
-/// A running `dbmirror-apply watch`, killed if the test fails before it is stopped.
-struct Watching(Option<std::process::Child>);
-
-impl Watching {
-    fn terminate(mut self) -> Output {
-        terminate(self.0.take().expect("still running"))
-    }
-}
-
-impl Drop for Watching {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 #[test]
 fn watch_applies_files_as_they_arrive_survives_a_slave_restart_and_stops_on_sigterm() {
     let s = setup("");
     let slave = slave_side(&s, "poll_interval = 0.5");
-    let watcher = apply_command(&slave.config, &["watch"]).stderr(Stdio::piped()).spawn().unwrap();
+    let watcher = Running::start(apply_command(&slave.config, &["watch"]).stderr(Stdio::piped()));
     s.master.execute("INSERT INTO item (name) VALUES ('one')");
     export_once(&s.config);
     transfer(&s.outbox, &slave.inbound);
@@ -308,7 +285,7 @@ fn watch_applies_files_as_they_arrive_survives_a_slave_restart_and_stops_on_sigt
     s.slave.restart();
     wait_for("file 2", || last_applied(&s.slave) == "2");
 
-    let output = terminate(watcher);
+    let output = watcher.terminate();
     assert!(output.status.success(), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("retrying in"), "the lost connection is reported: {stderr}");
@@ -522,9 +499,7 @@ fn watch_keeps_the_retry_pause_it_announces_and_its_own_reads_do_not_wake_it() {
     let file = transaction_files(&s.outbox)[0].clone();
     copy(&file, &slave.inbound);
     let log = s.work.path().join("watch.log");
-    let watcher = Watching(Some(
-        apply_command(&slave.config, &["watch"]).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap(),
-    ));
+    let watcher = Running::start(apply_command(&slave.config, &["watch"]).stderr(std::fs::File::create(&log).unwrap()));
     let said = || std::fs::read_to_string(&log).unwrap();
     wait_for("the applier to wait for the manifest", || said().contains("waiting for the manifest of file 1"));
     let passes = || s.slave.server_log().matches("FROM dbmirror.slave_state WHERE slave_name").count();

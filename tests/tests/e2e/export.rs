@@ -6,7 +6,7 @@ use std::process::Command;
 
 use dbmirror_tests::tools::{
     apply, apply_config, export_command, export_config, export_once, psql_file, replay_by_hand, transaction_files,
-    transfer, Workdir,
+    transfer, Running, Workdir,
 };
 use dbmirror_tests::{assert_tables_equal, describe, table_rows, Cluster};
 
@@ -431,7 +431,7 @@ fn partitions_are_emptied_only_under_read_committed() {
 #[test]
 fn run_exports_as_changes_come_and_stops_on_sigterm() {
     let s = setup("sleep_interval = 0.2");
-    let child = export_command(&s.config, &["run"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = Running::start(export_command(&s.config, &["run"]).stderr(std::process::Stdio::piped()));
     for i in 1..=3 {
         s.master.execute(&format!("INSERT INTO item (name) VALUES ('run {i}')"));
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -440,9 +440,7 @@ fn run_exports_as_changes_come_and_stops_on_sigterm() {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
-    let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let output = child.wait_with_output().unwrap();
+    let output = child.terminate();
     assert!(output.status.success(), "{}", describe(&output));
     assert!(String::from_utf8_lossy(&output.stderr).contains("stopping on signal"), "{}", describe(&output));
     replay_by_hand(&s.slave, &s.outbox);

@@ -386,7 +386,8 @@ END;
     );
     // The exporter runs during the load.
     let config = export_config(&p.work, &p.master, "fidelity", &p.outbox, "sleep_interval = 0.2");
-    let mut exporter = export_command(&config, &["run"]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let exporter =
+        dbmirror_tests::tools::Running::start(export_command(&config, &["run"]).stderr(std::process::Stdio::null()));
     let output = Command::new(dbmirror_tests::pg_bin().join("pgbench"))
         .args(["-n", "-c", "4", "-j", "2", "-t", "150", "--max-tries=20", "-f"])
         .arg(&script)
@@ -400,8 +401,7 @@ END;
         assert!(std::time::Instant::now() < deadline, "the exporter did not catch up");
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    assert!(Command::new("kill").args(["-TERM", &exporter.id().to_string()]).status().unwrap().success());
-    assert!(exporter.wait().unwrap().success());
+    assert!(exporter.terminate().status.success());
     p.sync_and_compare(&tables);
     // And by hand, with psql, on a second slave: the same result.
     let by_hand = Cluster::start("by-hand");

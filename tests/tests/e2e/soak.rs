@@ -13,14 +13,16 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use dbmirror_spool::{TransactionFileName, MANIFEST_EXTENSION, QUARANTINE_DIR, TEMPORARY_SUFFIX};
-use dbmirror_tests::tools::{apply, apply_command, apply_config, export_command, export_config, file_names, Workdir};
+use dbmirror_tests::tools::{
+    apply, apply_command, apply_config, export_command, export_config, file_names, spool_names, Running, Workdir,
+};
 use dbmirror_tests::{assert_tables_equal, describe, pg_bin, run_ok, Cluster};
 
 const TABLES: &[&str] = &["pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history"];
@@ -59,8 +61,9 @@ fn shipper(outbox: PathBuf, inbound: PathBuf, stop: Arc<AtomicBool>, seen: Seen)
         let mut moved = 0;
         loop {
             let stopping = stop.load(Ordering::Relaxed);
+            // Dot-files are not part of the spool: the exporter's state stays in its outbox.
             let names: Vec<String> =
-                file_names(&outbox).into_iter().filter(|n| !n.ends_with(TEMPORARY_SUFFIX)).collect();
+                spool_names(&outbox).into_iter().filter(|n| !n.ends_with(TEMPORARY_SUFFIX)).collect();
             let (manifests, files): (Vec<String>, Vec<String>) =
                 names.into_iter().partition(|n| n.ends_with(&format!(".{MANIFEST_EXTENSION}")));
             for name in files.iter().chain(&manifests) {
@@ -103,10 +106,8 @@ fn sample(slave: &Cluster, seen: &Seen) -> Lag {
     Lag { files: written.saturating_sub(applied), seconds }
 }
 
-fn stop(child: Child, what: &str, log: &Path) {
-    let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs").success());
-    let output = child.wait_with_output().expect("the process can be waited for");
+fn stop(tool: Running, what: &str, log: &Path) {
+    let output = tool.terminate();
     assert!(
         output.status.success(),
         "{what} did not stop cleanly on SIGTERM ({}); its log: {}",
@@ -152,8 +153,8 @@ fn pgbench_with_exporter_shipper_and_applier_running_keeps_the_slave_close_and_e
     assert!(init.status.success(), "{}", describe(&init));
     let logs = (work.path().join("export.log"), work.path().join("apply.log"));
     let log = |path: &Path| std::fs::File::create(path).expect("a log file can be created");
-    let exporter = export_command(&export, &["run"]).stderr(log(&logs.0)).spawn().expect("dbmirror-export starts");
-    let applier = apply_command(&apply_conf, &["watch"]).stderr(log(&logs.1)).spawn().expect("dbmirror-apply starts");
+    let exporter = Running::start(export_command(&export, &["run"]).stderr(log(&logs.0)));
+    let applier = Running::start(apply_command(&apply_conf, &["watch"]).stderr(log(&logs.1)));
     let stop_shipping = Arc::new(AtomicBool::new(false));
     let seen: Seen = Arc::default();
     let shipping = shipper(outbox.clone(), inbound.clone(), stop_shipping.clone(), seen.clone());

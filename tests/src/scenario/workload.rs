@@ -637,7 +637,9 @@ impl World {
     fn add_column(&mut self) -> Option<Ddl> {
         let t = self.ddl_table(false)?;
         let mut column = self.typed_column();
-        if self.rng.percent(40) {
+        // A regrole constant cannot be a default: a role is a shared object, which a column's
+        // default cannot depend on ("constant of the type regrole cannot be used here").
+        if self.rng.percent(40) && column.base_type() != "regrole" {
             let value = self.value(&column);
             column.default = value.is_some().then(|| World::sql_value(&value, &column));
         }

@@ -12,12 +12,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use dbmirror_apply::error::{Error, Kind};
-use dbmirror_apply::replay::{replay, ReplayError};
-use dbmirror_apply::slave::AppliedFile;
-use dbmirror_apply::{log, signals, slave};
+use dbmirror_cli::error::{Error, Kind};
+use dbmirror_cli::{log, signals};
+use dbmirror_replay::replay::{replay, ReplayError};
+use dbmirror_replay::slave;
+use dbmirror_replay::slave::AppliedFile;
 use dbmirror_spool::open_sql;
-use dbmirror_spool::sql::{ALREADY_APPLIED, DIVERGED, OUT_OF_ORDER};
+use dbmirror_sql::{ALREADY_APPLIED, DIVERGED, OUT_OF_ORDER};
 use postgres::Client;
 
 use crate::config::Config;
@@ -42,12 +43,10 @@ pub struct Lock(#[allow(dead_code)] File);
 /// Takes the spool's lock, or fails with [`Kind::Busy`].
 pub fn lock(config: &Config) -> Result<Lock, Error> {
     let path = config.spool.join(LOCK_FILE);
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| Error::runtime(format!("could not open lock file \"{}\": {e}", path.display())))?;
+    let file =
+        File::options().create(true).truncate(false).write(true).open(&path).map_err(|e| {
+            Error::caused_by(Kind::Runtime, &format!("could not open lock file \"{}\"", path.display()), e)
+        })?;
     match file.try_lock() {
         Ok(()) => Ok(Lock(file)),
         Err(std::fs::TryLockError::WouldBlock) => Err(Error::new(
@@ -56,7 +55,7 @@ pub fn lock(config: &Config) -> Result<Lock, Error> {
         )
         .with_hint("Only one applier may run per spool; stop the other one or wait for it.")),
         Err(std::fs::TryLockError::Error(e)) => {
-            Err(Error::runtime(format!("could not lock \"{}\": {e}", path.display())))
+            Err(Error::caused_by(Kind::Runtime, &format!("could not lock \"{}\"", path.display()), e))
         }
     }
 }

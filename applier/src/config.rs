@@ -6,8 +6,8 @@ use std::time::Duration;
 use dbmirror_spool::{PublicKey, ARCHIVE_DIR, QUARANTINE_DIR};
 use serde::Deserialize;
 
-use dbmirror_apply::configuration::{self, Range};
-use dbmirror_apply::error::Error;
+use dbmirror_cli::configuration::{self, Range};
+use dbmirror_cli::error::Error;
 
 /// Seconds a file must have been left alone before a checksum mismatch counts as damage rather
 /// than a copy in progress, unless configured.
@@ -238,12 +238,12 @@ mod tests {
         for (extra, expected) in cases {
             let text = format!("slave_name = \"s\"\n{base}{extra}\n");
             let err = Config::parse(&text).expect_err(extra);
-            assert_eq!(err.kind(), dbmirror_apply::error::Kind::Config, "{extra}");
+            assert_eq!(err.kind(), dbmirror_cli::error::Kind::Config, "{extra}");
             assert!(err.to_string().contains(expected), "{extra}: {err:?} should contain {expected:?}");
         }
         for name in ["\"\"", "\"a\\u0000b\"", "\"a\\nb\"", &format!("\"{}\"", "x".repeat(1001)), "1", "[]"] {
             let text = format!("slave_name = {name}\n{base}");
-            assert_eq!(Config::parse(&text).expect_err(name).kind(), dbmirror_apply::error::Kind::Config, "{name}");
+            assert_eq!(Config::parse(&text).expect_err(name).kind(), dbmirror_cli::error::Kind::Config, "{name}");
         }
         // Whatever the value of whatever key: a result, never a panic.
         let values = [

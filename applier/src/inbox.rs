@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use chrono::SecondsFormat;
-use dbmirror_apply::error::{Error, Kind};
-use dbmirror_apply::log;
-use dbmirror_apply::slave::{self, AppliedFile};
+use dbmirror_cli::error::{Error, Kind};
+use dbmirror_cli::log;
+use dbmirror_replay::slave::{self, AppliedFile};
 use dbmirror_spool::{
     open_sql, sha256_of, Checksum, Entry, HashingReader, Header, Manifest, ManifestEntry, TransactionFileName,
     REASON_SUFFIX,
@@ -186,9 +186,9 @@ impl<'a> Inbox<'a> {
 
     fn read_manifest(&mut self, name: dbmirror_spool::ManifestName, path: PathBuf) -> Result<(), Error> {
         let mut text = Vec::new();
-        fs::File::open(&path)
-            .and_then(|f| f.take(MAX_MANIFEST_BYTES + 1).read_to_end(&mut text))
-            .map_err(|e| Error::runtime(format!("could not read manifest \"{}\": {e}", path.display())))?;
+        fs::File::open(&path).and_then(|f| f.take(MAX_MANIFEST_BYTES + 1).read_to_end(&mut text)).map_err(|e| {
+            Error::caused_by(Kind::Runtime, &format!("could not read manifest \"{}\"", path.display()), e)
+        })?;
         let manifest = if text.len() as u64 > MAX_MANIFEST_BYTES {
             Err(format!("manifest is larger than {MAX_MANIFEST_BYTES} bytes"))
         } else {
@@ -242,7 +242,7 @@ impl<'a> Inbox<'a> {
     fn settled(&self, path: &Path) -> Result<bool, Error> {
         let modified = fs::metadata(path)
             .and_then(|m| m.modified())
-            .map_err(|e| Error::runtime(format!("could not stat \"{}\": {e}", path.display())))?;
+            .map_err(|e| Error::caused_by(Kind::Runtime, &format!("could not stat \"{}\"", path.display()), e))?;
         Ok(SystemTime::now().duration_since(modified).unwrap_or_default() >= self.config.settle)
     }
 
@@ -366,7 +366,7 @@ impl<'a> Inbox<'a> {
             Some(_) => Some(
                 fs::File::open(path)
                     .and_then(sha256_of)
-                    .map_err(|e| Error::runtime(format!("could not read \"{}\": {e}", path.display())))?
+                    .map_err(|e| Error::caused_by(Kind::Runtime, &format!("could not read \"{}\"", path.display()), e))?
                     .0,
             ),
             None => None,
@@ -416,7 +416,7 @@ impl<'a> Inbox<'a> {
             return Ok(Next::Waiting(Some(reason)));
         }
         let (stored, _) = sha256_of(fs::File::open(&path)?)
-            .map_err(|e| Error::runtime(format!("could not read \"{}\": {e}", path.display())))?;
+            .map_err(|e| Error::caused_by(Kind::Runtime, &format!("could not read \"{}\"", path.display()), e))?;
         if stored != entry.checksum {
             if !self.settled(&path)? {
                 return Ok(Next::Waiting(Some(format!(
@@ -506,21 +506,48 @@ fn time(at: chrono::DateTime<chrono::Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-/// Reads a file's header and the checksum of its SQL text, decompressing if needed; the error
-/// completes "it ...".
-fn read_header(path: &Path, name: &TransactionFileName) -> Result<(Header, Checksum), String> {
-    let sql = open_sql(path, name).map_err(|e| format!("could not be opened: {e}"))?;
+/// Why a transaction file's header or text could not be read; as text, it completes "it ...".
+#[derive(Debug)]
+enum Unreadable {
+    Open(dbmirror_spool::Error),
+    Header(dbmirror_spool::Error),
+    Text(std::io::Error),
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unreadable::Open(e) => write!(f, "could not be opened: {e}"),
+            Unreadable::Header(e) => write!(f, "could not be read: {e}"),
+            Unreadable::Text(e) => write!(f, "could not be read: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Unreadable {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Unreadable::Open(e) | Unreadable::Header(e) => Some(e),
+            Unreadable::Text(e) => Some(e),
+        }
+    }
+}
+
+/// Reads a file's header and the checksum of its SQL text, decompressing if needed.
+fn read_header(path: &Path, name: &TransactionFileName) -> Result<(Header, Checksum), Unreadable> {
+    let sql = open_sql(path, name).map_err(Unreadable::Open)?;
     let mut reader = std::io::BufReader::new(HashingReader::new(sql));
-    let header = Header::read(&mut reader).map_err(|e| format!("could not be read: {e}"))?;
-    std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| format!("could not be read: {e}"))?;
+    let header = Header::read(&mut reader).map_err(Unreadable::Header)?;
+    std::io::copy(&mut reader, &mut std::io::sink()).map_err(Unreadable::Text)?;
     Ok((header, reader.get_ref().checksum()))
 }
 
 /// Moves `path` into `dir` (created if need be), under its own name or, if that is taken, with
 /// `.1`, `.2`... added; also across file systems.
 fn move_into(dir: &Path, path: &Path) -> Result<PathBuf, Error> {
-    fs::create_dir_all(dir).map_err(|e| Error::runtime(format!("could not create \"{}\": {e}", dir.display())))?;
-    dbmirror_spool::move_into(path, dir).map_err(|e| Error::runtime(e.to_string()))
+    fs::create_dir_all(dir)
+        .map_err(|e| Error::caused_by(Kind::Runtime, &format!("could not create \"{}\"", dir.display()), e))?;
+    Ok(dbmirror_spool::move_into(path, dir)?)
 }
 
 /// Moves an applied file (or manifest) to the archive.
@@ -540,7 +567,7 @@ pub fn quarantine(config: &Config, path: &Path, reason: &str, hint: &str) -> Res
     );
     fs::File::create(&reason_path)
         .and_then(|mut f| f.write_all(text.as_bytes()))
-        .map_err(|e| Error::runtime(format!("could not write \"{}\": {e}", reason_path.display())))?;
+        .map_err(|e| Error::caused_by(Kind::Runtime, &format!("could not write \"{}\"", reason_path.display()), e))?;
     log::warning(&format!("moved \"{}\" to quarantine: {reason}", path.display()));
     Ok(target)
 }

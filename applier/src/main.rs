@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use dbmirror_apply::error::Error;
-use dbmirror_apply::log;
+use dbmirror_cli::error::{Error, Exit, Kind};
+use dbmirror_cli::log;
 
 mod apply;
 mod config;
@@ -15,15 +15,22 @@ mod status;
 
 use config::Config;
 
-/// The exit codes of `dbmirror-apply`, as documented in `--help` and the README.
-const EXIT_CODES: &str = "\
-Exit codes:
-  0  success: every complete file in order was applied (files still arriving are waited for)
-  1  failure that retrying may cure: slave connection lost, database or I/O error
-  2  bad command line or configuration
-  3  the slave is not prepared, or was by an earlier version: run `dbmirror-apply init` (or psql -f sql/slave_setup.sql)
-  4  another applier is running on this spool
-  5  stopped at a bad file: it was moved to quarantine, with the reason beside it";
+/// The exit codes of `dbmirror-apply`: `--help` shows them, and a test holds the README's
+/// table to them.
+const EXIT_CODES: &[Exit] = &[
+    Exit::success("success: every complete file in order was applied (files still arriving are waited for)"),
+    Exit::failure(
+        Kind::Runtime,
+        "failure that retrying may cure: slave connection lost, database or I/O error (`watch` retries these itself)",
+    ),
+    Exit::failure(Kind::Config, "bad command line or configuration"),
+    Exit::failure(
+        Kind::NotPrepared,
+        "the slave is not prepared, or was by an earlier version: run `dbmirror-apply init` (or `psql -f sql/slave_setup.sql`)",
+    ),
+    Exit::failure(Kind::Busy, "another applier is running on this spool"),
+    Exit::failure(Kind::BadFile, "stopped at a bad file: it was moved to quarantine, with the reason beside it"),
+];
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,7 +41,7 @@ Exit codes:
                   whose manifest has arrived and whose checksum matches, in number order, each exactly once \
                   and in one transaction. Applied files go to the archive; bad files to quarantine, with the \
                   reason beside them.",
-    after_help = EXIT_CODES
+    after_help = dbmirror_cli::error::help(EXIT_CODES)
 )]
 struct Cli {
     /// Configuration file (TOML)
@@ -74,7 +81,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Error> {
     let config = Config::load(&cli.config)?;
-    let stop = dbmirror_apply::signals::stop_flag()?;
+    let stop = dbmirror_cli::signals::stop_flag()?;
     match cli.command {
         Command::Init => {
             apply::init(&config)?;

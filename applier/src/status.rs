@@ -1,8 +1,8 @@
 //! `status`: what the slave has applied, what the spool holds, what it waits for, and what is
 //! in quarantine. Only looks: moves nothing.
 
-use dbmirror_apply::error::Error;
-use dbmirror_spool::sql::SLAVE_STATE_TABLE;
+use dbmirror_cli::error::Error;
+use dbmirror_sql::SLAVE_STATE_TABLE;
 
 use crate::apply::connect;
 use crate::config::Config;

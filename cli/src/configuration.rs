@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use crate::error::Error;
+use crate::error::{Error, Kind};
 
 /// Reads the configuration file at `path` and checks it with `parse`; errors name the file.
 pub fn load<T>(path: &Path, parse: impl FnOnce(&str) -> Result<T, Error>) -> Result<T, Error> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::config(format!("could not read configuration file \"{}\": {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::caused_by(Kind::Config, &format!("could not read configuration file \"{}\"", path.display()), e)
+    })?;
     parse(&text).map_err(|e| e.context(&format!("configuration file \"{}\"", path.display())))
 }
 
@@ -54,7 +55,7 @@ pub fn slave_name(name: &str) -> Result<(), Error> {
 /// A libpq connection string (`host=... dbname=...`) or URL (`postgresql://...`).
 pub fn connection(what: &str, text: &str) -> Result<postgres::Config, Error> {
     text.parse::<postgres::Config>()
-        .map_err(|e| Error::config(format!("{what} is not a valid connection string or URL: {e}")))
+        .map_err(|e| Error::caused_by(Kind::Config, &format!("{what} is not a valid connection string or URL"), e))
 }
 
 /// The range a duration setting may take, in seconds.
@@ -81,7 +82,8 @@ pub fn seconds(what: &str, value: Option<f64>, default: f64, range: Range) -> Re
             range.least, range.most
         )));
     }
-    Duration::try_from_secs_f64(value).map_err(|e| Error::config(format!("{what} is not a duration: {e}")))
+    Duration::try_from_secs_f64(value)
+        .map_err(|e| Error::caused_by(Kind::Config, &format!("{what} is not a duration"), e))
 }
 
 #[cfg(test)]

@@ -1,31 +1,36 @@
 //! Errors of the dbmirror tools and the exit codes they map to, shared by `dbmirror-export`
 //! and `dbmirror-apply` so that both speak the same way: one message naming the object, an
-//! optional HINT, and one exit code per kind of failure (each tool's `--help` lists them).
+//! optional HINT, the cause kept as the error's source, and one exit code per kind of failure.
+//!
+//! The exit codes are stated once: [`Kind::exit_code`] gives each kind its number, and each
+//! tool's table of [`Exit`] rows says what the code means for that tool. `--help` is rendered
+//! from the table ([`help`]), and a test holds the README's tables to the same text.
 
 use std::fmt;
 
 /// What kind of failure, which decides the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// Retrying may cure it: connection lost, database or I/O error. Exit code 1.
+    /// Retrying may cure it: connection lost, database or I/O error.
     Runtime,
-    /// Bad command line or configuration. Exit code 2.
+    /// Bad command line or configuration.
     Config,
-    /// The database is not prepared for dbmirror. Exit code 3.
+    /// The database is not prepared for dbmirror.
     NotPrepared,
-    /// Another instance holds the lock. Exit code 4.
+    /// Another instance holds the lock.
     Busy,
-    /// A file on disk is wrong and needs an operator. Exit code 5.
+    /// A file on disk (or a transaction for the slave) is wrong and needs an operator.
     BadFile,
-    /// A comparison found differences. Exit code 6.
+    /// A comparison found differences.
     Differs,
     /// The master's state does not continue the stream written so far (it was restored from a
-    /// dump or an older copy). Exit code 7.
+    /// dump or an older copy).
     Diverged,
 }
 
 impl Kind {
-    pub fn exit_code(self) -> u8 {
+    /// The process exit code of this kind of failure; 0 is success.
+    pub const fn exit_code(self) -> u8 {
         match self {
             Kind::Runtime => 1,
             Kind::Config => 2,
@@ -38,17 +43,71 @@ impl Kind {
     }
 }
 
-/// An error with one message and an optional hint, in PostgreSQL's style.
+/// One row of a tool's exit-code table: a code and what it means for that tool.
+#[derive(Debug, Clone, Copy)]
+pub struct Exit {
+    kind: Option<Kind>,
+    meaning: &'static str,
+}
+
+impl Exit {
+    /// Exit code 0.
+    pub const fn success(meaning: &'static str) -> Self {
+        Self { kind: None, meaning }
+    }
+
+    /// The exit code of `kind`.
+    pub const fn failure(kind: Kind, meaning: &'static str) -> Self {
+        Self { kind: Some(kind), meaning }
+    }
+
+    pub const fn code(&self) -> u8 {
+        match self.kind {
+            Some(kind) => kind.exit_code(),
+            None => 0,
+        }
+    }
+
+    pub const fn meaning(&self) -> &'static str {
+        self.meaning
+    }
+}
+
+/// The exit-code table as `--help` shows it after the options: one line per code.
+pub fn help(table: &[Exit]) -> String {
+    let mut out = String::from("Exit codes:");
+    for row in table {
+        out.push_str(&format!("\n  {}  {}", row.code(), row.meaning()));
+    }
+    out
+}
+
+/// The cause of an error, kept for whoever wants to look into it (its text is already part of
+/// the message).
+type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An error with one message and an optional hint, in PostgreSQL's style, and its cause.
+///
+/// The message is complete as it stands (it includes the cause's text where that helps the
+/// reader), so printing it never walks the chain; [`std::error::Error::source`] gives the cause
+/// itself, for code that needs its structure (a spool error's kind and path, a database
+/// error's SQLSTATE).
 #[derive(Debug)]
 pub struct Error {
     kind: Kind,
     message: String,
     hint: Option<String>,
+    source: Option<Source>,
 }
 
 impl Error {
     pub fn new(kind: Kind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), hint: None }
+        Self { kind, message: message.into(), hint: None, source: None }
+    }
+
+    /// An error of `kind` whose message is `context: cause`, keeping `cause` as its source.
+    pub fn caused_by(kind: Kind, context: &str, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self { kind, message: format!("{context}: {cause}"), hint: None, source: Some(Box::new(cause)) }
     }
 
     pub fn config(message: impl Into<String>) -> Self {
@@ -72,6 +131,21 @@ impl Error {
     pub fn kind(&self) -> Kind {
         self.kind
     }
+
+    /// The hint, if any.
+    pub fn hint(&self) -> Option<&str> {
+        self.hint.as_deref()
+    }
+
+    /// The cause as the spool library reported it, if it was a spool error.
+    pub fn spool_error(&self) -> Option<&dbmirror_spool::Error> {
+        self.source.as_ref()?.downcast_ref()
+    }
+
+    /// The cause as the database reported it, if it was a database error.
+    pub fn database_error(&self) -> Option<&postgres::error::DbError> {
+        self.source.as_ref()?.downcast_ref::<postgres::Error>()?.as_db_error()
+    }
 }
 
 impl fmt::Display for Error {
@@ -84,32 +158,60 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as _)
+    }
+}
 
 impl From<postgres::Error> for Error {
     fn from(e: postgres::Error) -> Self {
-        match e.as_db_error() {
-            Some(db) => Error {
-                kind: Kind::Runtime,
-                message: match db.detail() {
+        let (message, hint) = match e.as_db_error() {
+            Some(db) => (
+                match db.detail() {
                     Some(detail) => format!("{}\nDETAIL:  {detail}", db.message()),
                     None => db.message().to_string(),
                 },
-                hint: db.hint().map(str::to_string),
-            },
-            None => Error::runtime(format!("database connection: {e}")),
-        }
+                db.hint().map(str::to_string),
+            ),
+            None => (format!("database connection: {e}"), None),
+        };
+        Error { kind: Kind::Runtime, message, hint, source: Some(Box::new(e)) }
     }
 }
 
 impl From<dbmirror_spool::Error> for Error {
     fn from(e: dbmirror_spool::Error) -> Self {
-        Error::runtime(e.to_string())
+        Error { kind: Kind::Runtime, message: e.to_string(), hint: None, source: Some(Box::new(e)) }
     }
 }
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
-        Error::runtime(format!("I/O error: {e}"))
+        Error::caused_by(Kind::Runtime, "I/O error", e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn help_lists_each_code_once_from_the_kinds() {
+        let table = [
+            Exit::success("success"),
+            Exit::failure(Kind::Runtime, "retry"),
+            Exit::failure(Kind::Diverged, "restored"),
+        ];
+        assert_eq!(help(&table), "Exit codes:\n  0  success\n  1  retry\n  7  restored");
+    }
+
+    #[test]
+    fn the_cause_stays_reachable_behind_the_message() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let e = Error::caused_by(Kind::Runtime, "could not read \"x\"", io).with_hint("Look.");
+        assert_eq!(e.to_string(), "could not read \"x\": gone\nHINT:  Look.");
+        let source = std::error::Error::source(&e).expect("the cause is kept");
+        assert_eq!(source.downcast_ref::<std::io::Error>().map(|e| e.kind()), Some(std::io::ErrorKind::NotFound));
     }
 }

@@ -5,14 +5,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::error::Error;
+use crate::error::{Error, Kind};
 
 /// A flag that SIGTERM and SIGINT set.
 pub fn stop_flag() -> Result<Arc<AtomicBool>, Error> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, Arc::clone(&stop))
-            .map_err(|e| Error::runtime(format!("could not install a signal handler: {e}")))?;
+            .map_err(|e| Error::caused_by(Kind::Runtime, "could not install a signal handler", e))?;
     }
     Ok(stop)
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use dbmirror_spool::SigningKey;
 use serde::Deserialize;
 
-use dbmirror_apply::configuration::{self, Range};
+use dbmirror_cli::configuration::{self, Range};
 
 use crate::error::Error;
 

@@ -10,7 +10,7 @@
 
 use std::io::{BufReader, BufWriter, Seek, SeekFrom};
 
-use dbmirror_apply::{replay, slave};
+use dbmirror_replay::{replay, slave};
 use dbmirror_spool::{Checksum, HashingWriter};
 use postgres::Client;
 
@@ -32,8 +32,8 @@ impl crate::export::Destination for Direct {
     type Out = HashingWriter<BufWriter<std::fs::File>>;
 
     fn open(&mut self, _assigned: &Assigned) -> Result<Self::Out, Error> {
-        let file =
-            tempfile::tempfile().map_err(|e| Error::runtime(format!("could not create a temporary file: {e}")))?;
+        let file = tempfile::tempfile()
+            .map_err(|e| Error::caused_by(Kind::Runtime, "could not create a temporary file", e))?;
         Ok(HashingWriter::new(BufWriter::new(file)))
     }
 
@@ -42,7 +42,8 @@ impl crate::export::Destination for Direct {
     /// applied another one under this number, the master's history diverged.
     fn close(&mut self, assigned: &Assigned, out: Self::Out) -> Result<Checksum, Error> {
         let (out, sha) = out.finish();
-        let file = out.into_inner().map_err(|e| Error::runtime(format!("could not write a temporary file: {e}")))?;
+        let file =
+            out.into_inner().map_err(|e| Error::caused_by(Kind::Runtime, "could not write a temporary file", e))?;
         if slave::last_applied(&mut self.client, &self.slave)?.is_some_and(|n| n >= assigned.number) {
             let number = assigned.number as u64;
             let applied = slave::applied_files(&mut self.client, &self.slave, &[number])?;

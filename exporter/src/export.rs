@@ -23,7 +23,7 @@ use crate::fault;
 use crate::master::{Assigned, CaptureProblem, Identity, Master};
 use crate::outbox;
 use crate::sql::FileWriter;
-use dbmirror_apply::{log, signals};
+use dbmirror_cli::{log, signals};
 
 /// What one `once` did.
 #[derive(Debug, Default)]

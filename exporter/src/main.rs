@@ -20,7 +20,7 @@ mod status;
 mod verify;
 
 use config::Config;
-use dbmirror_apply::log;
+use dbmirror_cli::log;
 use error::{Error, EXIT_CODES};
 
 #[derive(Debug, Parser)]
@@ -31,7 +31,7 @@ use error::{Error, EXIT_CODES};
     long_about = "Export the changes captured on a PostgreSQL master for one slave: one numbered, \
                   checksummed SQL file per master transaction in the slave's transaction_file_directory, \
                   or, with `slave` in the configuration, straight into the slave database.",
-    after_help = EXIT_CODES
+    after_help = dbmirror_cli::error::help(EXIT_CODES)
 )]
 struct Cli {
     /// Configuration file (TOML), one per slave; every command but keygen needs it
@@ -98,7 +98,7 @@ fn run(cli: Cli, alert_command: &mut Option<String>) -> Result<(), Error> {
     };
     let config = Config::load(path)?;
     alert_command.clone_from(&config.alert_command);
-    let stop = dbmirror_apply::signals::stop_flag()?;
+    let stop = dbmirror_cli::signals::stop_flag()?;
     match command {
         Command::Keygen { .. } => unreachable!("keygen needs no configuration and returned above"),
         Command::Once => {
@@ -131,7 +131,7 @@ fn run(cli: Cli, alert_command: &mut Option<String>) -> Result<(), Error> {
         Command::Status { json } => status::show(&config, json),
         Command::Verify { slave, json } => {
             let slave = match (slave, &config.output) {
-                (Some(text), _) => dbmirror_apply::configuration::connection("--slave", &text)?,
+                (Some(text), _) => dbmirror_cli::configuration::connection("--slave", &text)?,
                 (None, config::Output::Direct { slave }) => (**slave).clone(),
                 (None, config::Output::Files { .. }) => {
                     return Err(Error::config("verify needs the slave database")

@@ -27,13 +27,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use chrono::{DateTime, Utc};
-use dbmirror_spool::sql::CANONICAL_SETTINGS;
 use dbmirror_spool::Checksum;
+use dbmirror_sql::CANONICAL_SETTINGS;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, IsolationLevel, NoTls};
 
 use crate::error::{Error, Kind};
-use crate::sql::{quote_identifier, quote_literal, Change, SequenceValue, Table, Values};
+use crate::sql::{Change, SequenceValue, Table, Values};
+use dbmirror_sql::{quote_identifier, quote_literal};
 
 /// Who the master is, as written in every file header.
 #[derive(Debug, Clone)]
@@ -471,8 +472,8 @@ impl Master {
 
 /// The values of a row of COPY text, which must be `expected` (the table's columns, or its key).
 fn split<'a>(row: &'a str, expected: usize, xid: i64, table: &Table) -> Result<Values<'a>, Error> {
-    let values = dbmirror_spool::copy_text::fields(row)
-        .map_err(|e| Error::runtime(format!("captured change of transaction {xid}: {e}")))?;
+    let values = dbmirror_sql::copy_text::fields(row)
+        .map_err(|e| Error::caused_by(Kind::Runtime, &format!("captured change of transaction {xid}"), e))?;
     check_count(values.len(), expected, xid, table)?;
     Ok(values)
 }
@@ -494,7 +495,7 @@ fn assigned(row: &postgres::Row) -> Result<Assigned, Error> {
         number: row.get(1),
         assigned_at: row.get(2),
         sequences: serde_json::from_value(sequences)
-            .map_err(|e| Error::runtime(format!("dbmirror_MirroredTransaction.sequences is malformed: {e}")))?,
+            .map_err(|e| Error::caused_by(Kind::Runtime, "dbmirror_MirroredTransaction.sequences is malformed", e))?,
         changes: row.get(4),
     })
 }

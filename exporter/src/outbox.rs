@@ -37,7 +37,7 @@ pub fn read(directory: &Path) -> Result<Option<Written>, Error> {
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::runtime(format!("could not read \"{}\": {e}", path.display()))),
+        Err(e) => return Err(Error::caused_by(Kind::Runtime, &format!("could not read \"{}\"", path.display()), e)),
     };
     serde_json::from_str(&text).map(Some).map_err(|e| {
         Error::new(Kind::Diverged, format!("outbox state file \"{}\" is damaged: {e}", path.display()))

@@ -17,11 +17,11 @@ use std::io::{self, Write};
 use std::rc::Rc;
 
 use chrono::SecondsFormat;
-use dbmirror_spool::sql::{
-    APPLY_SETTINGS, CANONICAL_SETTINGS, GUARD_FUNCTION, OLD_VALUE_FUNCTION, ONE_ROW_FUNCTION, SEQUENCE_FUNCTION,
-    SESSION_SETTINGS,
-};
 use dbmirror_spool::Header;
+use dbmirror_sql::{
+    push_literal, quote_identifier, quote_literal, APPLY_SETTINGS, CANONICAL_SETTINGS, GUARD_FUNCTION,
+    OLD_VALUE_FUNCTION, ONE_ROW_FUNCTION, SEQUENCE_FUNCTION, SESSION_SETTINGS,
+};
 
 /// Inserts in a row into one table from which on COPY is used instead of INSERT: below it,
 /// the extra round trips of COPY cost more than parsing a few INSERTs.
@@ -102,37 +102,9 @@ pub struct SequenceValue {
     pub value: i64,
 }
 
-/// `name` as a double-quoted SQL identifier.
-pub fn quote_identifier(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// `value` as a single-quoted SQL literal (standard_conforming_strings is on in every file).
-pub fn quote_literal(value: &str) -> String {
-    let mut out = Vec::with_capacity(value.len() + 2);
-    push_literal(&mut out, Some(value));
-    String::from_utf8(out).expect("quoting keeps UTF-8 valid")
-}
-
-/// Appends `value` as a single-quoted SQL literal, or NULL.
-fn push_literal(out: &mut Vec<u8>, value: Option<&str>) {
-    let Some(mut rest) = value else {
-        out.extend_from_slice(b"NULL");
-        return;
-    };
-    out.push(b'\'');
-    while let Some(i) = rest.find('\'') {
-        out.extend_from_slice(&rest.as_bytes()[..=i]);
-        out.push(b'\'');
-        rest = &rest[i + 1..];
-    }
-    out.extend_from_slice(rest.as_bytes());
-    out.push(b'\'');
-}
-
 /// The fields of a row in COPY's text format, for the held inserts of a short run.
 fn copy_fields(row: &str) -> io::Result<Values<'_>> {
-    dbmirror_spool::copy_text::fields(row).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    dbmirror_sql::copy_text::fields(row).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// A run of inserts into one table, held back until we know whether it is long enough for
@@ -584,12 +556,18 @@ mod tests {
             Change::Truncate { table: identity },
             ins("4\td\t4"),
         ]);
-        let mut writer = FileWriter::begin(Vec::new(), &header()).unwrap();
-        for change in changes {
-            writer.change(change).unwrap();
-        }
-        let out = writer.finish(&[SequenceValue { sequence: "\"public\".\"s\"".into(), value: 41 }]).unwrap();
-        let text = String::from_utf8(out).unwrap();
+        let sequences = [
+            SequenceValue { sequence: "\"public\".\"s\"".into(), value: 41 },
+            SequenceValue { sequence: "\"My \"\"S\"\"\".\"s\"".into(), value: -3 },
+        ];
+        let write = |changes: Vec<Change<'static>>, sequences: &[SequenceValue]| {
+            let mut writer = FileWriter::begin(Vec::new(), &header()).unwrap();
+            for change in changes {
+                writer.change(change).unwrap();
+            }
+            String::from_utf8(writer.finish(sequences).unwrap()).unwrap()
+        };
+        let text = write(changes, &sequences);
         assert!(
             text.contains("DELETE FROM ONLY \"s\".\"id\" WHERE \"id\" = '1' AND dbmirror.old_value(\"id\", '1')"),
             "{text}"
@@ -598,17 +576,26 @@ mod tests {
             text.contains("INSERT INTO \"s\".\"id\" (\"id\", \"v\") OVERRIDING SYSTEM VALUE VALUES ('2', 'kept');"),
             "{text}"
         );
+        assert!(text.contains("COPY "), "a long run of inserts is written as COPY: {text}");
+        assert!(check_file(&text) > 20);
+        // The smallest files the writer writes: only sequences, only one change.
+        assert!(check_file(&write(Vec::new(), &sequences[..1])) > 0);
+        assert!(check_file(&write(vec![ins("5\te\t5")], &[])) > 0);
+    }
 
+    /// Runs a file through the applier's grammar check as the applier reads it, and returns how
+    /// many statements it holds; panics at the first statement refused.
+    fn check_file(text: &str) -> usize {
         let mut reader = dbmirror_script::ScriptReader::new(text.as_bytes());
-        let mut checker = dbmirror_apply::grammar::Checker::default();
+        let mut checker = dbmirror_replay::grammar::Checker::default();
         let mut statements = 0;
         while let Some(item) = reader.next_item().unwrap() {
             if let dbmirror_script::Item::Statement { sql, line } = item {
-                checker.check(&sql).unwrap_or_else(|e| panic!("line {line}: {e}\n{sql}"));
+                checker.check(&sql).unwrap_or_else(|e| panic!("line {line}: {e}\n{sql}\n{text}"));
                 statements += 1;
             }
         }
-        assert!(checker.finished());
-        assert!(statements > 20, "{statements}");
+        assert!(checker.finished(), "the file ends before its COMMIT:\n{text}");
+        statements
     }
 }

@@ -10,11 +10,11 @@
 
 use postgres::{Client, NoTls};
 
-use dbmirror_spool::sql::CANONICAL_SETTINGS;
+use dbmirror_sql::CANONICAL_SETTINGS;
 
 use crate::error::{Error, Kind};
 use crate::master::{CaptureProblem, Master};
-use crate::sql::{quote_identifier, quote_literal};
+use dbmirror_sql::{quote_identifier, quote_literal};
 
 /// One table's figures on one side.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

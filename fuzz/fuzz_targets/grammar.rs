@@ -4,7 +4,7 @@
 //! double-quoted spans, so neither a comment nor a dollar quote ever reaches the slave.
 #![no_main]
 
-use dbmirror_apply::grammar::Checker;
+use dbmirror_replay::grammar::Checker;
 use dbmirror_script::{Item, ScriptReader};
 use libfuzzer_sys::fuzz_target;
 

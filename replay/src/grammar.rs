@@ -30,13 +30,13 @@
 //! other way in for a function call, a second statement or a cast. The lexer knows no comments,
 //! dollar quotes or escape strings, so anything using them is refused.
 
-use dbmirror_spool::sql::{
+use dbmirror_sql::{
     APPLY_SETTINGS, CANONICAL_SETTINGS, GUARD_FUNCTION, OLD_VALUE_FUNCTION, ONE_ROW_FUNCTION, SEQUENCE_FUNCTION,
     SESSION_SETTINGS,
 };
 
 /// Schemas a file may never touch.
-const FORBIDDEN_SCHEMAS: &[&str] = &["pg_catalog", "information_schema", "pg_toast", dbmirror_spool::sql::SLAVE_SCHEMA];
+const FORBIDDEN_SCHEMAS: &[&str] = &["pg_catalog", "information_schema", "pg_toast", dbmirror_sql::SLAVE_SCHEMA];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Token {
@@ -331,9 +331,34 @@ impl Default for Checker {
     }
 }
 
+/// Why a statement is refused: it is not one the exporter writes, or not in its place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    reason: String,
+}
+
+impl Refusal {
+    /// The reason, as it completes "statement refused: ...".
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
 impl Checker {
     /// Checks the next statement of the file; the error says why it is refused.
-    pub fn check(&mut self, sql: &str) -> Result<Kind, String> {
+    pub fn check(&mut self, sql: &str) -> Result<Kind, Refusal> {
+        self.check_statement(sql).map_err(|reason| Refusal { reason })
+    }
+
+    fn check_statement(&mut self, sql: &str) -> Result<Kind, String> {
         let tokens = lex(sql)?;
         let mut p = Parser { tokens, at: 0 };
         let first = match p.peek() {
@@ -531,7 +556,7 @@ mod tests {
 
     fn check_all(statements: &[&str]) -> Result<Vec<Kind>, (usize, String)> {
         let mut checker = Checker::default();
-        statements.iter().enumerate().map(|(i, s)| checker.check(s).map_err(|e| (i, e))).collect()
+        statements.iter().enumerate().map(|(i, s)| checker.check(s).map_err(|e| (i, e.to_string()))).collect()
     }
 
     #[test]

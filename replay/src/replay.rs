@@ -10,7 +10,7 @@ use std::io::{BufRead, Write};
 
 use dbmirror_script::{Item, ScriptError, ScriptReader};
 
-use crate::grammar::{Checker, Kind};
+use crate::grammar::{Checker, Kind, Refusal};
 use postgres::Client;
 
 /// How a replay failed.
@@ -40,7 +40,7 @@ pub enum ReplayError {
     Unexpected { line: u64, what: String },
     /// A statement is not one the exporter writes (see [`crate::grammar`]); it was not sent,
     /// and what the file sent before it is rolled back.
-    Refused { line: u64, statement: String, reason: String },
+    Refused { line: u64, statement: String, reason: Refusal },
 }
 
 /// SQLSTATE classes of failures that are not the file's fault: the slave went away, was shut

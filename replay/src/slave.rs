@@ -4,18 +4,15 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use dbmirror_spool::sql::{APPLIED_FILE_TABLE, GUARD_SIGNATURE, SLAVE_STATE_TABLE};
 use dbmirror_spool::Checksum;
+use dbmirror_sql::quote_literal;
+use dbmirror_sql::{APPLIED_FILE_TABLE, GUARD_SIGNATURE, SLAVE_STATE_TABLE};
 use postgres::{Client, NoTls};
 
-use crate::error::{Error, Kind};
+use dbmirror_cli::error::{Error, Kind};
 
 /// The SQL setup of a slave, the same file an operator runs with psql.
-pub const SLAVE_SETUP_SQL: &str = include_str!("../../sql/slave_setup.sql");
-
-fn quote_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
-}
+pub use dbmirror_sql::SLAVE_SETUP_SQL;
 
 /// SQL that records, in the file's own transaction, the checksum of the file being applied: in
 /// the slave's state, so that the next file's `previous-sha256` can be checked against it, and

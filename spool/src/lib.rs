@@ -58,14 +58,12 @@
 mod atomic;
 mod checksum;
 mod content;
-pub mod copy_text;
 mod directory;
 mod error;
 mod header;
 mod manifest;
 mod name;
 mod signature;
-pub mod sql;
 
 pub use atomic::{move_into, sync_dir, AtomicFile, Staged, Syncer};
 pub use checksum::{sha256_of, Checksum, HashingReader, HashingWriter};

@@ -1,6 +1,22 @@
-//! Names and settings that transaction files use on the slave, shared by the exporter that
-//! writes them and the applier that checks and runs them. The objects are created by
-//! `sql/slave_setup.sql`.
+//! The SQL contract of dbmirror, in one dependency-free place: the names of dbmirror's objects
+//! on a slave, the settings under which values become text and are read back, the SQL scripts
+//! in this directory, identifier and literal quoting, and the text format of `COPY`.
+//!
+//! The capture extension renders values under [`CANONICAL_SETTINGS`] and escapes them with
+//! [`copy_text::escape_into`]; the exporter quotes names and values with [`quote`] and writes
+//! the settings into every file; the applier's grammar check accepts exactly these names and
+//! settings. Each fact lives here once so that the three cannot drift apart. What is not here:
+//! parsing of whole statements (`dbmirror-replay`'s grammar) and the spool's files
+//! (`dbmirror-spool`).
+
+pub mod copy_text;
+pub mod quote;
+
+pub use quote::{push_literal, quote_identifier, quote_literal};
+
+/// The SQL that prepares a slave (`dbmirror-apply init`), the same file an operator runs with
+/// `psql -f sql/slave_setup.sql`.
+pub const SLAVE_SETUP_SQL: &str = include_str!("../slave_setup.sql");
 
 /// Schema of dbmirror's objects on a slave.
 pub const SLAVE_SCHEMA: &str = "dbmirror";
@@ -58,3 +74,32 @@ pub const DRIFT: &str = "DM005";
 /// SQLSTATE of the guard's "not the file that was applied under this number": the master's
 /// history diverged (restored from an older copy, say).
 pub const DIVERGED: &str = "DM006";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names the tools use are the names `slave_setup.sql` creates: a rename on one side
+    /// alone fails here rather than on a slave.
+    #[test]
+    fn every_slave_name_is_created_by_the_setup_script() {
+        let setup = SLAVE_SETUP_SQL;
+        for name in [
+            SLAVE_STATE_TABLE,
+            APPLIED_FILE_TABLE,
+            GUARD_FUNCTION,
+            ONE_ROW_FUNCTION,
+            OLD_VALUE_FUNCTION,
+            SEQUENCE_FUNCTION,
+        ] {
+            assert!(
+                setup.contains(&format!("{name}(")) || setup.contains(&format!("{name} (")),
+                "{name} is not created by slave_setup.sql"
+            );
+        }
+        assert!(setup.contains(&format!("CREATE SCHEMA IF NOT EXISTS {SLAVE_SCHEMA}")));
+        for state in [ALREADY_APPLIED, OUT_OF_ORDER, OTHER_MASTER, BROKEN_CHAIN, DRIFT, DIVERGED] {
+            assert!(setup.contains(&format!("'{state}'")), "SQLSTATE {state} is not raised by slave_setup.sql");
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! Reading what the master captured, and comparing tables between clusters.
 
-use dbmirror_spool::copy_text;
-use dbmirror_spool::sql::CANONICAL_SETTINGS;
+use dbmirror_sql::copy_text;
+use dbmirror_sql::CANONICAL_SETTINGS;
 
 use crate::Cluster;
 

@@ -320,9 +320,7 @@ pub fn render_statement(statement: &Statement) -> String {
 }
 
 /// An identifier, always double-quoted.
-pub fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+pub use dbmirror_sql::quote_identifier as ident;
 
 /// A string literal (standard_conforming_strings is on in every session the tester opens).
 pub fn literal(text: &str) -> String {

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::ffi::CStr;
 use std::rc::Rc;
 
+use dbmirror_sql::{copy_text, quote_identifier};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::{self, Datum, Oid};
 use pgrx::prelude::*;
@@ -21,7 +22,6 @@ use pgrx::spi::Spi;
 use crate::image::{self, Desc};
 use crate::local::BackendLocal;
 use crate::settings::{self, CANONICAL_SETTINGS};
-use crate::shape::quote_identifier;
 
 /// A shape as decoding needs it: descriptors and output functions.
 struct Decoder {
@@ -84,29 +84,11 @@ pub unsafe extern "C-unwind" fn dbmirror_values(fcinfo: pg_sys::FunctionCallInfo
                 // Output functions return text in the server encoding, which is ASCII-safe:
                 // escaping byte by byte cannot split a character.
                 let text = CStr::from_ptr(pg_sys::OutputFunctionCall(out.get(), *value));
-                escape_into(&mut line, text.to_bytes());
+                copy_text::escape_into(&mut line, text.to_bytes());
             }
         }
         Datum::from(pg_sys::cstring_to_text_with_len(line.as_ptr().cast(), line.len() as i32))
     }
-}
-
-/// Appends `text` escaped for `COPY`'s text format.
-fn escape_into(line: &mut Vec<u8>, text: &[u8]) {
-    let mut start = 0;
-    for (i, &b) in text.iter().enumerate() {
-        let escaped: &[u8] = match b {
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            _ => continue,
-        };
-        line.extend_from_slice(&text[start..i]);
-        line.extend_from_slice(escaped);
-        start = i + 1;
-    }
-    line.extend_from_slice(&text[start..]);
 }
 
 fn check_settings() {

@@ -4,18 +4,9 @@ use std::ffi::{CStr, CString};
 
 use pgrx::pg_sys;
 
-/// The settings under which values are rendered, as (name, required value). The same list as
-/// `dbmirror_spool::sql::CANONICAL_SETTINGS`, which the exporter sets and the transaction files
-/// set on the slave (the extension does not depend on the spool crate): if the two differed,
-/// `dbmirror_values()` would refuse the exporter's session and every end-to-end test would fail.
-pub const CANONICAL_SETTINGS: &[(&str, &str)] = &[
-    ("DateStyle", "ISO, YMD"),
-    ("IntervalStyle", "postgres"),
-    ("TimeZone", "UTC"),
-    ("extra_float_digits", "3"),
-    ("bytea_output", "hex"),
-    ("lc_monetary", "C"),
-];
+/// The settings under which values are rendered, as (name, required value): the list that the
+/// exporter sets and the transaction files set on the slave.
+pub use dbmirror_sql::CANONICAL_SETTINGS;
 
 /// The first canonical setting the session does not have: (name, wanted, current value).
 pub fn first_difference() -> Option<(&'static str, &'static str, String)> {

@@ -18,6 +18,7 @@ use std::cell::{Cell, RefCell, UnsafeCell};
 use std::ffi::CStr;
 use std::rc::Rc;
 
+use dbmirror_sql::quote_identifier;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
@@ -327,9 +328,4 @@ pub fn store(shape: &Rc<Shape>, objects: &Objects) {
     });
     shape.stored.set(true);
     STORED_THIS_XACT.get().borrow_mut().push(shape.clone());
-}
-
-/// `name` as a SQL identifier, quoted.
-pub fn quote_identifier(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }

@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use dbmirror_sql::quote_literal;
 use dbmirror_tests::samples::{samples, typed};
 use dbmirror_tests::tools::{
     apply, apply_config, export_command, export_config, export_once, replay_by_hand, transfer, Workdir,
@@ -61,7 +62,7 @@ fn pair(schema: &str, tables: &[String]) -> Pair {
     master.create_extension();
     master.execute(schema);
     for table in tables {
-        master.execute(&format!("SELECT dbmirror_mirror_table({})", quote(table)));
+        master.execute(&format!("SELECT dbmirror_mirror_table({})", quote_literal(table)));
     }
     master.execute("INSERT INTO dbmirror_MirrorHost VALUES ('fidelity')");
     let slave = Cluster::start_with("slave", HOSTILE_SLAVE);
@@ -89,10 +90,6 @@ impl Pair {
         let report = String::from_utf8_lossy(&verify.stdout);
         assert_eq!(report.lines().filter(|l| l.starts_with("equal ")).count(), tables.len(), "{report}");
     }
-}
-
-fn quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
 }
 
 /// Every base type PostgreSQL 15 offers to user tables, its array, and its edge values, by

@@ -9,18 +9,14 @@ use std::io::BufRead;
 use std::path::Path;
 
 use chrono::{SecondsFormat, TimeZone, Utc};
-use dbmirror_spool::sql::GUARD_FUNCTION;
 use dbmirror_spool::{Checksum, Header, Manifest, ManifestEntry, TransactionFileName};
+use dbmirror_sql::{quote_literal, GUARD_FUNCTION};
 use dbmirror_tests::tools::{export_once, replay_by_hand, transaction_files, Workdir};
 use dbmirror_tests::{assert_tables_equal, repository};
 
 use crate::export::{setup, workload, TABLES};
 
 const FIXED_MASTER: u64 = 7_000_000_000_000_000_001;
-
-fn quote(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
-}
 
 /// Rewrites the run-dependent values of an exported spool and recomputes the chain and the
 /// manifests. Returns the normalised files, by name, in order.
@@ -44,14 +40,14 @@ fn normalise(outbox: &Path) -> Vec<(String, Vec<u8>)> {
         for line in reader.lines() {
             let line = line.unwrap();
             if line.starts_with(&format!("SELECT {GUARD_FUNCTION}(")) {
-                let previous = previous.map_or_else(|| "NULL".to_string(), |c| quote(&c.to_string()));
+                let previous = previous.map_or_else(|| "NULL".to_string(), |c| quote_literal(&c.to_string()));
                 text.push_str(&format!(
                     "SELECT {GUARD_FUNCTION}({}, {}, {}, {}, {previous}, {});\n",
-                    quote(&header.slave),
-                    quote(&FIXED_MASTER.to_string()),
+                    quote_literal(&header.slave),
+                    quote_literal(&FIXED_MASTER.to_string()),
                     header.number,
                     header.xid,
-                    quote(&time.to_rfc3339_opts(SecondsFormat::Micros, true))
+                    quote_literal(&time.to_rfc3339_opts(SecondsFormat::Micros, true))
                 ));
             } else {
                 text.push_str(&line);

@@ -4,6 +4,7 @@ mod apply;
 mod capture;
 mod completeness;
 mod differential;
+mod docs;
 mod export;
 mod faults;
 mod fidelity;

@@ -324,3 +324,120 @@ fn wait(arrived: &mpsc::Receiver<()>, pause: Duration, stop: &AtomicBool) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use notify::event::{
+        AccessKind, AccessMode, CreateKind, DataChange, EventKind, ModifyKind, RemoveKind, RenameMode,
+    };
+
+    use super::*;
+
+    fn config(spool: &std::path::Path) -> Config {
+        Config::parse(&format!(
+            "slave_name = \"backup_system\"\nslave = \"host=/nonexistent dbname=slave\"\nspool = \"{}\"\n",
+            spool.display()
+        ))
+        .expect("the test configuration is valid")
+    }
+
+    /// Prevents two appliers on one spool from applying and moving the same files.
+    #[test]
+    fn a_second_applier_on_the_same_spool_is_refused_as_busy_until_the_first_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let first = lock(&config).expect("the first applier takes the lock");
+        let error = lock(&config).err().expect("a second applier must not take it too");
+        assert_eq!(error.kind(), Kind::Busy);
+        assert!(error.to_string().contains("another dbmirror-apply is running on spool"), "{error}");
+        assert!(error.to_string().contains("HINT:  Only one applier may run per spool"), "{error}");
+        drop(first);
+        lock(&config).expect("the lock is free once the first applier ends");
+        assert!(dir.path().join(LOCK_FILE).is_file());
+        assert!(dbmirror_spool::scan(dir.path()).unwrap().is_empty(), "the lock file is not part of the spool");
+    }
+
+    fn event(kind: EventKind) -> notify::Event {
+        notify::Event::new(kind).add_path(PathBuf::from("/spool/00000000000000000001_20261201T010203Z_7.sql"))
+    }
+
+    /// Prevents `watch` from waking itself up forever: its own reads and moves out of the spool
+    /// are not news.
+    #[test]
+    fn reading_the_spool_or_moving_files_out_of_it_is_no_news() {
+        for kind in [
+            EventKind::Access(AccessKind::Open(AccessMode::Read)),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            EventKind::Remove(RemoveKind::File),
+            EventKind::Modify(ModifyKind::Name(RenameMode::From)),
+        ] {
+            assert!(!is_news(&event(kind)), "{kind:?} is not news");
+        }
+    }
+
+    /// Prevents `watch` from missing a file that arrives: written, created or renamed into the
+    /// spool, it starts a pass at once.
+    #[test]
+    fn a_file_written_created_or_renamed_into_the_spool_is_news() {
+        for kind in [
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Create(CreateKind::File),
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
+            EventKind::Any,
+            EventKind::Other,
+        ] {
+            assert!(is_news(&event(kind)), "{kind:?} is news");
+        }
+    }
+
+    fn set_aside(number: u64, reason: &str) -> SetAside {
+        SetAside {
+            number,
+            path: PathBuf::from(format!("/spool/quarantine/{number}.sql")),
+            refusal: Refusal::diverged(reason.into()),
+        }
+    }
+
+    #[test]
+    fn nothing_set_aside_lets_the_pass_go_on() {
+        came_again(Vec::new()).expect("no file came again");
+    }
+
+    /// Prevents a file numbered like an applied one from being set aside silently: the pass
+    /// stops, names the first such file, and counts the others.
+    #[test]
+    fn files_that_came_again_stop_the_pass_naming_the_first_and_counting_the_others() {
+        let error = came_again(vec![set_aside(3, "it is not the file 3 that was applied")]).unwrap_err();
+        assert_eq!(error.kind(), Kind::BadFile);
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "file 3 came again and \"/spool/quarantine/3.sql\" was moved to quarantine: it is not the file 3 that was applied\nHINT:  {}",
+                slave::DIVERGED_HINT
+            )
+        );
+        let error = came_again(vec![set_aside(3, "a"), set_aside(4, "b"), set_aside(5, "c")]).unwrap_err();
+        assert!(
+            error.to_string().contains(": a (and 2 more files numbered like applied ones; see their .reason files)"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn stopping_at_a_file_names_it_and_keeps_the_refusal_hint() {
+        let refusal = Refusal::damaged(7, "checksum mismatch".into());
+        let error = stopped_at(7, std::path::Path::new("/spool/7.sql"), &refusal);
+        assert_eq!(error.kind(), Kind::BadFile);
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "stopped at file 7: \"/spool/7.sql\" was moved to quarantine: checksum mismatch\nHINT:  {}",
+                refusal.hint
+            )
+        );
+    }
+}

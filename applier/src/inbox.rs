@@ -594,3 +594,6 @@ pub fn quarantined(config: &Config) -> Vec<(String, String)> {
     found.sort();
     found
 }
+
+#[cfg(test)]
+mod tests;

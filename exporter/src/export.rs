@@ -342,3 +342,182 @@ pub fn run(config: &Config, stop: &AtomicBool, alert: &dyn Fn(&Error)) -> Result
     log::info("stopping on signal");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use chrono::TimeZone;
+    use dbmirror_spool::{ManifestName, PublicKey};
+
+    use super::*;
+
+    fn assigned(number: i64) -> Assigned {
+        Assigned {
+            xid: 1000 + number,
+            number,
+            assigned_at: chrono::Utc.with_ymd_and_hms(2026, 12, 1, 1, 2, 3).unwrap(),
+            changes: 1,
+            sequences: Vec::new(),
+        }
+    }
+
+    fn files<'a>(directory: &'a Path, compress: bool, signing_key: Option<&'a SigningKey>) -> Files<'a> {
+        Files { directory, compress, signing_key, entries: Vec::new(), staged: Vec::new(), syncer: None }
+    }
+
+    /// Writes a batch through the file destination as `export_batch` does: each transaction's
+    /// SQL (here `sql(number)`), then the end of the batch. Returns each file's SQL checksum.
+    fn write_batch(
+        files: &mut Files<'_>,
+        numbers: std::ops::RangeInclusive<i64>,
+        sql: impl Fn(i64) -> String,
+    ) -> Result<Vec<Checksum>, Error> {
+        let mut checksums = Vec::new();
+        for number in numbers {
+            let assigned = assigned(number);
+            let mut out = files.open(&assigned)?;
+            out.write_all(sql(number).as_bytes())?;
+            checksums.push(files.close(&assigned, out)?);
+        }
+        files.end()?;
+        Ok(checksums)
+    }
+
+    fn sql(number: i64) -> String {
+        format!("-- file {number}\nINSERT INTO public.item (id) VALUES ({number});\n")
+    }
+
+    fn names(directory: &Path) -> Vec<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(directory).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        names.sort();
+        names
+    }
+
+    fn read_manifest(directory: &Path, first: u64, last: u64) -> Manifest {
+        let name = ManifestName { first, last };
+        Manifest::parse(&name, &std::fs::read(directory.join(name.file_name())).unwrap()).expect("a complete manifest")
+    }
+
+    /// The spool format: one file per transaction under its final name, and a manifest that
+    /// lists each with the checksum of its stored bytes; no temporary file left behind.
+    #[test]
+    fn a_batch_becomes_its_files_and_a_manifest_listing_each_checksum() {
+        let outbox = tempfile::tempdir().unwrap();
+        let checksums = write_batch(&mut files(outbox.path(), false, None), 1..=3, sql).unwrap();
+        let manifest = read_manifest(outbox.path(), 1, 3);
+        assert_eq!(manifest.signature, None);
+        let mut expected: Vec<String> = manifest.entries.iter().map(|e| e.file.file_name()).collect();
+        expected.push(manifest.name.file_name());
+        expected.sort();
+        assert_eq!(names(outbox.path()), expected);
+        for (number, (entry, sql_sha256)) in (1..=3).zip(manifest.entries.iter().zip(&checksums)) {
+            let stored = std::fs::read(outbox.path().join(entry.file.file_name())).unwrap();
+            assert_eq!(stored, sql(number).as_bytes());
+            assert_eq!(entry.checksum, Checksum::of(&stored));
+            assert_eq!(*sql_sha256, Checksum::of(sql(number).as_bytes()));
+            assert_eq!(
+                entry.file,
+                TransactionFileName {
+                    number: number as u64,
+                    time: assigned(number).assigned_at,
+                    xid: 1000 + number as u64,
+                    compressed: false
+                }
+            );
+        }
+    }
+
+    /// A compressed file is listed with the checksum of what is stored, so that `sha256sum -c`
+    /// checks it as it lies; the next file chains to the checksum of its SQL text.
+    #[test]
+    fn a_compressed_batch_lists_the_stored_bytes_and_chains_the_sql_text() {
+        let outbox = tempfile::tempdir().unwrap();
+        let checksums = write_batch(&mut files(outbox.path(), true, None), 1..=1, sql).unwrap();
+        let entry = &read_manifest(outbox.path(), 1, 1).entries[0];
+        assert!(entry.file.file_name().ends_with(".sql.zst"));
+        let stored = std::fs::read(outbox.path().join(entry.file.file_name())).unwrap();
+        assert_eq!(entry.checksum, Checksum::of(&stored));
+        let mut text = Vec::new();
+        dbmirror_spool::open_sql(&outbox.path().join(entry.file.file_name()), &entry.file)
+            .unwrap()
+            .read_to_end(&mut text)
+            .unwrap();
+        assert_ne!(stored, text, "stored compressed");
+        assert_eq!(text, sql(1).as_bytes());
+        assert_eq!(checksums, [Checksum::of(sql(1).as_bytes())]);
+    }
+
+    #[test]
+    fn with_a_signing_key_the_manifest_is_signed_for_the_applier_to_verify() {
+        let outbox = tempfile::tempdir().unwrap();
+        let (key, public): (SigningKey, PublicKey) = SigningKey::generate().unwrap();
+        write_batch(&mut files(outbox.path(), false, Some(&key)), 1..=2, sql).unwrap();
+        let manifest = read_manifest(outbox.path(), 1, 2);
+        manifest.verify(&public).expect("the exporter's public key verifies its manifests");
+    }
+
+    /// After a crash between writing a batch and recording it, the same numbers are written
+    /// again, byte for byte: that is accepted, and leaves one copy of each file.
+    #[test]
+    fn a_batch_written_again_with_the_same_bytes_after_a_crash_is_accepted() {
+        let outbox = tempfile::tempdir().unwrap();
+        write_batch(&mut files(outbox.path(), false, None), 1..=2, sql).unwrap();
+        let before = names(outbox.path());
+        write_batch(&mut files(outbox.path(), false, None), 1..=2, sql).unwrap();
+        assert_eq!(names(outbox.path()), before);
+    }
+
+    /// Prevents one file number from ever having two contents: a file already in the outbox
+    /// under the name is never replaced by a different one, and the exporter stops.
+    #[test]
+    fn a_file_number_written_again_with_other_bytes_is_refused_and_the_first_file_kept() {
+        let outbox = tempfile::tempdir().unwrap();
+        write_batch(&mut files(outbox.path(), false, None), 1..=1, sql).unwrap();
+        let name = assigned(1);
+        let path = outbox.path().join(files(outbox.path(), false, None).name(&name).file_name());
+        let error = write_batch(&mut files(outbox.path(), false, None), 1..=1, |_| "-- another file 1\n".into())
+            .expect_err("another content under a written number is refused");
+        assert_eq!(error.kind(), Kind::BadFile, "{error}");
+        assert!(error.to_string().contains("a different file already exists under this name"), "{error}");
+        assert!(error.to_string().contains("HINT:  The outbox holds a different file under this number."), "{error}");
+        assert_eq!(std::fs::read(path).unwrap(), sql(1).as_bytes(), "the first file stays as it was");
+        assert!(names(outbox.path()).iter().all(|n| !n.ends_with(".tmp")), "{:?}", names(outbox.path()));
+    }
+
+    /// Prevents a half-written batch from looking complete: until the end of the batch, its
+    /// files exist only under temporary names, and there is no manifest.
+    #[test]
+    fn until_the_batch_ends_its_files_have_only_temporary_names() {
+        let outbox = tempfile::tempdir().unwrap();
+        let mut files = files(outbox.path(), false, None);
+        let assigned = assigned(1);
+        let mut out = files.open(&assigned).unwrap();
+        out.write_all(sql(1).as_bytes()).unwrap();
+        files.close(&assigned, out).unwrap();
+        assert!(dbmirror_spool::scan(outbox.path())
+            .unwrap()
+            .iter()
+            .all(|entry| matches!(entry, dbmirror_spool::Entry::Temporary(_))));
+        files.end().unwrap();
+        assert_eq!(names(outbox.path()).len(), 2, "the file and its manifest");
+    }
+
+    /// A write that fails for lack of room names the file and says that nothing was recorded as
+    /// sent, so the operator knows that making room and running again is safe.
+    #[test]
+    fn a_failed_write_names_the_file_and_says_nothing_was_recorded_as_sent() {
+        let outbox = Path::new("/outbox");
+        let name = files(outbox, false, None).name(&assigned(1));
+        let full = Error::from(std::io::Error::from_raw_os_error(28));
+        let error = outbox_failure(full, outbox, &name);
+        assert_eq!(error.kind(), Kind::Runtime);
+        let text = error.to_string();
+        assert!(text.starts_with(&format!("could not write \"/outbox/{}\": I/O error: ", name.file_name())), "{text}");
+        assert!(text.contains("HINT:  Nothing was recorded as sent."), "{text}");
+        // Other failures keep their own words.
+        let other = outbox_failure(Error::new(Kind::BadFile, "conflict"), outbox, &name);
+        assert_eq!(other.to_string(), "conflict");
+    }
+}

@@ -1,15 +1,27 @@
-//! Injected crashes, for the tests that prove crash safety.
+//! Injected faults, for the tests that prove crash safety and that a full disk loses nothing.
 //!
-//! When the environment variable `DBMIRROR_EXPORT_CRASH_AT` names a point, the process aborts
-//! there, as abruptly as `kill -9`: no destructors, no flushing, no cleanup. Points are named
-//! after the step they follow or precede in [`crate::export`].
+//! They exist only in a binary built with the cargo feature `faults`
+//! (`cargo build --features dbmirror-export/faults`), which `scripts/test` turns on for the
+//! binaries the end-to-end tests run. Without it, [`point`] is an empty function and [`Budget`]
+//! a plain pass-through, which the optimiser removes: a release binary reads no environment
+//! variable here and cannot be made to abort.
+//!
+//! With the feature:
+//!
+//! * `DBMIRROR_EXPORT_CRASH_AT=POINT` aborts the process at that point, as abruptly as
+//!   `kill -9`: no destructors, no flushing, no cleanup. Points are named after the step they
+//!   follow or precede in [`crate::export`]: `after-assign`, `before-rename`, `after-rename`,
+//!   `after-manifest`, `before-mark-written`.
+//! * `DBMIRROR_EXPORT_DISK_FULL_AFTER=BYTES` makes transaction-file writes fail as on a full
+//!   disk ("No space left on device") once that many bytes have been written, for the disk-full
+//!   test on machines where no small file system can be mounted.
 
-use std::sync::OnceLock;
-
-/// The environment variable naming the crash point.
-pub const CRASH_AT_VARIABLE: &str = "DBMIRROR_EXPORT_CRASH_AT";
-
+/// Aborts the process if the crash point `name` was asked for (only with the feature `faults`).
+#[cfg(feature = "faults")]
 pub fn point(name: &str) {
+    use std::sync::OnceLock;
+    /// The environment variable naming the crash point.
+    const CRASH_AT_VARIABLE: &str = "DBMIRROR_EXPORT_CRASH_AT";
     static CRASH_AT: OnceLock<Option<String>> = OnceLock::new();
     if CRASH_AT.get_or_init(|| std::env::var(CRASH_AT_VARIABLE).ok()).as_deref() == Some(name) {
         eprintln!("dbmirror-export: crashing at injected point {name}");
@@ -17,22 +29,28 @@ pub fn point(name: &str) {
     }
 }
 
-/// The environment variable that makes transaction-file writes fail as on a full disk once
-/// this many bytes have been written, for the disk-full test on machines where no small file
-/// system can be mounted.
-pub const DISK_FULL_AFTER_VARIABLE: &str = "DBMIRROR_EXPORT_DISK_FULL_AFTER";
+/// Does nothing: this binary was built without the feature `faults`.
+#[cfg(not(feature = "faults"))]
+#[inline(always)]
+pub fn point(_name: &str) {}
 
 /// A writer that fails with "No space left on device" once the budget set by
-/// `DBMIRROR_EXPORT_DISK_FULL_AFTER` is spent; without it, a plain pass-through.
+/// `DBMIRROR_EXPORT_DISK_FULL_AFTER` is spent (only with the feature `faults`); otherwise a
+/// plain pass-through.
 pub struct Budget<W> {
     inner: W,
 }
 
-static BUDGET: OnceLock<Option<std::sync::atomic::AtomicU64>> = OnceLock::new();
+#[cfg(feature = "faults")]
+static BUDGET: std::sync::OnceLock<Option<std::sync::atomic::AtomicU64>> = std::sync::OnceLock::new();
 
 impl<W> Budget<W> {
+    #[inline(always)]
     pub fn new(inner: W) -> Self {
+        #[cfg(feature = "faults")]
         BUDGET.get_or_init(|| {
+            /// The environment variable setting the bytes written before the disk is "full".
+            const DISK_FULL_AFTER_VARIABLE: &str = "DBMIRROR_EXPORT_DISK_FULL_AFTER";
             std::env::var(DISK_FULL_AFTER_VARIABLE)
                 .ok()
                 .and_then(|v| v.parse().ok())
@@ -41,21 +59,20 @@ impl<W> Budget<W> {
         Self { inner }
     }
 
+    #[inline(always)]
     pub fn into_inner(self) -> W {
         self.inner
     }
 }
 
 impl<W: std::io::Write> std::io::Write for Budget<W> {
+    #[inline(always)]
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        #[cfg(feature = "faults")]
         if let Some(Some(left)) = BUDGET.get() {
+            use std::sync::atomic::Ordering::Relaxed;
             let spent = buf.len() as u64;
-            if left
-                .fetch_update(std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed, |l| {
-                    l.checked_sub(spent)
-                })
-                .is_err()
-            {
+            if left.fetch_update(Relaxed, Relaxed, |l| l.checked_sub(spent)).is_err() {
                 // ENOSPC, as the kernel reports it.
                 return Err(std::io::Error::from_raw_os_error(28));
             }
@@ -63,6 +80,7 @@ impl<W: std::io::Write> std::io::Write for Budget<W> {
         self.inner.write(buf)
     }
 
+    #[inline(always)]
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }

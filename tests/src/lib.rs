@@ -8,8 +8,9 @@
 //!
 //! Nothing is mocked: the capture extension must be installed into the PostgreSQL found
 //! through `PG_BIN` (default `/usr/lib/postgresql/15/bin`), and the binaries built in the same
-//! target directory as the tests (`cargo build` does both when run from the README's test
-//! command). A missing prerequisite fails the test with a hint, never skips it.
+//! target directory as the tests (`scripts/test` does both), the exporter with its fault points
+//! (`--features dbmirror-export/faults`) for the tests that inject crashes and a full disk. A
+//! missing prerequisite fails the test with a hint, never skips it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -46,7 +47,8 @@ pub fn binary(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(
         path.is_file(),
-        "{} is missing: build it first with `cargo build --workspace` (the README's test command does)",
+        "{} is missing: build it first with `cargo build --workspace --bins --features dbmirror-export/faults` \
+         (scripts/test does)",
         path.display()
     );
     path

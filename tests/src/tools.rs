@@ -68,6 +68,16 @@ pub fn export_command(config: &Path, args: &[&str]) -> Command {
     command
 }
 
+/// The environment variable that makes `dbmirror-export` abort at a named point (see the
+/// exporter's `fault` module); only a binary built with its feature `faults` reads it.
+pub const EXPORT_CRASH_AT: &str = "DBMIRROR_EXPORT_CRASH_AT";
+/// The environment variable that makes `dbmirror-export` fail its writes as on a full disk once
+/// that many bytes are written; only a binary built with its feature `faults` reads it.
+pub const EXPORT_DISK_FULL_AFTER: &str = "DBMIRROR_EXPORT_DISK_FULL_AFTER";
+/// What to say when a fault injected through one of these variables did not happen.
+pub const EXPORT_FAULTS_HINT: &str = "dbmirror-export has no fault points: build it with \
+    `cargo build --workspace --bins --features dbmirror-export/faults` (scripts/test does)";
+
 /// Runs `dbmirror-export --config CONFIG once` and fails the test if it fails.
 pub fn export_once(config: &Path) -> Output {
     let output = export_command(config, &["once"]).output().expect("dbmirror-export runs");

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use dbmirror_tests::tools::{
     apply, apply_config, export_command, export_config, export_once, psql_file, replay_by_hand, transaction_files,
-    transfer, Running, Workdir,
+    transfer, Running, Workdir, EXPORT_CRASH_AT, EXPORT_FAULTS_HINT,
 };
 use dbmirror_tests::{assert_tables_equal, describe, table_rows, Cluster};
 
@@ -283,8 +283,13 @@ fn a_crash_at_any_point_loses_nothing_and_never_changes_a_written_file() {
     for point in ["after-assign", "before-rename", "after-rename", "after-manifest", "before-mark-written"] {
         let s = setup("batch_size = 3");
         workload(&s.master);
-        let crashed = export_command(&s.config, &["once"]).env("DBMIRROR_EXPORT_CRASH_AT", point).output().unwrap();
-        assert!(!crashed.status.success(), "{point}: the exporter should have crashed");
+        let crashed = export_command(&s.config, &["once"]).env(EXPORT_CRASH_AT, point).output().unwrap();
+        assert!(!crashed.status.success(), "{point}: the exporter did not crash. {EXPORT_FAULTS_HINT}");
+        assert!(
+            String::from_utf8_lossy(&crashed.stderr).contains(&format!("crashing at injected point {point}")),
+            "{point}: the exporter failed, but not at the injected point:\n{}",
+            describe(&crashed)
+        );
         // The transfer runs while the exporter is down, and empties the outbox.
         let inbound = s.work.dir("inbound");
         let carried: Vec<(PathBuf, Vec<u8>)> =

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use dbmirror_tests::tools::{
     apply, apply_config, export_config, export_once, file_names, psql_file, replay_by_hand, spool_names,
-    transaction_files, transfer,
+    transaction_files, transfer, EXPORT_DISK_FULL_AFTER, EXPORT_FAULTS_HINT,
 };
 use dbmirror_tests::{assert_tables_equal, describe, table_rows, Cluster};
 
@@ -541,7 +541,7 @@ fn a_full_outbox_stops_the_exporter_without_recording_anything_as_sent() {
     s.master.execute("INSERT INTO item (name, price) SELECT repeat('x', 200) || g, g FROM generate_series(1, 5000) g");
     let mut command = dbmirror_tests::tools::export_command(&s.config, &["once"]);
     if !mounted {
-        command.env("DBMIRROR_EXPORT_DISK_FULL_AFTER", "262144");
+        command.env(EXPORT_DISK_FULL_AFTER, "262144");
     }
     let output = command.output().unwrap();
     let written =
@@ -550,6 +550,7 @@ fn a_full_outbox_stops_the_exporter_without_recording_anything_as_sent() {
     if mounted {
         assert!(Command::new("umount").arg(&s.outbox).status().unwrap().success());
     }
+    assert!(mounted || !output.status.success(), "the injected full disk did not happen. {EXPORT_FAULTS_HINT}");
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     assert!(stderr(&output).contains("No space left on device"), "{}", describe(&output));
     assert!(stderr(&output).contains("HINT:  Nothing was recorded as sent."), "{}", describe(&output));

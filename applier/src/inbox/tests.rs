@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, TimeZone, Utc};
-use dbmirror_apply::error::Kind;
-use dbmirror_apply::slave::AppliedFile;
+use dbmirror_cli::error::Kind;
+use dbmirror_replay::slave::AppliedFile;
 use dbmirror_spool::{
     Checksum, Header, Manifest, ManifestEntry, SigningKey, TransactionFileName, FORMAT_VERSION, REASON_SUFFIX,
 };

@@ -5,11 +5,12 @@
 #
 #   . scripts/lib.sh
 #
-# The end-to-end tests have their own cluster bootstrap in Rust (tests/src/cluster.rs): the
-# tests need it as a type (keeping a failed test's cluster, connections), and a Rust test should
-# not shell out to this file. Rust and the scripts thus have one implementation each, with the
-# same conventions: initdb as the postgres user when run as root, trust authentication, UTF8
-# with the C.UTF-8 locale, and a Unix socket only, in the cluster's own directory.
+# bench/run (Python) starts and stops its cluster with cluster_start and cluster_stop too. The
+# end-to-end tests have their own cluster bootstrap in Rust (tests/src/cluster.rs): the tests
+# need it as a type (keeping a failed test's cluster, connections), and a Rust test should not
+# shell out to this file. Rust and the scripts thus have one implementation each, with the same
+# conventions: initdb as the postgres user when run as root, trust authentication, UTF8 with
+# the C.UTF-8 locale, and a Unix socket only, in the cluster's own directory.
 
 # The PostgreSQL programs used: initdb, pg_ctl, psql, pgbench.
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}

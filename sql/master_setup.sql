@@ -34,7 +34,15 @@ CREATE TABLE dbmirror_MirrorHost (
     last_sha256     text,
     -- Every committed transaction whose xid is below this horizon has been assigned a number
     -- for this slave; the exporter scans only xid >= horizon (see docs/format.md).
-    xid_horizon     bigint NOT NULL DEFAULT 0
+    xid_horizon     bigint NOT NULL DEFAULT 0,
+    -- The snapshot of the slave's initial copy (`dbmirror-export snapshot`): a transaction
+    -- visible in it is in the copy, so it is never exported to this slave, and counts as sent
+    -- when pending changes are purged. NULL for a slave that takes every change from its
+    -- registration on (the seed's way: the slave was copied before the triggers were added).
+    snapshot        pg_snapshot,
+    -- A snapshot for this slave was started and has not been recorded yet: nothing is
+    -- exported to it until `dbmirror-export snapshot` finishes.
+    seeding         boolean NOT NULL DEFAULT false
 );
 
 -- One row per master transaction that captured changes, written by the capture extension
@@ -227,7 +235,7 @@ BEGIN
     DELETE FROM @extschema@.dbmirror_MirroredTransaction;
     UPDATE @extschema@.dbmirror_MirrorHost
        SET system_identifier = @extschema@.dbmirror_system_identifier(),
-           last_number = 0, last_sha256 = NULL, xid_horizon = 0;
+           last_number = 0, last_sha256 = NULL, xid_horizon = 0, snapshot = NULL, seeding = false;
 END
 $fn$;
 
@@ -251,7 +259,10 @@ BEGIN
                SELECT 1 FROM @extschema@.dbmirror_MirrorHost h
                 WHERE NOT EXISTS (
                     SELECT 1 FROM @extschema@.dbmirror_MirroredTransaction m
-                     WHERE m.SlaveName = h.SlaveName AND m.xid = p.xid AND m.sha256 IS NOT NULL))
+                     WHERE m.SlaveName = h.SlaveName AND m.xid = p.xid AND m.sha256 IS NOT NULL)
+                  -- A slave whose initial copy holds the transaction has it too.
+                  AND NOT (h.snapshot IS NOT NULL AND NOT h.seeding
+                           AND pg_catalog.pg_visible_in_snapshot(p.xid::text::xid8, h.snapshot)))
     ), sent AS (
         DELETE FROM @extschema@.dbmirror_MirroredTransaction m USING done WHERE m.xid = done.xid
     ), gone AS (
@@ -289,4 +300,19 @@ $fn$;
 CREATE FUNCTION dbmirror_clean() RETURNS bigint
 LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $fn$
     SELECT @extschema@.dbmirror_purge(ARRAY(SELECT xid FROM @extschema@.dbmirror_Pending))
+$fn$;
+
+-- Retires a slave: removes it from dbmirror_MirrorHost (with its records of what it was sent)
+-- and purges every captured change that it alone still held. Returns how many transactions
+-- were purged. Its outbox and the slave database are left as they are.
+CREATE FUNCTION dbmirror_retire_slave(slave text) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    DELETE FROM @extschema@.dbmirror_MirrorHost h WHERE h.SlaveName = dbmirror_retire_slave.slave;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'slave "%" is not in dbmirror_MirrorHost', slave
+            USING HINT = 'SELECT SlaveName FROM dbmirror_MirrorHost; lists the slaves.';
+    END IF;
+    RETURN @extschema@.dbmirror_clean();
+END
 $fn$;

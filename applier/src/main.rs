@@ -56,15 +56,44 @@ enum Command {
     /// Prepare the slave database, or upgrade it in place (the same SQL as sql/slave_setup.sql); harmless to repeat
     Init,
     /// Apply every file that is next in order and complete, then exit
-    Once,
+    Once {
+        #[command(flatten)]
+        snapshot: SnapshotOptions,
+    },
     /// Apply files as they arrive, until SIGTERM or SIGINT
-    Watch,
+    Watch {
+        #[command(flatten)]
+        snapshot: SnapshotOptions,
+    },
     /// Show the last applied file, what the spool holds, gaps and quarantined files
     Status {
         /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct SnapshotOptions {
+    /// Let a snapshot (see dbmirror-export snapshot) replace the rows of tables that are not
+    /// empty; without it, a snapshot goes only into empty tables
+    #[arg(long)]
+    replace: bool,
+}
+
+impl SnapshotOptions {
+    /// The slave connection, with the snapshot's replace setting for the session.
+    fn apply_to(&self, mut config: Config) -> Config {
+        if self.replace {
+            let setting = format!("-c {}=on", dbmirror_sql::REPLACE_SETTING);
+            let options = match config.slave.get_options() {
+                Some(options) if !options.trim().is_empty() => format!("{options} {setting}"),
+                _ => setting,
+            };
+            config.slave.options(&options);
+        }
+        config
+    }
 }
 
 fn main() -> ExitCode {
@@ -88,15 +117,15 @@ fn run(cli: Cli) -> Result<(), Error> {
             log::info("slave prepared");
             Ok(())
         }
-        Command::Once => {
-            let summary = apply::once(&config, &stop)?;
+        Command::Once { snapshot } => {
+            let summary = apply::once(&snapshot.apply_to(config), &stop)?;
             log::info(&format!("applied {} files; last applied: {}", summary.applied, summary.last));
             if let Some(reason) = summary.waiting {
                 log::info(&reason);
             }
             Ok(())
         }
-        Command::Watch => apply::watch(&config, &stop),
+        Command::Watch { snapshot } => apply::watch(&snapshot.apply_to(config), &stop),
         Command::Status { json } => status::show(&config, json),
     }
 }

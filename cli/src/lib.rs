@@ -9,6 +9,7 @@
 pub mod configuration;
 pub mod error;
 pub mod log;
+pub mod progress;
 pub mod signals;
 
 pub use error::{Error, Exit, Kind};

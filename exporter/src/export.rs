@@ -94,14 +94,7 @@ pub fn once(
         let previous = master.slave_row()?.last_sha256;
         let written = match (&config.output, direct.as_mut()) {
             (Output::Files { directory, compress, signing_key }, _) => {
-                let mut files = Files {
-                    directory,
-                    compress: *compress,
-                    signing_key: signing_key.as_deref(),
-                    entries: Vec::new(),
-                    staged: Vec::new(),
-                    syncer: None,
-                };
+                let mut files = Files::new(directory, *compress, signing_key.as_deref());
                 export_batch(&mut master, config, &mut files, &batch, previous)?
             }
             (Output::Direct { .. }, Some(direct)) => export_batch(&mut master, config, direct, &batch, previous)?,
@@ -235,7 +228,7 @@ fn missing(assigned: &Assigned) -> Error {
 /// place, the directory is fsynced, and the manifest follows the same way. Renaming never
 /// replaces a file: after a crash the same numbers are written again, and a file already
 /// carrying one must have the very same bytes (see [`Staged::publish`]).
-struct Files<'a> {
+pub(crate) struct Files<'a> {
     directory: &'a Path,
     compress: bool,
     signing_key: Option<&'a SigningKey>,
@@ -244,7 +237,11 @@ struct Files<'a> {
     syncer: Option<Syncer>,
 }
 
-impl Files<'_> {
+impl<'a> Files<'a> {
+    pub(crate) fn new(directory: &'a Path, compress: bool, signing_key: Option<&'a SigningKey>) -> Self {
+        Self { directory, compress, signing_key, entries: Vec::new(), staged: Vec::new(), syncer: None }
+    }
+
     fn name(&self, assigned: &Assigned) -> TransactionFileName {
         TransactionFileName {
             number: assigned.number as u64,

@@ -15,6 +15,7 @@ mod export;
 mod fault;
 mod master;
 mod outbox;
+mod snapshot;
 mod sql;
 mod status;
 mod verify;
@@ -47,6 +48,14 @@ enum Command {
     Once,
     /// Export continuously, sleeping sleep_interval when idle; stop on SIGTERM or SIGINT
     Run,
+    /// Start the slave on a live master, or start it again: write a consistent copy of every
+    /// mirrored table into its outbox as numbered files, registering the slave if need be; the
+    /// stream of transaction files continues exactly after it
+    Snapshot {
+        /// Bytes of SQL per file, about (the files of a snapshot are bounded in size)
+        #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(4096..=(4u64 << 30)))]
+        file_size: u64,
+    },
     /// Purge captured changes that every slave has been sent (the seed's clean_pending.pl)
     Clean,
     /// Show what has been exported and what is waiting
@@ -121,6 +130,10 @@ fn run(cli: Cli, alert_command: &mut Option<String>) -> Result<(), Error> {
                 }
             };
             export::run(&config, &stop, &alert_each)
+        }
+        Command::Snapshot { file_size } => {
+            snapshot::snapshot(&config, file_size, &stop)?;
+            Ok(())
         }
         Command::Clean => {
             let mut master = master::Master::connect(&config.master, &config.slave_name)?;

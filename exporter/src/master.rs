@@ -178,7 +178,7 @@ impl Master {
     pub fn slave_row(&mut self) -> Result<SlaveRow, Error> {
         let query = format!(
             "SELECT h.last_number, h.last_sha256, h.system_identifier, \
-                    (SELECT count(*) FROM {} m WHERE m.SlaveName = h.SlaveName AND m.sha256 IS NULL) \
+                    (SELECT count(*) FROM {} m WHERE m.SlaveName = h.SlaveName AND m.sha256 IS NULL), h.seeding \
                FROM {} h WHERE h.SlaveName = $1",
             self.table("dbmirror_MirroredTransaction"),
             self.table("dbmirror_MirrorHost")
@@ -213,8 +213,64 @@ impl Master {
                  from it (docs/exporter.md, \"A restored master\").",
             ));
         }
+        let seeding: bool = row.get(4);
+        if seeding {
+            return Err(Error::new(
+                Kind::NotPrepared,
+                format!("slave \"{}\" awaits its snapshot: one was started and did not finish", self.slave),
+            )
+            .with_hint("Run dbmirror-export snapshot for this slave again; it starts over cleanly."));
+        }
         let unwritten: i64 = row.get(3);
         Ok(SlaveRow { last_number: row.get(0), last_sha256: sha, unwritten })
+    }
+
+    /// Registers the slave as awaiting a snapshot (or marks it so, if it is registered), and
+    /// returns the first number the snapshot may use: after every number the master assigned
+    /// the slave and after `seen`, the last one its outbox has seen. Until the snapshot is
+    /// recorded, the slave holds back the purge of every transaction not sent to it, and
+    /// nothing is exported to it. Numbers assigned but never recorded as written are dropped:
+    /// their transactions are in the snapshot. A stream made by another cluster (the master was
+    /// restored from a dump into a new one) is forgotten: the snapshot starts a new one.
+    pub fn begin_seeding(&mut self, seen: i64) -> Result<i64, Error> {
+        let schema = self.schema.clone();
+        let mut tx = self.client.transaction()?;
+        let row = tx.query_one(
+            &format!(
+                "INSERT INTO {schema}.dbmirror_MirrorHost AS h (SlaveName, seeding) VALUES ($1, true) \
+                 ON CONFLICT (SlaveName) DO UPDATE SET seeding = true \
+                 RETURNING h.last_number, h.system_identifier"
+            ),
+            &[&self.slave],
+        )?;
+        let (last, owner): (i64, String) = (row.get(0), row.get(1));
+        if owner != self.identity.system_identifier.to_string() {
+            tx.execute(
+                &format!("DELETE FROM {schema}.dbmirror_MirroredTransaction WHERE SlaveName = $1"),
+                &[&self.slave],
+            )?;
+            tx.execute(
+                &format!(
+                    "UPDATE {schema}.dbmirror_MirrorHost \
+                        SET system_identifier = {schema}.dbmirror_system_identifier(), last_sha256 = NULL, \
+                            xid_horizon = 0, snapshot = NULL \
+                      WHERE SlaveName = $1"
+                ),
+                &[&self.slave],
+            )?;
+        } else {
+            tx.execute(
+                &format!("DELETE FROM {schema}.dbmirror_MirroredTransaction WHERE SlaveName = $1 AND sha256 IS NULL"),
+                &[&self.slave],
+            )?;
+        }
+        let first = last.max(seen) + 1;
+        tx.execute(
+            &format!("UPDATE {schema}.dbmirror_MirrorHost SET last_number = $2 WHERE SlaveName = $1"),
+            &[&self.slave, &(first - 1)],
+        )?;
+        tx.commit()?;
+        Ok(first)
     }
 
     /// Transactions that have a number but whose file was not recorded as written: a crash
@@ -248,11 +304,13 @@ impl Master {
         let now = DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
         let rows = tx.query(
             &format!(
-                "SELECT p.xid, p.relids, p.changes FROM {}.dbmirror_Pending p \
-                  WHERE p.xid >= $2 AND NOT EXISTS (SELECT 1 FROM {}.dbmirror_MirroredTransaction m \
+                "SELECT p.xid, p.relids, p.changes FROM {0}.dbmirror_Pending p \
+                  WHERE p.xid >= $2 AND NOT EXISTS (SELECT 1 FROM {0}.dbmirror_MirroredTransaction m \
                                                      WHERE m.SlaveName = $1 AND m.xid = p.xid) \
+                    AND NOT coalesce((SELECT pg_catalog.pg_visible_in_snapshot(p.xid::text::xid8, h.snapshot) \
+                                        FROM {0}.dbmirror_MirrorHost h WHERE h.SlaveName = $1), false) \
                   ORDER BY p.commit_seq LIMIT $3",
-                self.schema, self.schema
+                self.schema
             ),
             &[&self.slave, &horizon, &(limit as i64)],
         )?;
@@ -531,7 +589,7 @@ fn load_shapes(
 
 /// Current positions of the sequences that the tables `relids` own or use in column defaults,
 /// by table. Sequences never used (`is_called` false) have nothing to mirror.
-fn sequences_of(
+pub(crate) fn sequences_of(
     tx: &mut postgres::Transaction<'_>,
     relids: &[u32],
 ) -> Result<BTreeMap<u32, Vec<SequenceValue>>, Error> {

@@ -20,7 +20,7 @@ use chrono::SecondsFormat;
 use dbmirror_spool::Header;
 use dbmirror_sql::{
     push_literal, quote_identifier, quote_literal, APPLY_SETTINGS, CANONICAL_SETTINGS, GUARD_FUNCTION,
-    OLD_VALUE_FUNCTION, ONE_ROW_FUNCTION, SEQUENCE_FUNCTION, SESSION_SETTINGS,
+    OLD_VALUE_FUNCTION, ONE_ROW_FUNCTION, SEQUENCE_FUNCTION, SESSION_SETTINGS, START_FUNCTION,
 };
 
 /// Inserts in a row into one table from which on COPY is used instead of INSERT: below it,
@@ -128,15 +128,7 @@ pub struct FileWriter<W: Write> {
 impl<W: Write> FileWriter<W> {
     /// Writes the header and the preamble: settings, BEGIN, and the guard.
     pub fn begin(mut out: W, header: &Header) -> io::Result<Self> {
-        out.write_all(header.render().as_bytes())?;
-        out.write_all(b"\\set ON_ERROR_STOP on\n")?;
-        for (name, value) in SESSION_SETTINGS {
-            writeln!(out, "SET {name} = {};", quote_literal(value))?;
-        }
-        out.write_all(b"BEGIN;\n")?;
-        for (name, value) in CANONICAL_SETTINGS.iter().chain(APPLY_SETTINGS) {
-            writeln!(out, "SET LOCAL {name} = {};", quote_literal(value))?;
-        }
+        Self::preamble(&mut out, header)?;
         let previous = header.previous_sha256.map_or_else(|| "NULL".to_string(), |c| quote_literal(&c.to_string()));
         // The assignment time, as the header gives it (microseconds, UTC): it tells two exports
         // of one number apart even where a master restored from an older copy reuses the xid,
@@ -151,6 +143,43 @@ impl<W: Write> FileWriter<W> {
             quote_literal(&header.exported_at.to_rfc3339_opts(SecondsFormat::Micros, true)),
         )?;
         Ok(Self { out, run: None, truncates: Vec::new(), line: Vec::new() })
+    }
+
+    /// Writes the header and the preamble of the first file of a snapshot, which starts the
+    /// slave's stream (in the guard's place) and empties or checks the snapshot's `tables`.
+    pub fn begin_snapshot(mut out: W, header: &Header, tables: &[Rc<Table>]) -> io::Result<Self> {
+        Self::preamble(&mut out, header)?;
+        let names: Vec<String> = tables.iter().map(|t| quote_literal(&t.name)).collect();
+        writeln!(
+            out,
+            "SELECT {START_FUNCTION}({}, {}, {}, {}, {}, ARRAY[{}]);",
+            quote_literal(&header.slave),
+            quote_literal(&header.master.to_string()),
+            header.number,
+            header.xid,
+            quote_literal(&header.exported_at.to_rfc3339_opts(SecondsFormat::Micros, true)),
+            names.join(", "),
+        )?;
+        Ok(Self { out, run: None, truncates: Vec::new(), line: Vec::new() })
+    }
+
+    /// The header, the session settings, BEGIN and the transaction's settings.
+    fn preamble(out: &mut W, header: &Header) -> io::Result<()> {
+        out.write_all(header.render().as_bytes())?;
+        out.write_all(b"\\set ON_ERROR_STOP on\n")?;
+        for (name, value) in SESSION_SETTINGS {
+            writeln!(out, "SET {name} = {};", quote_literal(value))?;
+        }
+        out.write_all(b"BEGIN;\n")?;
+        for (name, value) in CANONICAL_SETTINGS.iter().chain(APPLY_SETTINGS) {
+            writeln!(out, "SET LOCAL {name} = {};", quote_literal(value))?;
+        }
+        Ok(())
+    }
+
+    /// Bytes of SQL written so far into a file whose output counts them.
+    pub fn get_ref(&self) -> &W {
+        &self.out
     }
 
     /// Writes one change.

@@ -32,7 +32,7 @@
 
 use dbmirror_sql::{
     APPLY_SETTINGS, CANONICAL_SETTINGS, GUARD_FUNCTION, OLD_VALUE_FUNCTION, ONE_ROW_FUNCTION, SEQUENCE_FUNCTION,
-    SESSION_SETTINGS,
+    SESSION_SETTINGS, START_FUNCTION,
 };
 
 /// Schemas a file may never touch.
@@ -75,7 +75,7 @@ fn lex(sql: &str) -> Result<Vec<Token>, String> {
                 }
                 tokens.push(if c == '"' { Token::Ident(text) } else { Token::Text(text) });
             }
-            '(' | ')' | ',' | '.' | '=' | ';' | '*' => tokens.push(Token::Punct(c)),
+            '(' | ')' | ',' | '.' | '=' | ';' | '*' | '[' | ']' => tokens.push(Token::Punct(c)),
             '-' | '0'..='9' => {
                 let mut number = c.to_string();
                 while let Some((_, d)) = chars.peek().filter(|(_, d)| d.is_ascii_digit()) {
@@ -258,9 +258,9 @@ fn allowed_schema(schema: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The schema of a sequence name as `format('%I.%I')` writes it.
-fn sequence_schema(name: &str) -> Result<String, String> {
-    let bad = || format!("\"{name}\" is not a schema-qualified sequence name");
+/// The schema of a sequence or table name (`what`) as `format('%I.%I')` writes it.
+fn name_schema(name: &str, what: &str) -> Result<String, String> {
+    let bad = || format!("\"{name}\" is not a schema-qualified {what} name");
     if let Some(rest) = name.strip_prefix('"') {
         let mut schema = String::new();
         let mut chars = rest.chars().peekable();
@@ -382,6 +382,31 @@ impl Checker {
                 setting(&mut p, &allowed)?;
                 (Stage::Settings, Kind::Other)
             }
+            (Stage::Settings, "SELECT") if p.tokens.get(3) == Some(&Token::Word("start_stream".into())) => {
+                // The first file of a snapshot starts the stream in the guard's place, and
+                // names the tables it fills.
+                p.next();
+                p.function(START_FUNCTION)?;
+                p.punct('(')?;
+                p.text()?;
+                p.punct(',')?;
+                p.text()?;
+                p.punct(',')?;
+                p.int()?;
+                p.punct(',')?;
+                p.int()?;
+                p.punct(',')?;
+                p.text()?;
+                p.punct(',')?;
+                p.word("ARRAY")?;
+                p.punct('[')?;
+                for name in p.list(Parser::text)? {
+                    allowed_schema(&name_schema(&name, "table")?)?;
+                }
+                p.punct(']')?;
+                p.punct(')')?;
+                (Stage::Changes, Kind::Other)
+            }
             (Stage::Settings, "SELECT") => {
                 p.next();
                 p.function(GUARD_FUNCTION)?;
@@ -483,7 +508,7 @@ impl Checker {
                 p.function(SEQUENCE_FUNCTION)?;
                 p.punct('(')?;
                 let name = p.text()?;
-                allowed_schema(&sequence_schema(&name)?)?;
+                allowed_schema(&name_schema(&name, "sequence")?)?;
                 p.punct(',')?;
                 p.int()?;
                 p.punct(',')?;

@@ -31,6 +31,12 @@ pub const GUARD_FUNCTION: &str = "dbmirror.guard";
 /// The current guard's signature, as `to_regprocedure` reads it: a slave without it was
 /// prepared by an earlier version and needs `sql/slave_setup.sql` run again.
 pub const GUARD_SIGNATURE: &str = "dbmirror.guard(text, text, bigint, bigint, text, timestamptz)";
+/// `start_stream(slave, master, number, xid, exported_at, tables)`: takes the guard's place in
+/// the first file of a snapshot; the slave follows the master from that file on, into empty
+/// tables (or emptied ones, with [`REPLACE_SETTING`] on).
+pub const START_FUNCTION: &str = "dbmirror.start_stream";
+/// The session setting that lets a snapshot replace the rows of non-empty tables.
+pub const REPLACE_SETTING: &str = "dbmirror.replace";
 /// `one_row(count, what)`: fails a file when an UPDATE or DELETE did not find exactly one row.
 pub const ONE_ROW_FUNCTION: &str = "dbmirror.one_row";
 /// `old_value(column, 'old')`: whether a column still holds the value the master's row had
@@ -74,6 +80,8 @@ pub const DRIFT: &str = "DM005";
 /// SQLSTATE of the guard's "not the file that was applied under this number": the master's
 /// history diverged (restored from an older copy, say).
 pub const DIVERGED: &str = "DM006";
+/// SQLSTATE of `start_stream()`: a snapshot found a table that is not empty.
+pub const NOT_EMPTY: &str = "DM007";
 
 #[cfg(test)]
 mod tests {
@@ -88,6 +96,7 @@ mod tests {
             SLAVE_STATE_TABLE,
             APPLIED_FILE_TABLE,
             GUARD_FUNCTION,
+            START_FUNCTION,
             ONE_ROW_FUNCTION,
             OLD_VALUE_FUNCTION,
             SEQUENCE_FUNCTION,
@@ -98,7 +107,8 @@ mod tests {
             );
         }
         assert!(setup.contains(&format!("CREATE SCHEMA IF NOT EXISTS {SLAVE_SCHEMA}")));
-        for state in [ALREADY_APPLIED, OUT_OF_ORDER, OTHER_MASTER, BROKEN_CHAIN, DRIFT, DIVERGED] {
+        assert!(setup.contains(&format!("'{REPLACE_SETTING}'")));
+        for state in [ALREADY_APPLIED, OUT_OF_ORDER, OTHER_MASTER, BROKEN_CHAIN, DRIFT, DIVERGED, NOT_EMPTY] {
             assert!(setup.contains(&format!("'{state}'")), "SQLSTATE {state} is not raised by slave_setup.sql");
         }
     }

@@ -88,6 +88,18 @@ pub fn pass(config: &Config, client: &mut Client, stop: &AtomicBool) -> Result<S
     came_again(inbox.set_aside_applied(last, &applied)?)?;
     let mut summary = Summary { last, ..Summary::default() };
     let mut progress = Progress::new(last);
+    // A snapshot that has arrived starts the stream again: what the slave has not applied
+    // before it is superseded, and is set aside once the snapshot's first file is applied.
+    if let Some(start) = inbox.stream_start_after(last) {
+        if start > last + 1 {
+            log::info(&format!(
+                "file {start} starts a new stream (a snapshot): files {} to {} are not applied",
+                last + 1,
+                start - 1
+            ));
+        }
+        last = start - 1;
+    }
     while !stop.load(Ordering::Relaxed) {
         let number = last + 1;
         match inbox.next(number)? {

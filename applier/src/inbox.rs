@@ -463,6 +463,23 @@ impl<'a> Inbox<'a> {
         Ok(Next::Quarantined { path: path.to_owned(), refusal })
     }
 
+    /// The last file after `number` that starts a new stream (the first file of a snapshot),
+    /// if one has arrived with its manifest: it supersedes every file before it that the slave
+    /// has not applied. A snapshot's first file is the first its manifest lists, so only those
+    /// are looked into.
+    pub fn stream_start_after(&self, number: u64) -> Option<u64> {
+        let mut firsts: Vec<u64> = self.manifests.iter().map(|(name, _)| name.first).filter(|&n| n > number).collect();
+        firsts.sort_unstable_by(|a, b| b.cmp(a));
+        firsts.dedup();
+        firsts.into_iter().find(|&first| {
+            let Some((entry, _)) = self.covered.get(&first) else {
+                return false;
+            };
+            let path = self.config.spool.join(entry.file.file_name());
+            path.is_file() && starts_stream(&path, &entry.file)
+        })
+    }
+
     /// Numbers of the transaction files present.
     pub fn present(&self) -> Vec<u64> {
         self.files.keys().copied().collect()
@@ -540,6 +557,23 @@ fn read_header(path: &Path, name: &TransactionFileName) -> Result<(Header, Check
     let header = Header::read(&mut reader).map_err(Unreadable::Header)?;
     std::io::copy(&mut reader, &mut std::io::sink()).map_err(Unreadable::Text)?;
     Ok((header, reader.get_ref().checksum()))
+}
+
+/// Whether the file starts a new stream: the statement in its guard's place is
+/// `dbmirror.start_stream`. Unreadable files do not; the normal checks deal with them.
+fn starts_stream(path: &Path, name: &TransactionFileName) -> bool {
+    use std::io::BufRead;
+    let Ok(sql) = open_sql(path, name) else {
+        return false;
+    };
+    let mut reader = std::io::BufReader::new(sql);
+    if Header::read(&mut reader).is_err() {
+        return false;
+    }
+    let start = format!("SELECT {}(", dbmirror_sql::START_FUNCTION);
+    // The guard's place is within the first lines after the header: ON_ERROR_STOP, the
+    // session settings, BEGIN and the transaction's settings.
+    reader.lines().take(32).map_while(Result::ok).any(|line| line.starts_with(&start))
 }
 
 /// Moves `path` into `dir` (created if need be), under its own name or, if that is taken, with

@@ -85,6 +85,10 @@ pub struct Assigned {
 #[derive(Debug, serde::Serialize)]
 pub struct MasterStatus {
     pub last_number: i64,
+    /// A snapshot was started for the slave and is not recorded yet.
+    pub seeding: bool,
+    /// The snapshot the slave was started from, if it was (`dbmirror-export snapshot`).
+    pub snapshot: Option<String>,
     pub unwritten: i64,
     pub waiting_transactions: i64,
     pub waiting_changes: i64,
@@ -508,22 +512,33 @@ impl Master {
     }
 
     pub fn status(&mut self) -> Result<MasterStatus, Error> {
-        let last_number = self.slave_row()?.last_number;
-        let s = &self.schema;
+        let s = self.schema.clone();
+        let host = self.client.query_opt(
+            &format!("SELECT last_number, seeding, snapshot::text FROM {s}.dbmirror_MirrorHost WHERE SlaveName = $1"),
+            &[&self.slave],
+        )?;
+        let Some(host) = host else {
+            // Not registered: the same error as every other command gives.
+            self.slave_row()?;
+            return Err(Error::runtime(format!("slave \"{}\" vanished from dbmirror_MirrorHost", self.slave)));
+        };
         let row = self.client.query_one(
             &format!(
                 "SELECT (SELECT count(*) FROM {s}.dbmirror_MirroredTransaction WHERE SlaveName = $1 AND sha256 IS NULL), \
                         count(*), coalesce(sum(p.changes), 0)::bigint \
                    FROM {s}.dbmirror_Pending p \
-                  WHERE NOT EXISTS (SELECT 1 FROM {s}.dbmirror_MirroredTransaction m WHERE m.SlaveName = $1 AND m.xid = p.xid)"
+                  WHERE NOT EXISTS (SELECT 1 FROM {s}.dbmirror_MirroredTransaction m WHERE m.SlaveName = $1 AND m.xid = p.xid) \
+                    AND NOT coalesce(pg_catalog.pg_visible_in_snapshot(p.xid::text::xid8, $2::text::pg_snapshot), false)"
             ),
-            &[&self.slave],
+            &[&self.slave, &host.get::<_, Option<String>>(2)],
         )?;
         Ok(MasterStatus {
-            last_number,
+            last_number: host.get(0),
             unwritten: row.get(0),
             waiting_transactions: row.get(1),
             waiting_changes: row.get(2),
+            seeding: host.get(1),
+            snapshot: host.get(2),
         })
     }
 }

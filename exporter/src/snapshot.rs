@@ -194,8 +194,11 @@ pub fn snapshot(config: &Config, file_size: u64, stop: &AtomicBool) -> Result<()
         &[&config.slave_name, &visible, &xmin, &last, &last_sha.to_string()],
     )?;
     tx.commit()?;
+    // The pending transactions the copy holds are sent as far as this slave is concerned:
+    // purge those that every other slave has too.
+    let purged = master.clean()?;
     log::info(&format!(
-        "snapshot for slave \"{}\": files {first}-{last}, {} tables, {rows} rows, {:.1} MB of SQL, {:.1}s",
+        "snapshot for slave \"{}\": files {first}-{last}, {} tables, {rows} rows, {:.1} MB of SQL, {:.1}s; {purged} transactions purged",
         config.slave_name,
         sources.len(),
         bytes as f64 / 1e6,

@@ -336,12 +336,15 @@ impl<W: Write> FileWriter<W> {
 
     /// Consecutive truncates become one TRUNCATE, as `TRUNCATE a, b` or `TRUNCATE ... CASCADE`
     /// did on the master: tables that reference each other can only be truncated together.
+    /// Each table is named with its own ONLY (in `TRUNCATE ONLY a, b`, ONLY binds to `a`
+    /// alone, and `b` would take its inheritance children with it): every table truncated on
+    /// the master was captured on its own.
     fn flush_truncates(&mut self) -> io::Result<()> {
         if self.truncates.is_empty() {
             return Ok(());
         }
-        let names: Vec<&str> = self.truncates.iter().map(|t| t.name.as_str()).collect();
-        writeln!(self.out, "TRUNCATE ONLY {};", names.join(", "))?;
+        let names: Vec<String> = self.truncates.iter().map(|t| format!("ONLY {}", t.name)).collect();
+        writeln!(self.out, "TRUNCATE {};", names.join(", "))?;
         self.truncates.clear();
         Ok(())
     }
@@ -543,7 +546,7 @@ mod tests {
             Change::Truncate { table: b },
         ]);
         let lines: Vec<&str> = text.lines().skip(1).take(3).collect();
-        assert_eq!(lines[0], "TRUNCATE ONLY \"public\".\"My \"\"T\"\"\", \"s\".\"b\";");
+        assert_eq!(lines[0], "TRUNCATE ONLY \"public\".\"My \"\"T\"\"\", ONLY \"s\".\"b\";");
         assert!(lines[1].starts_with("INSERT INTO \"s\".\"b\""));
         assert_eq!(lines[2], "TRUNCATE ONLY \"s\".\"b\";");
     }

@@ -51,7 +51,16 @@ pub fn show(config: &Config, json: bool) -> Result<(), Error> {
         println!("{}", serde_json::to_string_pretty(&status).expect("status always serialises"));
         return Ok(());
     }
-    println!("slave:                 {}", status.slave);
+    // A slave name is a channel: every slave database that applies its files follows it, each
+    // with its applied state of its own.
+    println!("slave (channel):       {}", status.slave);
+    match (&status.master.snapshot, status.master.seeding) {
+        (_, true) => {
+            println!("started from:          a snapshot that did not finish: run dbmirror-export snapshot again")
+        }
+        (Some(snapshot), false) => println!("started from:          a snapshot (under {snapshot})"),
+        (None, false) => println!("started from:          its registration (no snapshot)"),
+    }
     println!("last file number:      {}", status.master.last_number);
     println!("assigned, not written: {}", status.master.unwritten);
     println!(

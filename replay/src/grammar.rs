@@ -15,7 +15,7 @@
 //!                SELECT dbmirror.one_row(count(*), 'text') FROM m ;
 //!            | WITH m AS (DELETE FROM ONLY table WHERE key old* RETURNING 1)
 //!                SELECT dbmirror.one_row(count(*), 'text') FROM m ;
-//!            | TRUNCATE ONLY table, ... ;
+//!            | TRUNCATE ONLY table [, ONLY table] ... ;
 //! sequence  := SELECT dbmirror.advance_sequence('schema.sequence', int, true) ;
 //! key       := column = value AND ...
 //! old       := AND dbmirror.old_value(column, value)
@@ -498,9 +498,13 @@ impl Checker {
                 (Stage::Changes, Kind::Other)
             }
             (Stage::Changes, "TRUNCATE") => {
+                // `TRUNCATE ONLY a, ONLY b`; files of earlier versions name ONLY once.
                 p.next();
                 p.word("ONLY")?;
-                p.list(Parser::table)?;
+                p.list(|p| {
+                    p.only();
+                    p.table()
+                })?;
                 (Stage::Changes, Kind::Other)
             }
             (Stage::Changes | Stage::Sequences, "SELECT") => {
@@ -573,7 +577,7 @@ mod tests {
         "COPY \"public\".\"t\" (\"id\") FROM STDIN;",
         "WITH m AS (UPDATE \"public\".\"t\" SET \"a\" = 'x', \"b\" = NULL WHERE \"id\" = '1' AND \"k\" = '2' RETURNING 1) SELECT dbmirror.one_row(count(*), 'update of \"public\".\"t\"') FROM m;",
         "WITH m AS (DELETE FROM ONLY \"public\".\"t\" WHERE \"id\" = '9' AND dbmirror.old_value(\"a\", NULL) RETURNING 1) SELECT dbmirror.one_row(count(*), 'delete from \"public\".\"t\"') FROM m;",
-        "TRUNCATE ONLY \"public\".\"a\", \"s\".\"b\";",
+        "TRUNCATE ONLY \"public\".\"a\", ONLY \"s\".\"b\";",
         "SELECT dbmirror.advance_sequence('public.item_id_seq', 51, true);",
         "SELECT dbmirror.advance_sequence('\"My \"\"S\"\"\".\"s\"', -3, true);",
         "COMMIT;",

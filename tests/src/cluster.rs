@@ -145,13 +145,15 @@ impl Cluster {
     /// Runs psql against database `dbname` of the cluster with `args`; returns its output
     /// whether it failed or not.
     pub fn psql_in(&self, dbname: &str, args: &[&str]) -> Output {
-        Command::new(pg_bin().join("psql"))
-            .args(["-X", "-q", "-h"])
-            .arg(&self.dir)
-            .args(["-U", SUPERUSER, "-d", dbname])
-            .args(args)
-            .output()
-            .expect("psql runs")
+        self.psql_command(dbname, args).output().expect("psql runs")
+    }
+
+    /// psql against database `dbname` of the cluster with `args`, to run as the caller likes
+    /// (with an environment of its own, say).
+    pub fn psql_command(&self, dbname: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(pg_bin().join("psql"));
+        command.args(["-X", "-q", "-h"]).arg(&self.dir).args(["-U", SUPERUSER, "-d", dbname]).args(args);
+        command
     }
 
     /// Creates the capture extension, failing with a hint if it is not installed.

@@ -19,6 +19,7 @@ use std::sync::OnceLock;
 mod cluster;
 mod data;
 pub mod mirror;
+pub mod pgbench;
 pub mod samples;
 pub mod scenario;
 pub mod shrink;

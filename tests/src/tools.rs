@@ -163,6 +163,13 @@ impl Running {
         Running { child: Some(command.spawn().unwrap_or_else(|e| panic!("could not start {command:?}: {e}"))) }
     }
 
+    /// Kills the process at once (SIGKILL), as a crash would, and waits for it to end.
+    pub fn kill(mut self) {
+        let mut child = self.child.take().expect("a running tool has its process");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
     /// Sends SIGTERM and waits for the process to end; returns what it printed.
     pub fn terminate(mut self) -> Output {
         let child = self.child.take().expect("a running tool has its process");

@@ -11,5 +11,6 @@ mod fidelity;
 mod golden;
 mod history;
 mod order;
+mod snapshot;
 mod soak;
 mod statements;

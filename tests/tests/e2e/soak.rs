@@ -13,42 +13,20 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use dbmirror_spool::{TransactionFileName, MANIFEST_EXTENSION, QUARANTINE_DIR, TEMPORARY_SUFFIX};
+use dbmirror_tests::pgbench::{pgbench, pgbench_tables, TABLES};
 use dbmirror_tests::tools::{
     apply, apply_command, apply_config, export_command, export_config, file_names, spool_names, Running, Workdir,
 };
-use dbmirror_tests::{assert_tables_equal, describe, pg_bin, run_ok, Cluster};
-
-const TABLES: &[&str] = &["pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history"];
+use dbmirror_tests::{assert_tables_equal, describe, Cluster};
 
 fn setting(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().map_or(default, |v| v.parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a number")))
-}
-
-fn pgbench(cluster: &Cluster) -> Command {
-    let path = pg_bin().join("pgbench");
-    assert!(path.is_file(), "{} is missing: the soak test needs pgbench (package postgresql-15)", path.display());
-    let mut command = Command::new(path);
-    command.env("PGHOST", cluster.socket_dir()).env("PGUSER", "postgres").env("PGDATABASE", "postgres");
-    command
-}
-
-/// pgbench's tables with a primary key each: pgbench -i makes those of accounts, branches and
-/// tellers; history gets an identity column for one.
-fn pgbench_tables(cluster: &Cluster) {
-    run_ok(pgbench(cluster).args(["-i", "-q", "-s", "1"]));
-    cluster.execute("ALTER TABLE pgbench_history ADD COLUMN id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY");
-    let keyless = cluster.query_value(
-        "SELECT count(*)::text FROM unnest(ARRAY['pgbench_accounts', 'pgbench_branches', 'pgbench_tellers', 'pgbench_history']) t \
-          WHERE NOT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = t::regclass AND indisprimary)",
-    );
-    assert_eq!(keyless, "0", "pgbench -i made tables without primary keys: its init steps must include p");
 }
 
 /// When the shipper first saw each file number in the outbox.

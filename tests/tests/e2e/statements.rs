@@ -44,6 +44,27 @@ fn updates_and_deletes_touch_only_their_own_table_of_an_inheritance_tree() {
     m.sync();
 }
 
+/// Regression test (found by the differential tester): `TRUNCATE ref CASCADE` truncates the
+/// referencing parent but not its inheritance children; the file said `TRUNCATE ONLY "ref",
+/// "par"`, where ONLY binds to the first name alone, and the slave emptied the children too.
+#[test]
+fn a_truncate_cascading_to_an_inheritance_parent_leaves_its_children_on_the_slave_too() {
+    let mut m = Mirror::start(
+        "CREATE TABLE ref (id integer PRIMARY KEY);
+         CREATE TABLE par (id integer PRIMARY KEY, r integer REFERENCES ref);
+         CREATE TABLE kid (extra text) INHERITS (par);
+         ALTER TABLE kid ADD PRIMARY KEY (id);",
+        "SELECT dbmirror_mirror_table('ref'); SELECT dbmirror_mirror_table('par'); SELECT dbmirror_mirror_table('kid');",
+        &[],
+    );
+    m.master
+        .execute("INSERT INTO ref VALUES (1); INSERT INTO par VALUES (1, 1); INSERT INTO kid VALUES (2, NULL, 'x');");
+    m.sync();
+    m.master.execute("TRUNCATE ref CASCADE");
+    assert_eq!(m.master.query_value("SELECT count(*)::text FROM kid"), "1");
+    m.sync();
+}
+
 /// Drift in columns other than the key is overwritten unless the table is mirrored with
 /// check_conflicts; then an UPDATE or DELETE that does not find the row as the master had it
 /// fails its file.

@@ -13,7 +13,7 @@ pub const EXIT_CODES: &[Exit] = &[
     Exit::failure(Kind::Config, "bad command line or configuration"),
     Exit::failure(
         Kind::NotPrepared,
-        "the master is not prepared: extension missing, or slave not in dbmirror_MirrorHost",
+        "the master is not prepared: extension missing, slave not in dbmirror_MirrorHost, or its snapshot unfinished",
     ),
     Exit::failure(Kind::Busy, "another exporter is running for this slave"),
     Exit::failure(

@@ -585,7 +585,7 @@ mod tests {
             Change::Delete { table: t.clone(), key: row(&[Some("9")]), old: Some(row(&[Some("9"), Some("x"), None])) },
             Change::Delete { table: t.clone(), key: row(&[Some("8")]), old: None },
             Change::Truncate { table: t.clone() },
-            Change::Truncate { table: identity },
+            Change::Truncate { table: identity.clone() },
             ins("4\td\t4"),
         ]);
         let sequences = [
@@ -613,6 +613,15 @@ mod tests {
         // The smallest files the writer writes: only sequences, only one change.
         assert!(check_file(&write(Vec::new(), &sequences[..1])) > 0);
         assert!(check_file(&write(vec![ins("5\te\t5")], &[])) > 0);
+        // The first file of a snapshot.
+        let mut writer = FileWriter::begin_snapshot(Vec::new(), &header(), &[t.clone(), identity.clone()]).unwrap();
+        for row in ["1\ta\t1", "2\tb\t2", "3\tc\t3", "4\td\t4", "5\te\t5"] {
+            writer.change(Change::Insert { table: t.clone(), row }).unwrap();
+        }
+        writer.change(Change::Insert { table: identity.clone(), row: "1\tx" }).unwrap();
+        let text = String::from_utf8(writer.finish(&sequences).unwrap()).unwrap();
+        assert!(text.contains("SELECT dbmirror.start_stream('o''brien', '7', 2, 900, "), "{text}");
+        assert!(check_file(&text) > 5);
     }
 
     /// Runs a file through the applier's grammar check as the applier reads it, and returns how

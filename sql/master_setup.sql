@@ -134,6 +134,18 @@ CREATE TABLE dbmirror_MirroredTransaction (
     UNIQUE (SlaveName, number)
 );
 
+-- Tables that a slave takes from a copy of their own (`dbmirror-export snapshot --table`), added
+-- after the slave started. While snapshot is NULL the slave awaits the copy, and changes of the
+-- table are left out of its files; once the copy is taken, changes of transactions visible in
+-- its snapshot are left out (the copy has them). A table without a row here streams as usual.
+CREATE TABLE dbmirror_SlaveTable (
+    SlaveName       text NOT NULL REFERENCES dbmirror_MirrorHost ON UPDATE CASCADE ON DELETE CASCADE,
+    relid           oid NOT NULL,
+    snapshot        pg_snapshot,
+    PRIMARY KEY (SlaveName, relid)
+);
+
+REVOKE ALL ON dbmirror_SlaveTable FROM PUBLIC;
 REVOKE ALL ON dbmirror_MirrorHost, dbmirror_Pending, dbmirror_PendingData, dbmirror_PendingData_0,
     dbmirror_PendingData_1, dbmirror_Shape, dbmirror_MirroredTransaction, dbmirror_commit_seq FROM PUBLIC;
 
@@ -208,6 +220,7 @@ BEGIN
     LOOP
         EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS %I ON %s', trg.tgname, tbl);
     END LOOP;
+    DELETE FROM @extschema@.dbmirror_SlaveTable s WHERE s.relid = tbl;
     IF NOT found THEN
         RAISE NOTICE 'table % is not mirrored', tbl;
     END IF;
@@ -233,6 +246,7 @@ CREATE FUNCTION dbmirror_reset() RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
     DELETE FROM @extschema@.dbmirror_MirroredTransaction;
+    DELETE FROM @extschema@.dbmirror_SlaveTable;
     UPDATE @extschema@.dbmirror_MirrorHost
        SET system_identifier = @extschema@.dbmirror_system_identifier(),
            last_number = 0, last_sha256 = NULL, xid_horizon = 0, snapshot = NULL, seeding = false;

@@ -133,28 +133,20 @@ RETURNS void LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $fn$
     SELECT dbmirror.guard(slave, master, number, xid, previous_sha256, NULL::timestamptz);
 $fn$;
 
--- Starts a stream with the first file of a snapshot (`dbmirror-export snapshot`), in place of
--- the guard: the slave follows `master` from file `number` on, whatever it followed before (a
--- snapshot seeds a new slave, or seeds a lost one again; files of the stream it replaces are
--- then "already applied" and never run). The mirrored `tables` must be empty, unless the
--- session sets dbmirror.replace to on (dbmirror-apply --replace, or
--- PGOPTIONS='-c dbmirror.replace=on' psql -f FILE): then they are emptied first. A start file
--- that comes again is told apart by the guard's own checks (DM001, DM006).
-CREATE OR REPLACE FUNCTION dbmirror.start_stream(slave text, master text, number bigint, xid bigint,
-                                                 exported_at timestamptz, tables text[])
+-- Prepares the tables a snapshot fills: they must be empty, unless the session sets
+-- dbmirror.replace to on (dbmirror-apply --replace, or PGOPTIONS='-c dbmirror.replace=on'
+-- psql -f FILE): then they are emptied first. The first file of a snapshot calls it, through
+-- start_stream for a whole snapshot, or after the guard for tables added to a running slave.
+CREATE OR REPLACE FUNCTION dbmirror.snapshot_tables(tables text[])
 RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
-    state dbmirror.slave_state%ROWTYPE;
     tbl text;
     has_rows boolean;
     filled text[] := '{}';
 BEGIN
-    SELECT * INTO state FROM dbmirror.slave_state s WHERE s.slave_name = start_stream.slave FOR UPDATE;
-    IF FOUND AND state.master = start_stream.master AND start_stream.number <= state.last_number THEN
-        PERFORM dbmirror.guard(slave, master, number, xid, NULL, exported_at);
-    END IF;
     IF pg_catalog.current_setting('dbmirror.replace', true) = 'on' THEN
-        EXECUTE 'TRUNCATE ONLY ' || (SELECT pg_catalog.string_agg(t::regclass::text, ', ') FROM pg_catalog.unnest(tables) t);
+        -- Each table with its own ONLY: the snapshot copies every table of an inheritance tree.
+        EXECUTE 'TRUNCATE ' || (SELECT pg_catalog.string_agg('ONLY ' || t::regclass::text, ', ') FROM pg_catalog.unnest(tables) t);
     ELSE
         FOREACH tbl IN ARRAY tables LOOP
             EXECUTE pg_catalog.format('SELECT EXISTS (SELECT 1 FROM ONLY %s)', tbl::regclass) INTO STRICT has_rows;
@@ -163,12 +155,32 @@ BEGIN
             END IF;
         END LOOP;
         IF filled <> '{}' THEN
-            RAISE EXCEPTION 'the snapshot for slave "%" goes into empty tables, but % % not empty',
-                            slave, pg_catalog.array_to_string(filled, ', '), CASE WHEN pg_catalog.cardinality(filled) = 1 THEN 'is' ELSE 'are' END
+            RAISE EXCEPTION 'a snapshot goes into empty tables, but % % not empty',
+                            pg_catalog.array_to_string(filled, ', '), CASE WHEN pg_catalog.cardinality(filled) = 1 THEN 'is' ELSE 'are' END
                 USING ERRCODE = 'DM007',
                       HINT = 'Empty them, or let the snapshot replace their rows: dbmirror-apply --replace, or PGOPTIONS=''-c dbmirror.replace=on'' psql -f FILE.';
         END IF;
     END IF;
+END
+$fn$;
+
+-- Starts a stream with the first file of a snapshot (`dbmirror-export snapshot`), in place of
+-- the guard: the slave follows `master` from file `number` on, whatever it followed before (a
+-- snapshot seeds a new slave, or seeds a lost one again; files of the stream it replaces are
+-- then "already applied" and never run). The snapshot's `tables` are prepared by
+-- snapshot_tables(). A start file that comes again is told apart by the guard's own checks
+-- (DM001, DM006).
+CREATE OR REPLACE FUNCTION dbmirror.start_stream(slave text, master text, number bigint, xid bigint,
+                                                 exported_at timestamptz, tables text[])
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    state dbmirror.slave_state%ROWTYPE;
+BEGIN
+    SELECT * INTO state FROM dbmirror.slave_state s WHERE s.slave_name = start_stream.slave FOR UPDATE;
+    IF FOUND AND state.master = start_stream.master AND start_stream.number <= state.last_number THEN
+        PERFORM dbmirror.guard(slave, master, number, xid, NULL, exported_at);
+    END IF;
+    PERFORM dbmirror.snapshot_tables(tables);
     INSERT INTO dbmirror.slave_state (slave_name, master, last_number, last_xid, applied_at, last_sha256)
     VALUES (slave, master, number, xid, pg_catalog.clock_timestamp(), NULL)
     ON CONFLICT (slave_name) DO UPDATE

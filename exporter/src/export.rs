@@ -71,6 +71,7 @@ pub fn once(
     let mut master = Master::connect(&config.master, &config.slave_name)?;
     master.lock()?;
     let stream = master.slave_row()?;
+    stream.check_not_seeding(&config.slave_name)?;
     if let Output::Files { directory, .. } = &config.output {
         outbox::check(directory, &master.identity, &config.slave_name, stream.last_number, stream.last_written())?;
     }
@@ -171,6 +172,7 @@ fn export_batch<D: Destination>(
         changes: i64,
     }
     let identity = master.identity.clone();
+    let filter = master.table_filter()?;
     let mut written: Vec<(i64, Checksum)> = Vec::with_capacity(batch.len());
     let mut open: Option<Open<D::Out>> = None;
     let close = |open: Open<D::Out>, destination: &mut D, written: &mut Vec<(i64, Checksum)>| {
@@ -201,10 +203,15 @@ fn export_batch<D: Destination>(
             open = Some(Open { position, writer, changes: 0 });
         }
         let current = open.as_mut().expect("a transaction is open");
+        current.changes += 1;
+        // A table the slave takes from a copy of its own: the copy has this change, or is
+        // still to come.
+        if filter.leaves_out(change.table().relid, batch[current.position].xid) {
+            return Ok(());
+        }
         if let Err(e) = current.writer.change(change) {
             return Err(destination.write_error(&batch[current.position], e.into()));
         }
-        current.changes += 1;
         Ok(())
     })?;
     if let Some(done) = open.take() {

@@ -13,6 +13,7 @@ mod direct;
 mod error;
 mod export;
 mod fault;
+mod filter;
 mod master;
 mod outbox;
 mod snapshot;
@@ -55,6 +56,10 @@ enum Command {
         /// Bytes of SQL per file, about (the files of a snapshot are bounded in size)
         #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(4096..=(4u64 << 30)))]
         file_size: u64,
+        /// Copy only this table (repeatable), for a slave that is running: it takes the table
+        /// from the copy on, and the table is mirrored first if it is not yet
+        #[arg(long, value_name = "TABLE")]
+        table: Vec<String>,
     },
     /// Purge captured changes that every slave has been sent (the seed's clean_pending.pl)
     Clean,
@@ -131,8 +136,8 @@ fn run(cli: Cli, alert_command: &mut Option<String>) -> Result<(), Error> {
             };
             export::run(&config, &stop, &alert_each)
         }
-        Command::Snapshot { file_size } => {
-            snapshot::snapshot(&config, file_size, &stop)?;
+        Command::Snapshot { file_size, table } => {
+            snapshot::snapshot(&config, file_size, &table, &stop)?;
             Ok(())
         }
         Command::Clean => {

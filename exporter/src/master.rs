@@ -33,6 +33,7 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, IsolationLevel, NoTls};
 
 use crate::error::{Error, Kind};
+use crate::filter::{TableFilter, Visible};
 use crate::sql::{Change, SequenceValue, Table, Values};
 use dbmirror_sql::{quote_identifier, quote_literal};
 
@@ -62,12 +63,26 @@ pub struct SlaveRow {
     pub last_sha256: Option<Checksum>,
     /// Numbers assigned but not yet recorded as written.
     pub unwritten: i64,
+    /// A snapshot (or a copy of tables) for the slave was started and not recorded.
+    pub seeding: bool,
 }
 
 impl SlaveRow {
     /// The number and checksum of the last file written, if any.
     pub fn last_written(&self) -> Option<(i64, Checksum)> {
         self.last_sha256.map(|sha| (self.last_number - self.unwritten, sha))
+    }
+
+    /// Fails while a snapshot for the slave is unfinished: nothing may be exported to it then.
+    pub fn check_not_seeding(&self, slave: &str) -> Result<(), Error> {
+        if self.seeding {
+            return Err(Error::new(
+                Kind::NotPrepared,
+                format!("slave \"{slave}\" awaits its snapshot: one was started and did not finish"),
+            )
+            .with_hint("Run the same dbmirror-export snapshot for this slave again; it starts over cleanly."));
+        }
+        Ok(())
     }
 }
 
@@ -89,6 +104,9 @@ pub struct MasterStatus {
     pub seeding: bool,
     /// The snapshot the slave was started from, if it was (`dbmirror-export snapshot`).
     pub snapshot: Option<String>,
+    /// Tables whose changes the slave's files leave out until it gets a copy of them
+    /// (`dbmirror-export snapshot --table`).
+    pub awaiting_copy: Vec<String>,
     pub unwritten: i64,
     pub waiting_transactions: i64,
     pub waiting_changes: i64,
@@ -217,16 +235,72 @@ impl Master {
                  from it (docs/exporter.md, \"A restored master\").",
             ));
         }
-        let seeding: bool = row.get(4);
-        if seeding {
+        let unwritten: i64 = row.get(3);
+        Ok(SlaveRow { last_number: row.get(0), last_sha256: sha, unwritten, seeding: row.get(4) })
+    }
+
+    /// The slave's tables that come from a copy of their own.
+    pub fn table_filter(&mut self) -> Result<TableFilter, Error> {
+        table_filter(&mut self.client, &self.schema, &self.slave)
+    }
+
+    /// Prepares copies of `tables` for the slave, which is running: mirrors those not mirrored
+    /// yet (every other slave then awaits a copy of its own), makes the slave await the copies,
+    /// and marks it seeding, so that nothing is exported to it until the copy is recorded.
+    /// Returns the tables' relids and the first number the copy may use: after every number
+    /// the master assigned the slave and after `seen`, the last one its outbox has seen.
+    pub fn begin_table_copy(&mut self, tables: &[String], seen: i64) -> Result<(Vec<u32>, i64), Error> {
+        let schema = self.schema.clone();
+        let row = self.slave_row()?;
+        if row.unwritten > 0 {
             return Err(Error::new(
                 Kind::NotPrepared,
-                format!("slave \"{}\" awaits its snapshot: one was started and did not finish", self.slave),
+                format!("slave \"{}\" has {} transactions assigned and not yet written", self.slave, row.unwritten),
             )
-            .with_hint("Run dbmirror-export snapshot for this slave again; it starts over cleanly."));
+            .with_hint("Run dbmirror-export once first, then the copy."));
         }
-        let unwritten: i64 = row.get(3);
-        Ok(SlaveRow { last_number: row.get(0), last_sha256: sha, unwritten })
+        let mut tx = self.client.transaction()?;
+        let mut relids = Vec::with_capacity(tables.len());
+        for table in tables {
+            let relid: Option<u32> = tx.query_one("SELECT pg_catalog.to_regclass($1)::oid", &[table])?.get(0);
+            let Some(relid) = relid else {
+                return Err(Error::config(format!("table \"{table}\" does not exist on the master")));
+            };
+            let mirrored: bool = tx
+                .query_one(
+                    &format!("SELECT $1::oid::regclass IN (SELECT * FROM {schema}.dbmirror_mirrored_tables())"),
+                    &[&relid],
+                )?
+                .get(0);
+            if !mirrored {
+                tx.execute(&format!("SELECT {schema}.dbmirror_mirror_table($1::oid::regclass)"), &[&relid])?;
+                // The other slaves do not have the table's rows either: each awaits a copy of
+                // its own, and meanwhile its files leave the table out.
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {schema}.dbmirror_SlaveTable (SlaveName, relid) \
+                         SELECT h.SlaveName, $2 FROM {schema}.dbmirror_MirrorHost h WHERE h.SlaveName <> $1 \
+                         ON CONFLICT DO NOTHING"
+                    ),
+                    &[&self.slave, &relid],
+                )?;
+            }
+            tx.execute(
+                &format!(
+                    "INSERT INTO {schema}.dbmirror_SlaveTable (SlaveName, relid) VALUES ($1, $2) \
+                     ON CONFLICT (SlaveName, relid) DO UPDATE SET snapshot = NULL"
+                ),
+                &[&self.slave, &relid],
+            )?;
+            relids.push(relid);
+        }
+        let first = row.last_number.max(seen) + 1;
+        tx.execute(
+            &format!("UPDATE {schema}.dbmirror_MirrorHost SET seeding = true, last_number = $2 WHERE SlaveName = $1"),
+            &[&self.slave, &(first - 1)],
+        )?;
+        tx.commit()?;
+        Ok((relids, first))
     }
 
     /// Registers the slave as awaiting a snapshot (or marks it so, if it is registered), and
@@ -304,6 +378,7 @@ impl Master {
         )?;
         let (last_number, horizon, xmin, now): (i64, i64, i64, DateTime<Utc>) =
             (host.get(0), host.get(1), host.get(2), host.get(3));
+        let filter = table_filter(&mut tx, &self.schema, &self.slave)?;
         // Microseconds are what PostgreSQL stores: keep exactly what will be read back.
         let now = DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
         let rows = tx.query(
@@ -319,7 +394,9 @@ impl Master {
             &[&self.slave, &horizon, &(limit as i64)],
         )?;
         let relids: Vec<u32> = {
-            let mut all: Vec<u32> = rows.iter().flat_map(|r| r.get::<_, Vec<u32>>(1)).collect();
+            // A table the slave awaits a copy of is not there yet: its sequences neither.
+            let mut all: Vec<u32> =
+                rows.iter().flat_map(|r| r.get::<_, Vec<u32>>(1)).filter(|&t| !filter.awaits(t)).collect();
             all.sort_unstable();
             all.dedup();
             all
@@ -532,7 +609,21 @@ impl Master {
             ),
             &[&self.slave, &host.get::<_, Option<String>>(2)],
         )?;
+        let awaiting_copy = self
+            .client
+            .query(
+                &format!(
+                    "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM {s}.dbmirror_SlaveTable t \
+                       JOIN pg_catalog.pg_class c ON c.oid = t.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                      WHERE t.SlaveName = $1 AND t.snapshot IS NULL ORDER BY 1"
+                ),
+                &[&self.slave],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
         Ok(MasterStatus {
+            awaiting_copy,
             last_number: host.get(0),
             unwritten: row.get(0),
             waiting_transactions: row.get(1),
@@ -584,7 +675,7 @@ fn load_shapes(
     let known: Vec<i64> = tables.keys().copied().collect();
     let rows = tx.query(
         &format!(
-            "SELECT shape, nspname, relname, columns, key, identity_always FROM {schema}.dbmirror_Shape WHERE shape <> ALL ($1)"
+            "SELECT shape, nspname, relname, columns, key, identity_always, relid FROM {schema}.dbmirror_Shape WHERE shape <> ALL ($1)"
         ),
         &[&known],
     )?;
@@ -596,10 +687,27 @@ fn load_shapes(
         let identity: Vec<usize> = identity.iter().map(|&k| k as usize).filter(|&k| k < columns.len()).collect();
         // Two backends may record the same shape at once: the rows are equal, keep one.
         tables.entry(row.get(0)).or_insert_with(|| {
-            Rc::new(Table::new(row.get::<_, &str>(1), row.get::<_, &str>(2), &columns, &key, &identity))
+            let mut table = Table::new(row.get::<_, &str>(1), row.get::<_, &str>(2), &columns, &key, &identity);
+            table.relid = row.get(6);
+            Rc::new(table)
         });
     }
     Ok(())
+}
+
+/// The slave's tables that come from a copy of their own, read through `client` (a session or
+/// a transaction).
+fn table_filter(client: &mut impl postgres::GenericClient, schema: &str, slave: &str) -> Result<TableFilter, Error> {
+    let rows = client.query(
+        &format!("SELECT relid, snapshot::text FROM {schema}.dbmirror_SlaveTable WHERE SlaveName = $1"),
+        &[&slave],
+    )?;
+    let mut tables = HashMap::new();
+    for row in rows {
+        let snapshot: Option<String> = row.get(1);
+        tables.insert(row.get::<_, u32>(0), snapshot.as_deref().map(Visible::parse).transpose()?);
+    }
+    Ok(TableFilter::new(tables))
 }
 
 /// Current positions of the sequences that the tables `relids` own or use in column defaults,

@@ -57,8 +57,9 @@ struct Source {
 }
 
 /// Writes a snapshot of every mirrored table for the configured slave into its outbox, files
-/// of about `file_size` bytes of SQL each.
-pub fn snapshot(config: &Config, file_size: u64, stop: &AtomicBool) -> Result<(), Error> {
+/// of about `file_size` bytes of SQL each; or, with `tables`, a copy of those tables for the
+/// running slave, which then takes their changes from the copy's snapshot on.
+pub fn snapshot(config: &Config, file_size: u64, tables: &[String], stop: &AtomicBool) -> Result<(), Error> {
     let Output::Files { directory, compress, signing_key } = &config.output else {
         return Err(Error::config("snapshot writes files: it needs transaction_file_directory, not slave").with_hint(
             "A slave fed in direct mode can start from a pg_dump of the master taken before its registration.",
@@ -94,7 +95,21 @@ pub fn snapshot(config: &Config, file_size: u64, stop: &AtomicBool) -> Result<()
         .max()
         .unwrap_or(0);
     let seen = state.as_ref().map_or(0, |s| s.number).max(in_outbox);
-    let first = master.begin_seeding(seen)?;
+    let copy_of = if tables.is_empty() {
+        None
+    } else {
+        // The slave's stream goes on: it must be this master's, as for `once` (unless a copy
+        // that did not finish left the outbox ahead of the master).
+        let stream = master.slave_row()?;
+        if !stream.seeding {
+            outbox::check(directory, &master.identity, &config.slave_name, stream.last_number, stream.last_written())?;
+        }
+        Some(master.begin_table_copy(tables, seen)?)
+    };
+    let first = match &copy_of {
+        Some((_, first)) => *first,
+        None => master.begin_seeding(seen)?,
+    };
     if seen >= first {
         return Err(Error::runtime(format!("snapshot numbering went wrong: {first} after {seen}")));
     }
@@ -114,7 +129,8 @@ pub fn snapshot(config: &Config, file_size: u64, stop: &AtomicBool) -> Result<()
     )?;
     let (visible, xmin, xid, now): (String, i64, i64, DateTime<Utc>) = (row.get(0), row.get(1), row.get(2), row.get(3));
     let exported_at = DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
-    let (sources, relids, expected_rows) = sources(&mut tx, &schema)?;
+    let only = copy_of.as_ref().map(|(relids, _)| relids.as_slice());
+    let (sources, relids, expected_rows) = sources(&mut tx, &schema, only)?;
     if sources.is_empty() {
         return Err(Error::new(Kind::NotPrepared, "no table is mirrored: the snapshot would be empty")
             .with_hint("Mirror the tables first: SELECT dbmirror_mirror_table('TABLE');"));
@@ -132,8 +148,28 @@ pub fn snapshot(config: &Config, file_size: u64, stop: &AtomicBool) -> Result<()
         sources.len()
     ));
 
+    // A copy for a running slave continues its stream: its first file follows the last one
+    // written, which the outbox's state names when it is ahead of the master (a copy that did
+    // not finish published its files).
+    let previous = match (&copy_of, &state) {
+        (None, _) => None,
+        (Some(_), Some(state)) if state.number == first - 1 => Some(
+            Checksum::parse(&state.sql_sha256)
+                .map_err(|_| Error::runtime("the outbox's state file holds no sha256"))?,
+        ),
+        (Some(_), _) => master_last_sha(&mut tx, &schema, &config.slave_name)?,
+    };
     let mut files = Files::new(directory, *compress, signing_key.as_deref());
-    let mut chunk = Chunk::new(directory, first, &sources, &identity, config, xid, exported_at, None)?;
+    let mut chunk = Chunk::new(
+        directory,
+        first,
+        &sources,
+        &identity,
+        config,
+        xid,
+        exported_at,
+        Opening::First { previous, whole: copy_of.is_none() },
+    )?;
     let mut progress = Progress::new(format!("snapshot for slave \"{}\"", config.slave_name), Some(expected_rows));
     let mut written: Vec<(i64, Checksum)> = Vec::new();
     let (mut rows, mut bytes) = (0u64, 0u64);
@@ -155,7 +191,7 @@ pub fn snapshot(config: &Config, file_size: u64, stop: &AtomicBool) -> Result<()
                     config,
                     xid,
                     exported_at,
-                    Some(done.1),
+                    Opening::Next(done.1),
                 )?;
             }
             chunk.row(&source.table, line)?;
@@ -184,15 +220,40 @@ pub fn snapshot(config: &Config, file_size: u64, stop: &AtomicBool) -> Result<()
     fault::point("snapshot-before-publish");
     files.end()?;
     fault::point("snapshot-before-commit");
-    tx.execute(
-        &format!(
-            "UPDATE {schema}.dbmirror_MirrorHost \
-                SET seeding = false, snapshot = $2::text::pg_snapshot, xid_horizon = $3, \
-                    last_number = $4, last_sha256 = $5 \
-              WHERE SlaveName = $1"
-        ),
-        &[&config.slave_name, &visible, &xmin, &last, &last_sha.to_string()],
-    )?;
+    match &copy_of {
+        None => {
+            tx.execute(
+                &format!(
+                    "UPDATE {schema}.dbmirror_MirrorHost \
+                        SET seeding = false, snapshot = $2::text::pg_snapshot, xid_horizon = $3, \
+                            last_number = $4, last_sha256 = $5 \
+                      WHERE SlaveName = $1"
+                ),
+                &[&config.slave_name, &visible, &xmin, &last, &last_sha.to_string()],
+            )?;
+            // A whole snapshot supersedes the copies of single tables.
+            tx.execute(
+                &format!("DELETE FROM {schema}.dbmirror_SlaveTable WHERE SlaveName = $1"),
+                &[&config.slave_name],
+            )?;
+        }
+        Some((relids, _)) => {
+            tx.execute(
+                &format!(
+                    "UPDATE {schema}.dbmirror_MirrorHost SET seeding = false, last_number = $2, last_sha256 = $3 \
+                      WHERE SlaveName = $1"
+                ),
+                &[&config.slave_name, &last, &last_sha.to_string()],
+            )?;
+            tx.execute(
+                &format!(
+                    "UPDATE {schema}.dbmirror_SlaveTable SET snapshot = $3::text::pg_snapshot \
+                      WHERE SlaveName = $1 AND relid = ANY ($2)"
+                ),
+                &[&config.slave_name, relids, &visible],
+            )?;
+        }
+    }
     tx.commit()?;
     // The pending transactions the copy holds are sent as far as this slave is concerned:
     // purge those that every other slave has too.
@@ -207,22 +268,36 @@ pub fn snapshot(config: &Config, file_size: u64, stop: &AtomicBool) -> Result<()
     Ok(())
 }
 
-/// The mirrored tables in name order, with the query that copies each, their relids and the
-/// rows the planner expects in all.
-fn sources(tx: &mut postgres::Transaction<'_>, schema: &str) -> Result<(Vec<Source>, Vec<u32>, u64), Error> {
+/// The SQL checksum of the last file the master wrote for the slave.
+fn master_last_sha(tx: &mut postgres::Transaction<'_>, schema: &str, slave: &str) -> Result<Option<Checksum>, Error> {
+    let sha: Option<String> = tx
+        .query_one(&format!("SELECT last_sha256 FROM {schema}.dbmirror_MirrorHost WHERE SlaveName = $1"), &[&slave])?
+        .get(0);
+    sha.map(|s| Checksum::parse(&s).map_err(|_| Error::runtime("dbmirror_MirrorHost.last_sha256 is not a sha256")))
+        .transpose()
+}
+
+/// The mirrored tables (those of `only`, if given) in name order, with the query that copies
+/// each, their relids and the rows the planner expects in all.
+fn sources(
+    tx: &mut postgres::Transaction<'_>,
+    schema: &str,
+    only: Option<&[u32]>,
+) -> Result<(Vec<Source>, Vec<u32>, u64), Error> {
+    let all: Vec<u32> = Vec::new();
     let rows = tx.query(
         &format!(
             "SELECT c.oid, n.nspname, c.relname, greatest(c.reltuples, 0)::bigint, \
                     array_agg(a.attname::text ORDER BY a.attnum) \
                FROM {schema}.dbmirror_mirrored_tables() t \
-               JOIN pg_catalog.pg_class c ON c.oid = t \
+               JOIN pg_catalog.pg_class c ON c.oid = t AND ($1 OR c.oid = ANY ($2)) \
                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
                JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 \
                     AND NOT a.attisdropped AND a.attgenerated = '' \
               GROUP BY c.oid, n.nspname, c.relname, c.reltuples \
               ORDER BY n.nspname, c.relname"
         ),
-        &[],
+        &[&only.is_none(), &only.unwrap_or(&all)],
     )?;
     let mut sources = Vec::with_capacity(rows.len());
     let mut relids = Vec::with_capacity(rows.len());
@@ -240,6 +315,16 @@ fn sources(tx: &mut postgres::Transaction<'_>, schema: &str) -> Result<(Vec<Sour
         sources.push(Source { table, query });
     }
     Ok((sources, relids, expected))
+}
+
+/// How a file of a snapshot opens.
+#[derive(Clone, Copy)]
+enum Opening {
+    /// The first file: of a whole snapshot, which starts the slave's stream; or of a copy of
+    /// tables, which follows the file with SQL checksum `previous`.
+    First { previous: Option<Checksum>, whole: bool },
+    /// A later file, following the one with this SQL checksum.
+    Next(Checksum),
 }
 
 /// One file of the snapshot being written. Its header must give the number of rows, known only
@@ -263,8 +348,12 @@ impl Chunk {
         config: &Config,
         xid: i64,
         exported_at: DateTime<Utc>,
-        previous: Option<Checksum>,
+        opening: Opening,
     ) -> Result<Self, Error> {
+        let previous = match opening {
+            Opening::First { previous, .. } => previous,
+            Opening::Next(previous) => Some(previous),
+        };
         let header = Header {
             format: FORMAT_VERSION,
             master: identity.system_identifier,
@@ -280,11 +369,15 @@ impl Chunk {
             Error::caused_by(Kind::Runtime, &format!("could not write in \"{}\"", directory.display()), e)
         })?;
         let out = Counting { inner: BufWriter::with_capacity(1 << 20, temporary), bytes: 0 };
-        let writer = if previous.is_none() {
-            let tables: Vec<Rc<Table>> = sources.iter().map(|s| Rc::clone(&s.table)).collect();
-            FileWriter::begin_snapshot(out, &header, &tables)?
-        } else {
-            FileWriter::begin(out, &header)?
+        let tables: Vec<Rc<Table>> = sources.iter().map(|s| Rc::clone(&s.table)).collect();
+        let writer = match opening {
+            Opening::First { whole: true, .. } => FileWriter::begin_snapshot(out, &header, &tables)?,
+            Opening::First { whole: false, .. } => {
+                let mut writer = FileWriter::begin(out, &header)?;
+                writer.snapshot_tables(&tables)?;
+                writer
+            }
+            Opening::Next(_) => FileWriter::begin(out, &header)?,
         };
         let assigned = Assigned { xid, number, assigned_at: exported_at, changes: 0, sequences: Vec::new() };
         Ok(Self { provisional: header.render().len(), assigned, header, writer })

@@ -20,7 +20,8 @@ use chrono::SecondsFormat;
 use dbmirror_spool::Header;
 use dbmirror_sql::{
     push_literal, quote_identifier, quote_literal, APPLY_SETTINGS, CANONICAL_SETTINGS, GUARD_FUNCTION,
-    OLD_VALUE_FUNCTION, ONE_ROW_FUNCTION, SEQUENCE_FUNCTION, SESSION_SETTINGS, START_FUNCTION,
+    OLD_VALUE_FUNCTION, ONE_ROW_FUNCTION, SEQUENCE_FUNCTION, SESSION_SETTINGS, SNAPSHOT_TABLES_FUNCTION,
+    START_FUNCTION,
 };
 
 /// Inserts in a row into one table from which on COPY is used instead of INSERT: below it,
@@ -31,6 +32,8 @@ pub const COPY_THRESHOLD: usize = 4;
 /// quoted once, here.
 #[derive(Debug)]
 pub struct Table {
+    /// The table's oid on the master, where known (0 otherwise).
+    pub relid: u32,
     /// Schema-qualified, quoted name.
     pub name: String,
     /// Quoted column names, in shape order.
@@ -51,6 +54,7 @@ impl Table {
         let name = format!("{}.{}", quote_identifier(schema), quote_identifier(table));
         let columns: Vec<String> = columns.iter().map(|c| quote_identifier(c)).collect();
         Self {
+            relid: 0,
             column_list: columns.join(", "),
             update_label: quote_literal(&format!("update of {name}")),
             delete_label: quote_literal(&format!("delete from {name}")),
@@ -94,6 +98,18 @@ pub enum Change<'a> {
     },
 }
 
+impl Change<'_> {
+    /// The table changed.
+    pub fn table(&self) -> &Table {
+        match self {
+            Change::Insert { table, .. }
+            | Change::Update { table, .. }
+            | Change::Delete { table, .. }
+            | Change::Truncate { table } => table,
+        }
+    }
+}
+
 /// A sequence position to mirror.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SequenceValue {
@@ -105,6 +121,17 @@ pub struct SequenceValue {
 /// The fields of a row in COPY's text format, for the held inserts of a short run.
 fn copy_fields(row: &str) -> io::Result<Values<'_>> {
     dbmirror_sql::copy_text::fields(row).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// `'slave', 'master', number, xid`: how the guard and the start of a stream name the file.
+fn file_identity(header: &Header) -> String {
+    format!(
+        "{}, {}, {}, {}",
+        quote_literal(&header.slave),
+        quote_literal(&header.master.to_string()),
+        header.number,
+        header.xid
+    )
 }
 
 /// A run of inserts into one table, held back until we know whether it is long enough for
@@ -135,11 +162,8 @@ impl<W: Write> FileWriter<W> {
         // and a file written again after a crash keeps it.
         writeln!(
             out,
-            "SELECT {GUARD_FUNCTION}({}, {}, {}, {}, {previous}, {});",
-            quote_literal(&header.slave),
-            quote_literal(&header.master.to_string()),
-            header.number,
-            header.xid,
+            "SELECT {GUARD_FUNCTION}({}, {previous}, {});",
+            file_identity(header),
             quote_literal(&header.exported_at.to_rfc3339_opts(SecondsFormat::Micros, true)),
         )?;
         Ok(Self { out, run: None, truncates: Vec::new(), line: Vec::new() })
@@ -152,15 +176,20 @@ impl<W: Write> FileWriter<W> {
         let names: Vec<String> = tables.iter().map(|t| quote_literal(&t.name)).collect();
         writeln!(
             out,
-            "SELECT {START_FUNCTION}({}, {}, {}, {}, {}, ARRAY[{}]);",
-            quote_literal(&header.slave),
-            quote_literal(&header.master.to_string()),
-            header.number,
-            header.xid,
+            "SELECT {START_FUNCTION}({}, {}, ARRAY[{}]);",
+            file_identity(header),
             quote_literal(&header.exported_at.to_rfc3339_opts(SecondsFormat::Micros, true)),
             names.join(", "),
         )?;
         Ok(Self { out, run: None, truncates: Vec::new(), line: Vec::new() })
+    }
+
+    /// Prepares the tables that a copy fills, in a running slave's stream (the first file of a
+    /// whole snapshot does it in [`FileWriter::begin_snapshot`]).
+    pub fn snapshot_tables(&mut self, tables: &[Rc<Table>]) -> io::Result<()> {
+        self.flush_pending()?;
+        let names: Vec<String> = tables.iter().map(|t| quote_literal(&t.name)).collect();
+        writeln!(self.out, "SELECT {SNAPSHOT_TABLES_FUNCTION}(ARRAY[{}]);", names.join(", "))
     }
 
     /// The header, the session settings, BEGIN and the transaction's settings.
@@ -621,6 +650,15 @@ mod tests {
         writer.change(Change::Insert { table: identity.clone(), row: "1\tx" }).unwrap();
         let text = String::from_utf8(writer.finish(&sequences).unwrap()).unwrap();
         assert!(text.contains("SELECT dbmirror.start_stream('o''brien', '7', 2, 900, "), "{text}");
+        assert!(check_file(&text) > 5);
+        // The first file of a copy of tables added to a running slave.
+        let mut writer = FileWriter::begin(Vec::new(), &header()).unwrap();
+        writer.snapshot_tables(&[t.clone()]).unwrap();
+        for row in ["1\ta\t1", "2\tb\t2", "3\tc\t3", "4\td\t4", "5\te\t5"] {
+            writer.change(Change::Insert { table: t.clone(), row }).unwrap();
+        }
+        let text = String::from_utf8(writer.finish(&[]).unwrap()).unwrap();
+        assert!(text.contains("SELECT dbmirror.snapshot_tables(ARRAY['\"public\".\"My \"\"T\"\"\"']);"), "{text}");
         assert!(check_file(&text) > 5);
     }
 

@@ -62,6 +62,12 @@ pub fn show(config: &Config, json: bool) -> Result<(), Error> {
         (None, false) => println!("started from:          its registration (no snapshot)"),
     }
     println!("last file number:      {}", status.master.last_number);
+    if !status.master.awaiting_copy.is_empty() {
+        println!(
+            "awaiting a copy:       {} (left out of the files until dbmirror-export snapshot --table)",
+            status.master.awaiting_copy.join(", ")
+        );
+    }
     println!("assigned, not written: {}", status.master.unwritten);
     println!(
         "waiting:               {} transactions, {} changes",

@@ -9,6 +9,8 @@
 //! local     := SET LOCAL name = 'value' ;        -- only the canonical and apply settings
 //! guard     := SELECT dbmirror.guard('text', 'text', int, int, 'text' | NULL [, 'text']) ;
 //!                                   -- the export time; files written before it was added lack it
+//!            | SELECT dbmirror.start_stream('text', 'text', int, int, 'text', ARRAY['table', ...]) ;
+//!                                   -- the first file of a snapshot
 //! change    := INSERT INTO table (column, ...) OVERRIDING SYSTEM VALUE VALUES (value, ...) ;
 //!            | COPY table (column, ...) FROM STDIN ;
 //!            | WITH m AS (UPDATE ONLY table SET column = value, ... WHERE key old* RETURNING 1)
@@ -16,6 +18,7 @@
 //!            | WITH m AS (DELETE FROM ONLY table WHERE key old* RETURNING 1)
 //!                SELECT dbmirror.one_row(count(*), 'text') FROM m ;
 //!            | TRUNCATE ONLY table [, ONLY table] ... ;
+//!            | SELECT dbmirror.snapshot_tables(ARRAY['table', ...]) ;
 //! sequence  := SELECT dbmirror.advance_sequence('schema.sequence', int, true) ;
 //! key       := column = value AND ...
 //! old       := AND dbmirror.old_value(column, value)
@@ -32,7 +35,7 @@
 
 use dbmirror_sql::{
     APPLY_SETTINGS, CANONICAL_SETTINGS, GUARD_FUNCTION, OLD_VALUE_FUNCTION, ONE_ROW_FUNCTION, SEQUENCE_FUNCTION,
-    SESSION_SETTINGS, START_FUNCTION,
+    SESSION_SETTINGS, SNAPSHOT_TABLES_FUNCTION, START_FUNCTION,
 };
 
 /// Schemas a file may never touch.
@@ -224,6 +227,29 @@ impl Parser {
         }
     }
 
+    /// `('slave', 'master', number, xid, `: how the guard and the start of a stream begin.
+    fn file_identity(&mut self) -> Result<(), String> {
+        self.punct('(')?;
+        self.text()?;
+        self.punct(',')?;
+        self.text()?;
+        self.punct(',')?;
+        self.int()?;
+        self.punct(',')?;
+        self.int()?;
+        self.punct(',')
+    }
+
+    /// `ARRAY['"schema"."table"', ...]`, outside the forbidden schemas.
+    fn tables(&mut self) -> Result<(), String> {
+        self.word("ARRAY")?;
+        self.punct('[')?;
+        for name in self.list(Parser::text)? {
+            allowed_schema(&name_schema(&name, "table")?)?;
+        }
+        self.punct(']')
+    }
+
     /// An optional `ONLY`.
     fn only(&mut self) {
         if self.is_word("ONLY") {
@@ -387,38 +413,17 @@ impl Checker {
                 // names the tables it fills.
                 p.next();
                 p.function(START_FUNCTION)?;
-                p.punct('(')?;
+                p.file_identity()?;
                 p.text()?;
                 p.punct(',')?;
-                p.text()?;
-                p.punct(',')?;
-                p.int()?;
-                p.punct(',')?;
-                p.int()?;
-                p.punct(',')?;
-                p.text()?;
-                p.punct(',')?;
-                p.word("ARRAY")?;
-                p.punct('[')?;
-                for name in p.list(Parser::text)? {
-                    allowed_schema(&name_schema(&name, "table")?)?;
-                }
-                p.punct(']')?;
+                p.tables()?;
                 p.punct(')')?;
                 (Stage::Changes, Kind::Other)
             }
             (Stage::Settings, "SELECT") => {
                 p.next();
                 p.function(GUARD_FUNCTION)?;
-                p.punct('(')?;
-                p.text()?;
-                p.punct(',')?;
-                p.text()?;
-                p.punct(',')?;
-                p.int()?;
-                p.punct(',')?;
-                p.int()?;
-                p.punct(',')?;
+                p.file_identity()?;
                 p.value()?;
                 if p.is_punct(',') {
                     p.next();
@@ -505,6 +510,15 @@ impl Checker {
                     p.only();
                     p.table()
                 })?;
+                (Stage::Changes, Kind::Other)
+            }
+            (Stage::Changes, "SELECT") if p.tokens.get(3) == Some(&Token::Word("snapshot_tables".into())) => {
+                // A copy of tables added to a running slave prepares them first.
+                p.next();
+                p.function(SNAPSHOT_TABLES_FUNCTION)?;
+                p.punct('(')?;
+                p.tables()?;
+                p.punct(')')?;
                 (Stage::Changes, Kind::Other)
             }
             (Stage::Changes | Stage::Sequences, "SELECT") => {

@@ -35,6 +35,10 @@ pub const GUARD_SIGNATURE: &str = "dbmirror.guard(text, text, bigint, bigint, te
 /// the first file of a snapshot; the slave follows the master from that file on, into empty
 /// tables (or emptied ones, with [`REPLACE_SETTING`] on).
 pub const START_FUNCTION: &str = "dbmirror.start_stream";
+/// `snapshot_tables(tables)`: prepares the tables a snapshot fills (empty, or emptied with
+/// [`REPLACE_SETTING`] on); after the guard in the first file of a copy of tables added to a
+/// running slave.
+pub const SNAPSHOT_TABLES_FUNCTION: &str = "dbmirror.snapshot_tables";
 /// The session setting that lets a snapshot replace the rows of non-empty tables.
 pub const REPLACE_SETTING: &str = "dbmirror.replace";
 /// `one_row(count, what)`: fails a file when an UPDATE or DELETE did not find exactly one row.
@@ -97,6 +101,7 @@ mod tests {
             APPLIED_FILE_TABLE,
             GUARD_FUNCTION,
             START_FUNCTION,
+            SNAPSHOT_TABLES_FUNCTION,
             ONE_ROW_FUNCTION,
             OLD_VALUE_FUNCTION,
             SEQUENCE_FUNCTION,

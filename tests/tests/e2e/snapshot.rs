@@ -271,3 +271,97 @@ fn one_channel_feeds_any_number_of_identical_slaves() {
     let status = ok(export_command(&export, &["status"]).output().unwrap(), "dbmirror-export status");
     assert!(String::from_utf8_lossy(&status.stdout).contains("channel"), "{}", describe(&status));
 }
+
+/// A table added to a running slave takes its rows from a copy of its own, which enters the
+/// stream where its snapshot was taken, while the table and the others are written; another
+/// slave of the master leaves the table out until it gets a copy of its own, and streams
+/// everything else meanwhile.
+#[test]
+fn a_table_added_later_enters_the_stream_at_its_copy() {
+    let (master, slave) = master_and_slave("added");
+    let other = Cluster::start("added-other");
+    pgbench_schema(&other);
+    let by_hand = Cluster::start("added-by-hand");
+    pgbench_schema(&by_hand);
+    by_hand.slave_setup();
+    let work = Workdir::new("snapshot-added");
+    let (outbox, inbound) = (work.dir("outbox"), work.dir("inbound"));
+    let export = export_config(&work, &master, SLAVE, &outbox, "");
+    let apply_conf = apply_config(&work, &slave, SLAVE, &inbound, "");
+    ok(apply(&apply_conf, &["init"]), "dbmirror-apply init");
+    let other_work = Workdir::new("snapshot-added-other");
+    let (other_outbox, other_inbound) = (other_work.dir("outbox"), other_work.dir("inbound"));
+    let other_export = export_config(&other_work, &master, "other", &other_outbox, "");
+    let other_apply = apply_config(&other_work, &other, "other", &other_inbound, "");
+    ok(apply(&other_apply, &["init"]), "dbmirror-apply init");
+    ok(snapshot(&export), "dbmirror-export snapshot");
+    ok(snapshot(&other_export), "dbmirror-export snapshot");
+
+    let extra = "CREATE TABLE extra (id bigint PRIMARY KEY, v text)";
+    master.execute(&format!("{extra}; INSERT INTO extra SELECT g, 'v' || g FROM generate_series(1, 20000) g"));
+    for cluster in [&slave, &other, &by_hand] {
+        cluster.execute(extra);
+    }
+    // pgbench on its tables, and a writer on the new table, while the copy is taken.
+    let mut load = pgbench(&master);
+    load.args(["-n", "-c", "2", "-T", "6", "-R", "200"]);
+    let load = std::thread::spawn(move || load.output().expect("pgbench runs"));
+    let conninfo = master.conninfo();
+    let writer = std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&conninfo, postgres::NoTls).expect("the master accepts");
+        let started = std::time::Instant::now();
+        let mut i = 0i64;
+        while started.elapsed() < Duration::from_secs(5) {
+            i += 1;
+            client
+                .batch_execute(&format!(
+                    "BEGIN; UPDATE extra SET v = v || 'x' WHERE id = {}; INSERT INTO extra VALUES ({}, 'new'); \
+                     DELETE FROM extra WHERE id = {}; COMMIT;",
+                    i * 7 % 20000 + 1,
+                    100000 + i,
+                    i * 13 % 20000 + 1
+                ))
+                .expect("the writer's transaction commits");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        i
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    ok(
+        export_command(&export, &["snapshot", "--file-size", "100000", "--table", "public.extra"]).output().unwrap(),
+        "dbmirror-export snapshot --table public.extra",
+    );
+    assert!(writer.join().expect("the writer ends") > 10);
+    let load = load.join().expect("pgbench ends");
+    assert!(load.status.success(), "pgbench failed:\n{}", describe(&load));
+    ok(export_command(&export, &["once"]).output().unwrap(), "dbmirror-export once");
+    ok(export_command(&other_export, &["once"]).output().unwrap(), "dbmirror-export once (the other slave)");
+
+    transfer(&outbox, &inbound);
+    ok(apply(&apply_conf, &["once"]), "dbmirror-apply once");
+    replay_from(&by_hand, &outbox, 1);
+    let all: Vec<&str> = TABLES.iter().copied().chain(["extra"]).collect();
+    assert_tables_equal(&master, &slave, &all);
+    assert_tables_equal(&master, &by_hand, &all);
+
+    // The other slave has everything but the new table, which awaits its copy.
+    transfer(&other_outbox, &other_inbound);
+    ok(apply(&other_apply, &["once"]), "dbmirror-apply once (the other slave)");
+    assert_tables_equal(&master, &other, TABLES);
+    assert_eq!(other.query_value("SELECT count(*)::text FROM extra"), "0");
+    let status = ok(export_command(&other_export, &["status"]).output().unwrap(), "dbmirror-export status");
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("awaiting a copy:       public.extra"),
+        "{}",
+        describe(&status)
+    );
+    ok(
+        export_command(&other_export, &["snapshot", "--table", "extra"]).output().unwrap(),
+        "dbmirror-export snapshot --table extra (the other slave)",
+    );
+    master.execute("UPDATE extra SET v = 'after' WHERE id <= 10");
+    ok(export_command(&other_export, &["once"]).output().unwrap(), "dbmirror-export once (the other slave)");
+    transfer(&other_outbox, &other_inbound);
+    ok(apply(&other_apply, &["once"]), "dbmirror-apply once (the other slave)");
+    assert_tables_equal(&master, &other, &all);
+}

@@ -50,6 +50,8 @@ pub enum Output {
 pub struct Config {
     pub slave_name: String,
     pub master: postgres::Config,
+    /// `master` as written, for PostgreSQL's own client programs (pg_dump).
+    pub master_conninfo: String,
     pub output: Output,
     pub sleep_interval: Duration,
     pub alert_command: Option<String>,
@@ -119,6 +121,7 @@ impl Config {
         Ok(Self {
             slave_name: raw.slave_name,
             master,
+            master_conninfo: raw.master.clone(),
             output,
             sleep_interval: configuration::seconds(
                 "sleep_interval",

@@ -60,6 +60,10 @@ enum Command {
         /// from the copy on, and the table is mirrored first if it is not yet
         #[arg(long, value_name = "TABLE")]
         table: Vec<String>,
+        /// Also write the DDL of the tables copied into FILE, with pg_dump --schema-only (the
+        /// capture triggers left out), for psql -f on the slave before the snapshot's files
+        #[arg(long, value_name = "FILE")]
+        schema_file: Option<PathBuf>,
     },
     /// Purge captured changes that every slave has been sent (the seed's clean_pending.pl)
     Clean,
@@ -136,8 +140,8 @@ fn run(cli: Cli, alert_command: &mut Option<String>) -> Result<(), Error> {
             };
             export::run(&config, &stop, &alert_each)
         }
-        Command::Snapshot { file_size, table } => {
-            snapshot::snapshot(&config, file_size, &table, &stop)?;
+        Command::Snapshot { file_size, table, schema_file } => {
+            snapshot::snapshot(&config, file_size, &table, schema_file.as_deref(), &stop)?;
             Ok(())
         }
         Command::Clean => {

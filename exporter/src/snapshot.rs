@@ -59,7 +59,13 @@ struct Source {
 /// Writes a snapshot of every mirrored table for the configured slave into its outbox, files
 /// of about `file_size` bytes of SQL each; or, with `tables`, a copy of those tables for the
 /// running slave, which then takes their changes from the copy's snapshot on.
-pub fn snapshot(config: &Config, file_size: u64, tables: &[String], stop: &AtomicBool) -> Result<(), Error> {
+pub fn snapshot(
+    config: &Config,
+    file_size: u64,
+    tables: &[String],
+    schema_file: Option<&std::path::Path>,
+    stop: &AtomicBool,
+) -> Result<(), Error> {
     let Output::Files { directory, compress, signing_key } = &config.output else {
         return Err(Error::config("snapshot writes files: it needs transaction_file_directory, not slave").with_hint(
             "A slave fed in direct mode can start from a pg_dump of the master taken before its registration.",
@@ -134,6 +140,9 @@ pub fn snapshot(config: &Config, file_size: u64, tables: &[String], stop: &Atomi
     if sources.is_empty() {
         return Err(Error::new(Kind::NotPrepared, "no table is mirrored: the snapshot would be empty")
             .with_hint("Mirror the tables first: SELECT dbmirror_mirror_table('TABLE');"));
+    }
+    if let Some(path) = schema_file {
+        write_schema(config, &sources, path)?;
     }
     let sequences: Vec<SequenceValue> = {
         let mut all: Vec<SequenceValue> =
@@ -265,6 +274,43 @@ pub fn snapshot(config: &Config, file_size: u64, tables: &[String], stop: &Atomi
         bytes as f64 / 1e6,
         started.elapsed().as_secs_f64()
     ));
+    Ok(())
+}
+
+/// Writes the DDL of the tables `sources` copies into `path`, as `pg_dump --schema-only` gives
+/// it, with every trigger that calls `recordchange()` left out: the slave has no capture. The
+/// tables' dependencies (types, sequences owned elsewhere, referenced tables) are the
+/// operator's to bring along.
+fn write_schema(config: &Config, sources: &[Source], path: &std::path::Path) -> Result<(), Error> {
+    let mut command = std::process::Command::new("pg_dump");
+    command.args(["--schema-only", "--no-owner", "--no-privileges", "--dbname"]).arg(&config.master_conninfo);
+    for source in sources {
+        command.arg("--table").arg(&source.table.name);
+    }
+    let output = command.output().map_err(|e| {
+        Error::caused_by(Kind::Config, "could not run pg_dump for --schema-file", e).with_hint(
+            "Install PostgreSQL's client programs (pg_dump) on the exporter's machine, or leave out --schema-file.",
+        )
+    })?;
+    if !output.status.success() {
+        return Err(Error::runtime(format!(
+            "pg_dump --schema-only failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        if line.starts_with("CREATE TRIGGER ") && line.contains("recordchange(") {
+            out.push_str("-- left out by dbmirror-export: ");
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    std::fs::write(path, out)
+        .map_err(|e| Error::caused_by(Kind::Runtime, &format!("could not write \"{}\"", path.display()), e))?;
+    log::info(&format!("wrote the DDL of {} tables to \"{}\"", sources.len(), path.display()));
     Ok(())
 }
 

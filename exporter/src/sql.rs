@@ -653,7 +653,7 @@ mod tests {
         assert!(check_file(&text) > 5);
         // The first file of a copy of tables added to a running slave.
         let mut writer = FileWriter::begin(Vec::new(), &header()).unwrap();
-        writer.snapshot_tables(&[t.clone()]).unwrap();
+        writer.snapshot_tables(std::slice::from_ref(&t)).unwrap();
         for row in ["1\ta\t1", "2\tb\t2", "3\tc\t3", "4\td\t4", "5\te\t5"] {
             writer.change(Change::Insert { table: t.clone(), row }).unwrap();
         }

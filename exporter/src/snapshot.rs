@@ -300,9 +300,22 @@ fn write_schema(config: &Config, sources: &[Source], path: &std::path::Path) -> 
         )));
     }
     let text = String::from_utf8_lossy(&output.stdout);
+    // pg_dump writes each trigger on one line, `CREATE TRIGGER name ...`, and its firing mode
+    // as `ALTER TABLE table ENABLE ALWAYS TRIGGER name;`: both go.
     let mut out = String::with_capacity(text.len());
+    let mut capture: Vec<(String, String)> = Vec::new();
     for line in text.lines() {
-        if line.starts_with("CREATE TRIGGER ") && line.contains("recordchange(") {
+        let leave_out = if line.starts_with("CREATE TRIGGER ") && line.contains("recordchange(") {
+            let name = line["CREATE TRIGGER ".len()..].split(' ').next().unwrap_or_default();
+            let table = line.split(" ON ").nth(1).and_then(|rest| rest.split(' ').next()).unwrap_or_default();
+            capture.push((table.to_string(), name.to_string()));
+            true
+        } else {
+            capture.iter().any(|(table, name)| {
+                line.starts_with(&format!("ALTER TABLE {table} ")) && line.ends_with(&format!(" TRIGGER {name};"))
+            })
+        };
+        if leave_out {
             out.push_str("-- left out by dbmirror-export: ");
         }
         out.push_str(line);

@@ -30,7 +30,10 @@ GRANT USAGE ON SCHEMA dbmirror TO :"role";
 GRANT SELECT, INSERT, UPDATE ON dbmirror.slave_state, dbmirror.applied_file TO :"role";
 GRANT EXECUTE ON FUNCTION dbmirror.guard(text, text, bigint, bigint, text, timestamptz),
                           dbmirror.guard(text, text, bigint, bigint, text),
+                          dbmirror.start_stream(text, text, bigint, bigint, timestamptz, text[]),
+                          dbmirror.snapshot_tables(text[]),
                           dbmirror.one_row(bigint, text),
+                          dbmirror.old_value(anyelement, text),
                           dbmirror.advance_sequence(regclass, bigint, boolean) TO :"role";
 GRANT SET ON PARAMETER session_replication_role TO :"role";
 

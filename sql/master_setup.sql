@@ -42,7 +42,9 @@ CREATE TABLE dbmirror_MirrorHost (
     snapshot        pg_snapshot,
     -- A snapshot for this slave was started and has not been recorded yet: nothing is
     -- exported to it until `dbmirror-export snapshot` finishes.
-    seeding         boolean NOT NULL DEFAULT false
+    seeding         boolean NOT NULL DEFAULT false,
+    -- The same for a copy of some tables (`dbmirror-export snapshot --table`).
+    copying         boolean NOT NULL DEFAULT false
 );
 
 -- One row per master transaction that captured changes, written by the capture extension
@@ -249,7 +251,7 @@ BEGIN
     DELETE FROM @extschema@.dbmirror_SlaveTable;
     UPDATE @extschema@.dbmirror_MirrorHost
        SET system_identifier = @extschema@.dbmirror_system_identifier(),
-           last_number = 0, last_sha256 = NULL, xid_horizon = 0, snapshot = NULL, seeding = false;
+           last_sha256 = NULL, xid_horizon = 0, snapshot = NULL, seeding = false, copying = false;
 END
 $fn$;
 

@@ -186,10 +186,13 @@ BEGIN
     ON CONFLICT (slave_name) DO UPDATE
        SET master = excluded.master, last_number = excluded.last_number, last_xid = excluded.last_xid,
            applied_at = excluded.applied_at, last_sha256 = NULL;
-    -- The history of the stream this one replaces describes files of another life.
-    DELETE FROM dbmirror.applied_file a WHERE a.slave_name = start_stream.slave;
+    -- The history of the stream this one replaces stays: its numbers are below this one (the
+    -- exporter never numbers a snapshot at or below a number its outbox has seen), and a row
+    -- left under a number of this stream describes a file of another life.
     INSERT INTO dbmirror.applied_file (slave_name, number, xid, exported_at, sha256, applied_at)
-    VALUES (slave, number, xid, exported_at, NULL, pg_catalog.clock_timestamp());
+    VALUES (slave, number, xid, exported_at, NULL, pg_catalog.clock_timestamp())
+    ON CONFLICT ON CONSTRAINT applied_file_pkey DO UPDATE
+       SET xid = excluded.xid, exported_at = excluded.exported_at, sha256 = NULL, applied_at = excluded.applied_at;
 END
 $fn$;
 

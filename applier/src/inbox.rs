@@ -476,7 +476,12 @@ impl<'a> Inbox<'a> {
                 return false;
             };
             let path = self.config.spool.join(entry.file.file_name());
-            path.is_file() && starts_stream(&path, &entry.file)
+            // Only a file that is complete and intact is looked into.
+            let intact = fs::File::open(&path)
+                .ok()
+                .and_then(|file| sha256_of(file).ok())
+                .is_some_and(|(stored, _)| stored == entry.checksum);
+            intact && starts_stream(&path, &entry.file)
         })
     }
 
@@ -571,9 +576,14 @@ fn starts_stream(path: &Path, name: &TransactionFileName) -> bool {
         return false;
     }
     let start = format!("SELECT {}(", dbmirror_sql::START_FUNCTION);
-    // The guard's place is within the first lines after the header: ON_ERROR_STOP, the
-    // session settings, BEGIN and the transaction's settings.
-    reader.lines().take(32).map_while(Result::ok).any(|line| line.starts_with(&start))
+    // The guard's place is the first statement after ON_ERROR_STOP, the session settings,
+    // BEGIN and the transaction's settings; nothing later (a row's text, say) counts.
+    reader
+        .lines()
+        .take(64)
+        .map_while(Result::ok)
+        .find(|line| !(line.starts_with("\\set ") || line.starts_with("SET ") || line == "BEGIN;"))
+        .is_some_and(|line| line.starts_with(&start))
 }
 
 /// Moves `path` into `dir` (created if need be), under its own name or, if that is taken, with

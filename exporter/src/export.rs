@@ -245,6 +245,14 @@ pub(crate) struct Files<'a> {
 }
 
 impl<'a> Files<'a> {
+    /// Waits until every file written so far is durable (under its temporary name).
+    pub(crate) fn make_durable(&mut self) -> Result<(), Error> {
+        if let Some(syncer) = self.syncer.take() {
+            syncer.finish()?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn new(directory: &'a Path, compress: bool, signing_key: Option<&'a SigningKey>) -> Self {
         Self { directory, compress, signing_key, entries: Vec::new(), staged: Vec::new(), syncer: None }
     }

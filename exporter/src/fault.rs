@@ -11,7 +11,8 @@
 //! * `DBMIRROR_EXPORT_CRASH_AT=POINT` aborts the process at that point, as abruptly as
 //!   `kill -9`: no destructors, no flushing, no cleanup. Points are named after the step they
 //!   follow or precede in [`crate::export`]: `after-assign`, `before-rename`, `after-rename`,
-//!   `after-manifest`, `before-mark-written`.
+//!   `after-manifest`, `before-mark-written`; and in [`crate::snapshot`]:
+//!   `snapshot-before-state`, `snapshot-before-publish`, `snapshot-before-commit`.
 //! * `DBMIRROR_EXPORT_DISK_FULL_AFTER=BYTES` makes transaction-file writes fail as on a full
 //!   disk ("No space left on device") once that many bytes have been written, for the disk-full
 //!   test on machines where no small file system can be mounted.

@@ -63,8 +63,10 @@ pub struct SlaveRow {
     pub last_sha256: Option<Checksum>,
     /// Numbers assigned but not yet recorded as written.
     pub unwritten: i64,
-    /// A snapshot (or a copy of tables) for the slave was started and not recorded.
+    /// A snapshot for the slave was started and not recorded.
     pub seeding: bool,
+    /// A copy of some tables for the slave was started and not recorded.
+    pub copying: bool,
 }
 
 impl SlaveRow {
@@ -75,6 +77,13 @@ impl SlaveRow {
 
     /// Fails while a snapshot for the slave is unfinished: nothing may be exported to it then.
     pub fn check_not_seeding(&self, slave: &str) -> Result<(), Error> {
+        if self.copying && !self.seeding {
+            return Err(Error::new(
+                Kind::NotPrepared,
+                format!("slave \"{slave}\" awaits a copy of tables: one was started and did not finish"),
+            )
+            .with_hint("Run the same dbmirror-export snapshot --table for this slave again; it starts over cleanly."));
+        }
         if self.seeding {
             return Err(Error::new(
                 Kind::NotPrepared,
@@ -200,7 +209,7 @@ impl Master {
     pub fn slave_row(&mut self) -> Result<SlaveRow, Error> {
         let query = format!(
             "SELECT h.last_number, h.last_sha256, h.system_identifier, \
-                    (SELECT count(*) FROM {} m WHERE m.SlaveName = h.SlaveName AND m.sha256 IS NULL), h.seeding \
+                    (SELECT count(*) FROM {} m WHERE m.SlaveName = h.SlaveName AND m.sha256 IS NULL), h.seeding, h.copying \
                FROM {} h WHERE h.SlaveName = $1",
             self.table("dbmirror_MirroredTransaction"),
             self.table("dbmirror_MirrorHost")
@@ -231,12 +240,13 @@ impl Master {
             )
             .with_hint(
                 "The master was restored from a dump into a new cluster, or upgraded with pg_upgrade: its slaves follow the old cluster \
-                 and cannot continue from here. Start a new stream with SELECT dbmirror_reset(); on the master, and seed every slave again \
-                 from it (docs/exporter.md, \"A restored master\").",
+                 and cannot continue from here. Seed each slave again from this master with dbmirror-export snapshot (applied with \
+                 dbmirror-apply --replace), or start a new stream for every slave at once with SELECT dbmirror_reset(); and seed them \
+                 after (docs/exporter.md, \"A restored master\").",
             ));
         }
         let unwritten: i64 = row.get(3);
-        Ok(SlaveRow { last_number: row.get(0), last_sha256: sha, unwritten, seeding: row.get(4) })
+        Ok(SlaveRow { last_number: row.get(0), last_sha256: sha, unwritten, seeding: row.get(4), copying: row.get(5) })
     }
 
     /// The slave's tables that come from a copy of their own.
@@ -260,6 +270,9 @@ impl Master {
             .with_hint("Run dbmirror-export once first, then the copy."));
         }
         let mut tx = self.client.transaction()?;
+        // Against a slave registered meanwhile (begin_seeding): it either is in the list of
+        // slaves that await the new tables, or its snapshot sees them mirrored.
+        tx.batch_execute(&format!("LOCK TABLE {schema}.dbmirror_MirrorHost IN SHARE ROW EXCLUSIVE MODE"))?;
         let mut relids = Vec::with_capacity(tables.len());
         for table in tables {
             let relid: Option<u32> = tx.query_one("SELECT pg_catalog.to_regclass($1)::oid", &[table])?.get(0);
@@ -296,7 +309,7 @@ impl Master {
         }
         let first = row.last_number.max(seen) + 1;
         tx.execute(
-            &format!("UPDATE {schema}.dbmirror_MirrorHost SET seeding = true, last_number = $2 WHERE SlaveName = $1"),
+            &format!("UPDATE {schema}.dbmirror_MirrorHost SET copying = true, last_number = $2 WHERE SlaveName = $1"),
             &[&self.slave, &(first - 1)],
         )?;
         tx.commit()?;
@@ -313,10 +326,11 @@ impl Master {
     pub fn begin_seeding(&mut self, seen: i64) -> Result<i64, Error> {
         let schema = self.schema.clone();
         let mut tx = self.client.transaction()?;
+        tx.batch_execute(&format!("LOCK TABLE {schema}.dbmirror_MirrorHost IN SHARE ROW EXCLUSIVE MODE"))?;
         let row = tx.query_one(
             &format!(
                 "INSERT INTO {schema}.dbmirror_MirrorHost AS h (SlaveName, seeding) VALUES ($1, true) \
-                 ON CONFLICT (SlaveName) DO UPDATE SET seeding = true \
+                 ON CONFLICT (SlaveName) DO UPDATE SET seeding = true, copying = false \
                  RETURNING h.last_number, h.system_identifier"
             ),
             &[&self.slave],
@@ -591,7 +605,7 @@ impl Master {
     pub fn status(&mut self) -> Result<MasterStatus, Error> {
         let s = self.schema.clone();
         let host = self.client.query_opt(
-            &format!("SELECT last_number, seeding, snapshot::text FROM {s}.dbmirror_MirrorHost WHERE SlaveName = $1"),
+            &format!("SELECT last_number, seeding OR copying, snapshot::text FROM {s}.dbmirror_MirrorHost WHERE SlaveName = $1"),
             &[&self.slave],
         )?;
         let Some(host) = host else {

@@ -75,8 +75,8 @@ pub fn check(
     let path = directory.join(EXPORT_STATE_FILE);
     let hint = "The master's database was probably restored from an older copy, or the outbox belongs to another stream. \
                 Files the slave may have applied would get other contents under the same numbers, so nothing is written. \
-                If the master must go on from here, start a new stream with SELECT dbmirror_reset(); on it, seed the slaves again, \
-                and empty this outbox (its state file too) once its files are carried.";
+                If the master must go on from here, seed the slave again from it with dbmirror-export snapshot (its files are numbered \
+                after everything this outbox has seen; apply them with dbmirror-apply --replace), and keep this outbox and its state file.";
     if state.slave != slave
         || state.master != identity.system_identifier.to_string()
         || state.database != identity.database

@@ -107,26 +107,52 @@ pub fn snapshot(
         // The slave's stream goes on: it must be this master's, as for `once` (unless a copy
         // that did not finish left the outbox ahead of the master).
         let stream = master.slave_row()?;
-        if !stream.seeding {
+        if stream.seeding {
+            // What did not finish was a whole snapshot: a copy of some tables cannot replace it.
+            return Err(Error::new(
+                Kind::NotPrepared,
+                format!("slave \"{}\" awaits its snapshot: one was started and did not finish", config.slave_name),
+            )
+            .with_hint("Run dbmirror-export snapshot without --table for this slave; it starts over cleanly."));
+        }
+        if !stream.copying {
             outbox::check(directory, &master.identity, &config.slave_name, stream.last_number, stream.last_written())?;
         }
-        Some(master.begin_table_copy(tables, seen)?)
+        // The copy continues the stream, so its numbers must follow the last file the slave
+        // may have: the master's, or one a copy that did not finish published. Numbers that
+        // such a copy only wrote into the state file were never seen by a slave.
+        let (relids, first) = master.begin_table_copy(tables, in_outbox)?;
+        let previous = if first - 1 > stream.last_number {
+            Some(published_sha(directory, first - 1)?)
+        } else {
+            stream.last_sha256
+        };
+        Some((relids, first, previous))
     };
     let first = match &copy_of {
-        Some((_, first)) => *first,
+        Some((_, first, _)) => *first,
         None => master.begin_seeding(seen)?,
     };
-    if seen >= first {
-        return Err(Error::runtime(format!("snapshot numbering went wrong: {first} after {seen}")));
-    }
-    if state.as_ref().is_some_and(|s| s.number > 0 && s.number == first - 1 && in_outbox < first) {
-        log::info(&format!("the snapshot continues the outbox's stream at file {first}"));
+    let only = copy_of.as_ref().map(|(relids, _, _)| relids.clone());
+    let schema = master.schema().to_string();
+    let locked = table_names(master.client(), &schema, only.as_deref())?;
+    // Never a number a file in the outbox has; a whole snapshot not even one the state file saw.
+    let floor = if copy_of.is_some() { in_outbox } else { seen };
+    if floor >= first {
+        return Err(Error::runtime(format!("snapshot numbering went wrong: {first} after {floor}")));
     }
 
-    let schema = master.schema().to_string();
     let identity = master.identity.clone();
     let client = master.client();
     let mut tx = client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).start()?;
+    // Rows hidden by row-level security would be missing from the copy: fail instead, as
+    // pg_dump does. The tables are locked before the snapshot is taken (LOCK takes none), so
+    // that no table can be rewritten under it (a rewrite gives every row an xid the snapshot
+    // cannot see, and the table would look empty); then the snapshot is taken.
+    tx.batch_execute("SET LOCAL row_security = off")?;
+    if !locked.is_empty() {
+        tx.batch_execute(&format!("LOCK TABLE {} IN ACCESS SHARE MODE", locked.join(", ")))?;
+    }
     let row = tx.query_one(
         "SELECT pg_catalog.pg_current_snapshot()::text, \
                 pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())::text::bigint, \
@@ -135,8 +161,13 @@ pub fn snapshot(
     )?;
     let (visible, xmin, xid, now): (String, i64, i64, DateTime<Utc>) = (row.get(0), row.get(1), row.get(2), row.get(3));
     let exported_at = DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
-    let only = copy_of.as_ref().map(|(relids, _)| relids.as_slice());
-    let (sources, relids, expected_rows) = sources(&mut tx, &schema, only)?;
+    let (sources, relids, expected_rows) = sources(&mut tx, &schema, only.as_deref())?;
+    // A table mirrored between the list above and the snapshot is locked only now.
+    let late: Vec<&str> =
+        sources.iter().map(|s| s.table.name.as_str()).filter(|name| !locked.iter().any(|l| l == name)).collect();
+    if !late.is_empty() {
+        tx.batch_execute(&format!("LOCK TABLE {} IN ACCESS SHARE MODE", late.join(", ")))?;
+    }
     if sources.is_empty() {
         return Err(Error::new(Kind::NotPrepared, "no table is mirrored: the snapshot would be empty")
             .with_hint("Mirror the tables first: SELECT dbmirror_mirror_table('TABLE');"));
@@ -157,17 +188,8 @@ pub fn snapshot(
         sources.len()
     ));
 
-    // A copy for a running slave continues its stream: its first file follows the last one
-    // written, which the outbox's state names when it is ahead of the master (a copy that did
-    // not finish published its files).
-    let previous = match (&copy_of, &state) {
-        (None, _) => None,
-        (Some(_), Some(state)) if state.number == first - 1 => Some(
-            Checksum::parse(&state.sql_sha256)
-                .map_err(|_| Error::runtime("the outbox's state file holds no sha256"))?,
-        ),
-        (Some(_), _) => master_last_sha(&mut tx, &schema, &config.slave_name)?,
-    };
+    // A copy for a running slave continues its stream: its first file follows the last one.
+    let previous = copy_of.as_ref().and_then(|(_, _, previous)| *previous);
     let mut files = Files::new(directory, *compress, signing_key.as_deref());
     let mut chunk = Chunk::new(
         directory,
@@ -213,8 +235,9 @@ pub fn snapshot(
     progress.finish();
     let (last, last_sha) = *written.last().expect("a snapshot has at least one file");
 
-    // The state file first, then the files: a number the outbox ever showed is never used
-    // again, even if the master does not record this snapshot.
+    // The files durable, then the state file, then the files in place: a number the outbox
+    // ever showed is never used again, even if the master does not record this snapshot.
+    files.make_durable()?;
     fault::point("snapshot-before-state");
     outbox::record(
         directory,
@@ -246,10 +269,10 @@ pub fn snapshot(
                 &[&config.slave_name],
             )?;
         }
-        Some((relids, _)) => {
+        Some((relids, _, _)) => {
             tx.execute(
                 &format!(
-                    "UPDATE {schema}.dbmirror_MirrorHost SET seeding = false, last_number = $2, last_sha256 = $3 \
+                    "UPDATE {schema}.dbmirror_MirrorHost SET copying = false, last_number = $2, last_sha256 = $3 \
                       WHERE SlaveName = $1"
                 ),
                 &[&config.slave_name, &last, &last_sha.to_string()],
@@ -327,13 +350,32 @@ fn write_schema(config: &Config, sources: &[Source], path: &std::path::Path) -> 
     Ok(())
 }
 
-/// The SQL checksum of the last file the master wrote for the slave.
-fn master_last_sha(tx: &mut postgres::Transaction<'_>, schema: &str, slave: &str) -> Result<Option<Checksum>, Error> {
-    let sha: Option<String> = tx
-        .query_one(&format!("SELECT last_sha256 FROM {schema}.dbmirror_MirrorHost WHERE SlaveName = $1"), &[&slave])?
-        .get(0);
-    sha.map(|s| Checksum::parse(&s).map_err(|_| Error::runtime("dbmirror_MirrorHost.last_sha256 is not a sha256")))
-        .transpose()
+/// The SQL checksum of file `number` of the outbox.
+fn published_sha(directory: &std::path::Path, number: i64) -> Result<Checksum, Error> {
+    let found = scan(directory)?.into_iter().find_map(|entry| match entry {
+        Entry::Transaction { name, path } if name.number as i64 == number => Some((name, path)),
+        _ => None,
+    });
+    let Some((name, path)) = found else {
+        return Err(Error::runtime(format!("file {number} is not in the outbox \"{}\"", directory.display())));
+    };
+    let (sha, _) = dbmirror_spool::sha256_of(dbmirror_spool::open_sql(&path, &name)?)?;
+    Ok(sha)
+}
+
+/// The names of the mirrored tables (those of `only`, if given), quoted as files name them.
+fn table_names(client: &mut postgres::Client, schema: &str, only: Option<&[u32]>) -> Result<Vec<String>, Error> {
+    let all: Vec<u32> = Vec::new();
+    let rows = client.query(
+        &format!(
+            "SELECT n.nspname, c.relname \
+               FROM {schema}.dbmirror_mirrored_tables() t \
+               JOIN pg_catalog.pg_class c ON c.oid = t AND ($1 OR c.oid = ANY ($2)) \
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        ),
+        &[&only.is_none(), &only.unwrap_or(&all)],
+    )?;
+    Ok(rows.iter().map(|r| format!("{}.{}", quote_identifier(r.get(0)), quote_identifier(r.get(1)))).collect())
 }
 
 /// The mirrored tables (those of `only`, if given) in name order, with the query that copies

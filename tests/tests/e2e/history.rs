@@ -61,7 +61,7 @@ fn a_master_restored_from_a_dump_starts_clean_and_says_what_to_do() {
     let stderr = String::from_utf8_lossy(&export.stderr);
     assert!(stderr.contains("was made by cluster"), "{stderr}");
     assert!(stderr.contains("SELECT dbmirror_reset()"), "{stderr}");
-    // After a reset, a new stream starts at file 1, from a new master the old slaves refuse.
+    // After a reset, a new stream starts, from a new master the old slaves refuse.
     restored.execute("SELECT dbmirror_reset()");
     let export = dbmirror_tests::tools::export_command(&config, &["once"]).output().unwrap();
     assert!(export.status.success(), "{}", describe(&export));
@@ -70,4 +70,13 @@ fn a_master_restored_from_a_dump_starts_clean_and_says_what_to_do() {
     let output = dbmirror_tests::tools::psql_file(&m.by_hand, &files[0]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("comes from master"), "{}", describe(&output));
+
+    // One command seeds the slave again from the restored master; the files of the stream
+    // before it are not applied.
+    let snapshot = dbmirror_tests::tools::export_command(&config, &["snapshot"]).output().unwrap();
+    assert!(snapshot.status.success(), "{}", describe(&snapshot));
+    dbmirror_tests::tools::transfer(&m.work.dir("restored-outbox"), &m.inbound);
+    let applied = dbmirror_tests::tools::apply(&m.apply, &["once", "--replace"]);
+    assert!(applied.status.success(), "{}", describe(&applied));
+    dbmirror_tests::assert_tables_equal(&restored, &m.applied, &["t"]);
 }

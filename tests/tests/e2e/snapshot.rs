@@ -375,3 +375,47 @@ fn a_table_added_later_enters_the_stream_at_its_copy() {
     ok(apply(&other_apply, &["once"]), "dbmirror-apply once (the other slave)");
     assert_tables_equal(&master, &other, &all);
 }
+
+/// A copy of a table for a running slave, killed at each step, refuses the stream until it is
+/// run again, and the run again continues the stream without a gap.
+#[test]
+fn a_table_copy_killed_at_any_step_starts_over_cleanly() {
+    let (master, slave) = master_and_slave("table-killed");
+    let work = Workdir::new("snapshot-table-killed");
+    let (outbox, inbound) = (work.dir("outbox"), work.dir("inbound"));
+    let export = export_config(&work, &master, SLAVE, &outbox, "");
+    let apply_conf = apply_config(&work, &slave, SLAVE, &inbound, "");
+    ok(apply(&apply_conf, &["init"]), "dbmirror-apply init");
+    ok(snapshot(&export), "dbmirror-export snapshot");
+    let extra = "CREATE TABLE extra (id bigint PRIMARY KEY, v text)";
+    master.execute(&format!("{extra}; INSERT INTO extra SELECT g, 'v' || g FROM generate_series(1, 3000) g"));
+    slave.execute(extra);
+    let all: Vec<&str> = TABLES.iter().copied().chain(["extra"]).collect();
+    for point in ["snapshot-before-state", "snapshot-before-publish", "snapshot-before-commit"] {
+        master.execute(
+            "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= 3; UPDATE extra SET v = v || '+'",
+        );
+        let crashed = export_command(&export, &["snapshot", "--file-size", "20000", "--table", "extra"])
+            .env("DBMIRROR_EXPORT_CRASH_AT", point)
+            .output()
+            .unwrap();
+        assert!(
+            describe(&crashed).contains(&format!("crashing at injected point {point}")),
+            "the copy did not stop at {point}: build with --features dbmirror-export/faults (scripts/test does)\n{}",
+            describe(&crashed)
+        );
+        let refused = export_command(&export, &["once"]).output().unwrap();
+        assert_eq!(refused.status.code(), Some(3), "{}", describe(&refused));
+        assert!(describe(&refused).contains("awaits a copy of tables"), "{}", describe(&refused));
+        ok(
+            export_command(&export, &["snapshot", "--file-size", "20000", "--table", "extra"]).output().unwrap(),
+            "dbmirror-export snapshot --table extra, again",
+        );
+        master.execute("UPDATE extra SET v = 'after' WHERE id <= 3");
+        ok(export_command(&export, &["once"]).output().unwrap(), "dbmirror-export once");
+        transfer(&outbox, &inbound);
+        // The slave may have taken the first copy already (killed after publishing).
+        ok(apply(&apply_conf, &["once", "--replace"]), "dbmirror-apply once --replace");
+        assert_tables_equal(&master, &slave, &all);
+    }
+}

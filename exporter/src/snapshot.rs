@@ -91,7 +91,17 @@ pub fn snapshot(
             .with_hint("Each slave has an outbox of its own; check transaction_file_directory."));
         }
     }
-    let in_outbox = scan(directory)?
+    let entries = scan(directory)?;
+    // Temporary files are what a killed snapshot (or export) left: this exporter holds the
+    // slave's lock, so nothing else is writing them, and a snapshot takes new numbers.
+    for entry in &entries {
+        if let Entry::Temporary(path) = entry {
+            std::fs::remove_file(path)
+                .map_err(|e| Error::caused_by(Kind::Runtime, &format!("could not remove \"{}\"", path.display()), e))?;
+            log::info(&format!("removed \"{}\", left by an export that did not finish", path.display()));
+        }
+    }
+    let in_outbox = entries
         .into_iter()
         .filter_map(|entry| match entry {
             Entry::Transaction { name, .. } => Some(name.number as i64),

@@ -693,3 +693,45 @@ fn an_empty_or_missing_quarantine_lists_nothing() {
     let spool = Spool::new("");
     assert!(quarantined(&spool.config).is_empty());
 }
+
+/// File `number` with `body` after the header (statements as the exporter writes them).
+fn file_with_body(number: u64, body: &str) -> File {
+    let header = header(number);
+    let name =
+        TransactionFileName { number: header.number, time: header.exported_at, xid: header.xid, compressed: false };
+    File { name, bytes: format!("{}{body}", header.render()).into_bytes() }
+}
+
+const PREAMBLE: &str = "\\set ON_ERROR_STOP on\nSET client_encoding = 'UTF8';\nBEGIN;\nSET LOCAL TimeZone = 'UTC';\n";
+
+/// A snapshot's first file starts a new stream, and the applier may jump to it; a row whose
+/// text looks like that statement, or a start file that has not fully arrived, must not make
+/// it skip anything.
+#[test]
+fn only_an_intact_snapshot_start_in_the_guards_place_starts_a_new_stream() {
+    let spool = Spool::new("");
+    let old = file(3);
+    spool.put_file(&old);
+    spool.put_manifest(&[&old]);
+    let start = file_with_body(
+        5,
+        &format!("{PREAMBLE}SELECT dbmirror.start_stream('{SLAVE}', '{MASTER}', 5, 1005, 'x', ARRAY['\"public\".\"item\"']);\nCOMMIT;\n"),
+    );
+    let fake = file_with_body(
+        7,
+        &format!(
+            "{PREAMBLE}SELECT dbmirror.guard('{SLAVE}', '{MASTER}', 7, 1007, NULL, 'x');\nCOPY \"public\".\"item\" (\"id\") FROM STDIN;\nSELECT dbmirror.start_stream(x\n\\.\nCOMMIT;\n"
+        ),
+    );
+    spool.put_file(&fake);
+    spool.put_manifest(&[&fake]);
+    assert_eq!(spool.scan().stream_start_after(2), None, "a row's text is not a stream start");
+
+    // The start's manifest has arrived, the file not yet in full.
+    spool.put_manifest(&[&start]);
+    spool.put_arriving(&start.name.file_name(), &start.bytes[..start.bytes.len() / 2]);
+    assert_eq!(spool.scan().stream_start_after(2), None, "a start still arriving is not taken yet");
+    spool.put_file(&start);
+    assert_eq!(spool.scan().stream_start_after(2), Some(5));
+    assert_eq!(spool.scan().stream_start_after(5), None, "an applied start starts nothing again");
+}

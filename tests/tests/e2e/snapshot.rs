@@ -241,6 +241,9 @@ fn a_snapshot_killed_at_any_step_starts_over_cleanly() {
             assert!(describe(&refused).contains("awaits its snapshot"), "{}", describe(&refused));
         }
         ok(snapshot(&export), "dbmirror-export snapshot, again");
+        let left: Vec<String> =
+            dbmirror_tests::tools::file_names(&outbox).into_iter().filter(|n| n.ends_with(".tmp")).collect();
+        assert!(left.is_empty(), "temporary files left in the outbox: {left:?}");
         master.execute("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= 5");
         ok(export_command(&export, &["once"]).output().unwrap(), "dbmirror-export once");
         transfer(&outbox, &inbound);

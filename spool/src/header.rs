@@ -30,7 +30,8 @@ pub struct Header {
     pub slave: String,
     pub number: u64,
     pub xid: u64,
-    /// Number of captured changes in the file.
+    /// Number of changes the master captured in the transaction (rows, in a snapshot's files);
+    /// a table left out for the slave (`snapshot --table`) still counts.
     pub changes: u64,
     pub exported_at: DateTime<Utc>,
     /// sha256 of the SQL text of file `number - 1`; `None` for file 1.

@@ -102,7 +102,7 @@ pub fn snapshot(
         }
     }
     let in_outbox = entries
-        .into_iter()
+        .iter()
         .filter_map(|entry| match entry {
             Entry::Transaction { name, .. } => Some(name.number as i64),
             Entry::Manifest { name, .. } => Some(name.last as i64),
@@ -133,7 +133,7 @@ pub fn snapshot(
         // such a copy only wrote into the state file were never seen by a slave.
         let (relids, first) = master.begin_table_copy(tables, in_outbox)?;
         let previous = if first - 1 > stream.last_number {
-            Some(published_sha(directory, first - 1)?)
+            Some(published_sha(directory, &entries, first - 1)?)
         } else {
             stream.last_sha256
         };
@@ -360,16 +360,16 @@ fn write_schema(config: &Config, sources: &[Source], path: &std::path::Path) -> 
     Ok(())
 }
 
-/// The SQL checksum of file `number` of the outbox.
-fn published_sha(directory: &std::path::Path, number: i64) -> Result<Checksum, Error> {
-    let found = scan(directory)?.into_iter().find_map(|entry| match entry {
+/// The SQL checksum of file `number` of the outbox, among its scanned `entries`.
+fn published_sha(directory: &std::path::Path, entries: &[Entry], number: i64) -> Result<Checksum, Error> {
+    let found = entries.iter().find_map(|entry| match entry {
         Entry::Transaction { name, path } if name.number as i64 == number => Some((name, path)),
         _ => None,
     });
     let Some((name, path)) = found else {
         return Err(Error::runtime(format!("file {number} is not in the outbox \"{}\"", directory.display())));
     };
-    let (sha, _) = dbmirror_spool::sha256_of(dbmirror_spool::open_sql(&path, &name)?)?;
+    let (sha, _) = dbmirror_spool::sha256_of(dbmirror_spool::open_sql(path, name)?)?;
     Ok(sha)
 }
 

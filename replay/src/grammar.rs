@@ -185,6 +185,15 @@ impl Parser {
         allowed_schema(&schema).map_err(|e| format!("{e} (table \"{schema}\".\"{table}\")"))
     }
 
+    /// Whether the statement is `SELECT` of the dotted function `name` (looked at, not read).
+    fn calls(&self, name: &str) -> bool {
+        let (schema, function) = name.split_once('.').expect("function names are schema-qualified");
+        matches!(
+            (self.tokens.get(1), self.tokens.get(2), self.tokens.get(3)),
+            (Some(Token::Word(s)), Some(Token::Punct('.')), Some(Token::Word(f))) if s == schema && f == function
+        )
+    }
+
     /// A dotted function name such as `dbmirror.guard`.
     fn function(&mut self, name: &str) -> Result<(), String> {
         let (schema, function) = name.split_once('.').expect("function names are schema-qualified");
@@ -408,7 +417,7 @@ impl Checker {
                 setting(&mut p, &allowed)?;
                 (Stage::Settings, Kind::Other)
             }
-            (Stage::Settings, "SELECT") if p.tokens.get(3) == Some(&Token::Word("start_stream".into())) => {
+            (Stage::Settings, "SELECT") if p.calls(START_FUNCTION) => {
                 // The first file of a snapshot starts the stream in the guard's place, and
                 // names the tables it fills.
                 p.next();
@@ -512,7 +521,7 @@ impl Checker {
                 })?;
                 (Stage::Changes, Kind::Other)
             }
-            (Stage::Changes, "SELECT") if p.tokens.get(3) == Some(&Token::Word("snapshot_tables".into())) => {
+            (Stage::Changes, "SELECT") if p.calls(SNAPSHOT_TABLES_FUNCTION) => {
                 // A copy of tables added to a running slave prepares them first.
                 p.next();
                 p.function(SNAPSHOT_TABLES_FUNCTION)?;

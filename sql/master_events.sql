@@ -13,8 +13,9 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
            LATERAL @extschema@.dbmirror_table_problems(m.tbl) AS p
     UNION ALL
     SELECT NULL, pg_catalog.format('dbmirror''s event trigger %s is missing or not ENABLE ALWAYS', v.name),
-           'Without it, DDL that disables capture (ALTER TABLE ... DISABLE TRIGGER, SET UNLOGGED) is not refused. Recreate the extension, or ALTER EVENT TRIGGER ... ENABLE ALWAYS.'
-      FROM (VALUES ('dbmirror_ddl_command_end'), ('dbmirror_sql_drop')) AS v(name)
+           'Without it, DDL that disables capture (ALTER TABLE ... DISABLE TRIGGER, SET UNLOGGED) is not refused, or DDL on mirrored tables is neither captured nor warned about. Recreate the extension, or ALTER EVENT TRIGGER ... ENABLE ALWAYS.'
+      FROM (VALUES ('dbmirror_ddl_command_end'), ('dbmirror_sql_drop'), ('dbmirror_ddl_start'), ('dbmirror_ddl_drop'),
+                   ('dbmirror_ddl_end')) AS v(name)
      WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger e
                         WHERE e.evtname = v.name AND e.evtenabled = 'A')
 $fn$;
@@ -83,3 +84,14 @@ CREATE EVENT TRIGGER dbmirror_sql_drop ON sql_drop
 -- replica unless they are ENABLE ALWAYS.
 ALTER EVENT TRIGGER dbmirror_ddl_command_end ENABLE ALWAYS;
 ALTER EVENT TRIGGER dbmirror_sql_drop ENABLE ALWAYS;
+
+-- DDL in the stream (trigger/src/ddl.rs): dbmirror_ddl_event() records DDL on mirrored tables
+-- when dbmirror.capture_ddl is on, and warns about it when it is off. The start finds the
+-- tables a DROP drops from while they exist; sql_drop, the tables that lost a column,
+-- constraint or default; the end decides.
+CREATE EVENT TRIGGER dbmirror_ddl_start ON ddl_command_start EXECUTE FUNCTION dbmirror_ddl_event();
+CREATE EVENT TRIGGER dbmirror_ddl_drop ON sql_drop EXECUTE FUNCTION dbmirror_ddl_event();
+CREATE EVENT TRIGGER dbmirror_ddl_end ON ddl_command_end EXECUTE FUNCTION dbmirror_ddl_event();
+ALTER EVENT TRIGGER dbmirror_ddl_start ENABLE ALWAYS;
+ALTER EVENT TRIGGER dbmirror_ddl_drop ENABLE ALWAYS;
+ALTER EVENT TRIGGER dbmirror_ddl_end ENABLE ALWAYS;

@@ -77,10 +77,13 @@ CREATE TABLE dbmirror_PendingData (
     cid             bigint NOT NULL,
     -- Capture order within the transaction.
     seq             bigint NOT NULL,
-    -- The table's shape (names, types and key) when the change was captured.
+    -- The table's shape (names, types and key) when the change was captured; 0 for DDL.
     shape           bigint NOT NULL,
-    -- 'i' insert, 'u' update, 'd' delete, 't' truncate.
-    op              "char" NOT NULL CHECK (op IN ('i', 'u', 'd', 't')),
+    -- 'i' insert, 'u' update, 'd' delete, 't' truncate, 'x' DDL (dbmirror_ddl() or
+    -- dbmirror.capture_ddl). A DDL change keeps its statement in data, the session's
+    -- search_path in key, the quoted names of the tables it changes in old (one per line) and
+    -- their OIDs in unchanged (4 bytes each, little-endian).
+    op              "char" NOT NULL CHECK (op IN ('i', 'u', 'd', 't', 'x')),
     -- Binary image of the old primary key: deletes, and updates that change the key.
     key             bytea,
     -- Binary image of the new row: inserts and updates.
@@ -117,7 +120,10 @@ CREATE TABLE dbmirror_Shape (
     -- Primary key columns, as 0-based positions in columns.
     key             smallint[] NOT NULL,
     -- Identity columns GENERATED ALWAYS, as 0-based positions in columns.
-    identity_always smallint[] NOT NULL DEFAULT '{}'
+    identity_always smallint[] NOT NULL DEFAULT '{}',
+    -- Each column as '"name" type', its type as format_type() shows it with only pg_catalog on
+    -- the search_path: the fingerprint that files ask the slave to check (dbmirror.check_table).
+    definitions     text[] NOT NULL DEFAULT '{}'
 );
 CREATE INDEX dbmirror_shape_shape ON dbmirror_Shape (shape);
 

@@ -206,7 +206,7 @@ fn export_batch<D: Destination>(
         current.changes += 1;
         // A table the slave takes from a copy of its own: the copy has this change, or is
         // still to come.
-        if filter.leaves_out(change.table().relid, batch[current.position].xid) {
+        if filter.leaves_out_change(&change, batch[current.position].xid) {
             return Ok(());
         }
         if let Err(e) = current.writer.change(change) {

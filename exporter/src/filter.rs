@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use crate::error::{Error, Kind};
+use crate::sql::Change;
 
 /// A `pg_snapshot` as its text form gives it: `xmin:xmax:xip,...`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +56,14 @@ impl TableFilter {
             Some(None) => true,
             Some(Some(copy)) => copy.sees(xid),
         }
+    }
+
+    /// Whether `change` of transaction `xid` stays out of the slave's file: a change of rows
+    /// when its table's does, a DDL change when every table it changes does (the copy was
+    /// taken after it, or the table awaits its copy, which will be taken after it).
+    pub fn leaves_out_change(&self, change: &Change<'_>, xid: i64) -> bool {
+        let relids = change.relids();
+        !relids.is_empty() && relids.iter().all(|&relid| self.leaves_out(relid, xid))
     }
 
     /// Whether the slave awaits the copy of table `relid`.

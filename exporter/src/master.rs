@@ -505,6 +505,11 @@ impl Master {
             let position = row.get::<_, i64>(0) as usize - 1;
             let op: i8 = row.get(1);
             let shape: i64 = row.get(2);
+            let xid = batch[position].xid;
+            if op as u8 == b'x' {
+                sink(position, ddl(&row, xid)?)?;
+                continue;
+            }
             let table = tables.get(&shape).cloned().ok_or_else(|| {
                 Error::runtime(format!("shape {shape} of a captured change is missing from dbmirror_Shape"))
             })?;
@@ -512,7 +517,6 @@ impl Master {
             let values: Option<&str> = row.get(4);
             let unchanged: Option<&[u8]> = row.get(5);
             let old: Option<&str> = row.get(6);
-            let xid = batch[position].xid;
             let missing = |what: &str| Error::runtime(format!("captured change of transaction {xid} has no {what}"));
             // Rows come in COPY's text format: an insert's goes into the file as it is, the
             // others are taken apart into values.
@@ -678,6 +682,20 @@ fn assigned(row: &postgres::Row) -> Result<Assigned, Error> {
     })
 }
 
+/// A DDL change of transaction `xid`, from a row of the stream (see trigger/src/ddl.rs for
+/// where its parts are kept).
+fn ddl(row: &postgres::Row, xid: i64) -> Result<Change<'_>, Error> {
+    let missing = |what: &str| Error::runtime(format!("DDL change of transaction {xid} has no {what}"));
+    let tables: &str = row.get::<_, Option<&str>>(6).ok_or_else(|| missing("tables"))?;
+    let relids: &[u8] = row.get::<_, Option<&[u8]>>(5).ok_or_else(|| missing("table oids"))?;
+    Ok(Change::Ddl {
+        statement: row.get::<_, Option<&str>>(4).ok_or_else(|| missing("statement"))?,
+        search_path: row.get::<_, Option<&str>>(3).ok_or_else(|| missing("search_path"))?,
+        tables: tables.lines().collect(),
+        relids: relids.chunks_exact(4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes"))).collect(),
+    })
+}
+
 /// Adds to `tables` every shape of dbmirror_Shape it does not hold yet. The table is small: a
 /// shape is a table's columns and key as they were when a change was captured, and a new one
 /// appears only after DDL on a mirrored table.
@@ -689,7 +707,7 @@ fn load_shapes(
     let known: Vec<i64> = tables.keys().copied().collect();
     let rows = tx.query(
         &format!(
-            "SELECT shape, nspname, relname, columns, key, identity_always, relid FROM {schema}.dbmirror_Shape WHERE shape <> ALL ($1)"
+            "SELECT shape, nspname, relname, columns, key, identity_always, relid, definitions FROM {schema}.dbmirror_Shape WHERE shape <> ALL ($1)"
         ),
         &[&known],
     )?;
@@ -701,7 +719,9 @@ fn load_shapes(
         let identity: Vec<usize> = identity.iter().map(|&k| k as usize).filter(|&k| k < columns.len()).collect();
         // Two backends may record the same shape at once: the rows are equal, keep one.
         tables.entry(row.get(0)).or_insert_with(|| {
-            let mut table = Table::new(row.get::<_, &str>(1), row.get::<_, &str>(2), &columns, &key, &identity);
+            let definitions: Vec<String> = row.get(7);
+            let mut table =
+                Table::new(row.get::<_, &str>(1), row.get::<_, &str>(2), &columns, &definitions, &key, &identity);
             table.relid = row.get(6);
             Rc::new(table)
         });

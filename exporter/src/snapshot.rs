@@ -416,7 +416,7 @@ fn sources(
     for row in rows {
         let (relid, nspname, relname, tuples, columns): (u32, String, String, i64, Vec<String>) =
             (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
-        let table = Rc::new(Table::new(&nspname, &relname, &columns, &[], &[]));
+        let table = Rc::new(Table::new(&nspname, &relname, &columns, &[], &[], &[]));
         let list: Vec<String> = columns.iter().map(|c| quote_identifier(c)).collect();
         // Generated columns are left out (the slave computes them); ONLY, since every table of
         // an inheritance tree is mirrored (and copied) on its own.

@@ -19,9 +19,9 @@ use std::rc::Rc;
 use chrono::SecondsFormat;
 use dbmirror_spool::Header;
 use dbmirror_sql::{
-    push_literal, quote_identifier, quote_literal, APPLY_SETTINGS, CANONICAL_SETTINGS, GUARD_FUNCTION,
-    OLD_VALUE_FUNCTION, ONE_ROW_FUNCTION, SEQUENCE_FUNCTION, SESSION_SETTINGS, SNAPSHOT_TABLES_FUNCTION,
-    START_FUNCTION,
+    push_literal, quote_identifier, quote_literal, APPLY_SETTINGS, CANONICAL_SETTINGS, CHECK_TABLE_FUNCTION,
+    DDL_FUNCTION, GUARD_FUNCTION, OLD_VALUE_FUNCTION, ONE_ROW_FUNCTION, SEQUENCE_FUNCTION, SESSION_SETTINGS,
+    SNAPSHOT_TABLES_FUNCTION, START_FUNCTION,
 };
 
 /// Inserts in a row into one table from which on COPY is used instead of INSERT: below it,
@@ -47,14 +47,37 @@ pub struct Table {
     /// What the row-count checks of updates and deletes name, as literals.
     update_label: String,
     delete_label: String,
+    /// `SELECT dbmirror.check_table(...);`: the slave's check that the table has the columns,
+    /// types and key the changes were captured with. None where the definitions are unknown
+    /// (a snapshot's tables, read from the catalog as they are now).
+    check: Option<String>,
 }
 
 impl Table {
-    pub fn new(schema: &str, table: &str, columns: &[String], key: &[usize], identity_always: &[usize]) -> Self {
+    /// A table of the shape `columns` (names), `definitions` (each column's `"name" type` as
+    /// the slave checks it; empty for no check), `key` and `identity_always`.
+    pub fn new(
+        schema: &str,
+        table: &str,
+        columns: &[String],
+        definitions: &[String],
+        key: &[usize],
+        identity_always: &[usize],
+    ) -> Self {
         let name = format!("{}.{}", quote_identifier(schema), quote_identifier(table));
         let columns: Vec<String> = columns.iter().map(|c| quote_identifier(c)).collect();
+        let array = |items: &mut dyn Iterator<Item = &str>| items.map(quote_literal).collect::<Vec<_>>().join(", ");
+        let check = (!definitions.is_empty() && !key.is_empty()).then(|| {
+            format!(
+                "SELECT {CHECK_TABLE_FUNCTION}({}, ARRAY[{}], ARRAY[{}]);\n",
+                quote_literal(&name),
+                array(&mut definitions.iter().map(String::as_str)),
+                array(&mut key.iter().map(|&k| columns[k].as_str())),
+            )
+        });
         Self {
             relid: 0,
+            check,
             column_list: columns.join(", "),
             update_label: quote_literal(&format!("update of {name}")),
             delete_label: quote_literal(&format!("delete from {name}")),
@@ -96,16 +119,25 @@ pub enum Change<'a> {
     Truncate {
         table: Rc<Table>,
     },
+    /// A schema change: the statement as the master ran it, under `search_path`, and the
+    /// tables it changes (quoted names, and their oids on the master).
+    Ddl {
+        statement: &'a str,
+        search_path: &'a str,
+        tables: Vec<&'a str>,
+        relids: Vec<u32>,
+    },
 }
 
 impl Change<'_> {
-    /// The table changed.
-    pub fn table(&self) -> &Table {
+    /// The oids of the tables changed, on the master.
+    pub fn relids(&self) -> Vec<u32> {
         match self {
             Change::Insert { table, .. }
             | Change::Update { table, .. }
             | Change::Delete { table, .. }
-            | Change::Truncate { table } => table,
+            | Change::Truncate { table } => vec![table.relid],
+            Change::Ddl { relids, .. } => relids.clone(),
         }
     }
 }
@@ -148,6 +180,8 @@ pub struct FileWriter<W: Write> {
     out: W,
     run: Option<InsertRun>,
     truncates: Vec<Rc<Table>>,
+    /// Tables (shapes) the slave has been asked to check in this file.
+    checked: Vec<Rc<Table>>,
     /// The statement or COPY row being formed, written out whole.
     line: Vec<u8>,
 }
@@ -166,7 +200,7 @@ impl<W: Write> FileWriter<W> {
             file_identity(header),
             quote_literal(&header.exported_at.to_rfc3339_opts(SecondsFormat::Micros, true)),
         )?;
-        Ok(Self { out, run: None, truncates: Vec::new(), line: Vec::new() })
+        Ok(Self { out, run: None, truncates: Vec::new(), checked: Vec::new(), line: Vec::new() })
     }
 
     /// Writes the header and the preamble of the first file of a snapshot, which starts the
@@ -181,7 +215,7 @@ impl<W: Write> FileWriter<W> {
             quote_literal(&header.exported_at.to_rfc3339_opts(SecondsFormat::Micros, true)),
             names.join(", "),
         )?;
-        Ok(Self { out, run: None, truncates: Vec::new(), line: Vec::new() })
+        Ok(Self { out, run: None, truncates: Vec::new(), checked: Vec::new(), line: Vec::new() })
     }
 
     /// Prepares the tables that a copy fills, in a running slave's stream (the first file of a
@@ -216,6 +250,10 @@ impl<W: Write> FileWriter<W> {
         match change {
             Change::Insert { table, row } => {
                 self.flush_truncates()?;
+                if self.run.as_ref().is_some_and(|run| !Rc::ptr_eq(&run.table, &table)) {
+                    self.flush_run()?;
+                }
+                self.check(&table)?;
                 self.insert(table, row)
             }
             Change::Truncate { table } => {
@@ -223,8 +261,20 @@ impl<W: Write> FileWriter<W> {
                 self.truncates.push(table);
                 Ok(())
             }
+            Change::Ddl { statement, search_path, tables, relids: _ } => {
+                self.flush_pending()?;
+                let tables: Vec<String> = tables.into_iter().map(quote_literal).collect();
+                let tables = if tables.is_empty() { String::new() } else { format!(", ARRAY[{}]", tables.join(", ")) };
+                writeln!(
+                    self.out,
+                    "SELECT {DDL_FUNCTION}({}, {}{tables});",
+                    quote_literal(statement),
+                    quote_literal(search_path)
+                )
+            }
             Change::Update { table, old_key, values, unchanged, old } => {
                 self.flush_pending()?;
+                self.check(&table)?;
                 let is_unchanged =
                     |i: usize| unchanged.is_some_and(|bits| bits.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0));
                 if table.identity_always.iter().any(|&i| !is_unchanged(i)) {
@@ -234,6 +284,7 @@ impl<W: Write> FileWriter<W> {
             }
             Change::Delete { table, key, old } => {
                 self.flush_pending()?;
+                self.check(&table)?;
                 self.delete(&table, key.iter().map(Option::as_deref), None, old.as_ref())
             }
         }
@@ -250,10 +301,22 @@ impl<W: Write> FileWriter<W> {
         Ok(self.out)
     }
 
-    fn insert(&mut self, table: Rc<Table>, row: &str) -> io::Result<()> {
-        if self.run.as_ref().is_some_and(|run| !Rc::ptr_eq(&run.table, &table)) {
-            self.flush_run()?;
+    /// Asks the slave to check `table`'s shape, the first time the file changes it: before its
+    /// first change, the slave stops on a table that differs with a message naming the
+    /// difference, not with an error in the middle of a statement. (A DDL change gives the
+    /// table a new shape, checked again before the next change.)
+    fn check(&mut self, table: &Rc<Table>) -> io::Result<()> {
+        let Some(check) = &table.check else {
+            return Ok(());
+        };
+        if self.checked.iter().any(|t| Rc::ptr_eq(t, table)) {
+            return Ok(());
         }
+        self.checked.push(table.clone());
+        self.out.write_all(check.as_bytes())
+    }
+
+    fn insert(&mut self, table: Rc<Table>, row: &str) -> io::Result<()> {
         let run = self.run.get_or_insert_with(|| InsertRun { table, held: Vec::new(), copying: false });
         if run.copying {
             return write_copy_row(&mut self.out, &mut self.line, row);
@@ -372,6 +435,10 @@ impl<W: Write> FileWriter<W> {
         if self.truncates.is_empty() {
             return Ok(());
         }
+        for table in std::mem::take(&mut self.truncates) {
+            self.check(&table)?;
+            self.truncates.push(table);
+        }
         let names: Vec<String> = self.truncates.iter().map(|t| format!("ONLY {}", t.name)).collect();
         writeln!(self.out, "TRUNCATE {};", names.join(", "))?;
         self.truncates.clear();
@@ -460,7 +527,7 @@ mod tests {
     }
 
     fn table() -> Rc<Table> {
-        Rc::new(Table::new("public", "My \"T\"", &["id".into(), "Name".into(), "n".into()], &[0], &[]))
+        Rc::new(Table::new("public", "My \"T\"", &["id".into(), "Name".into(), "n".into()], &[], &[0], &[]))
     }
 
     fn body(changes: Vec<Change>) -> String {
@@ -476,6 +543,53 @@ mod tests {
 
     fn row<'a>(values: &[Option<&'a str>]) -> Values<'a> {
         values.iter().map(|v| v.map(Cow::Borrowed)).collect()
+    }
+
+    fn checked_table(columns: &[&str]) -> Rc<Table> {
+        let names: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
+        let definitions: Vec<String> = columns.iter().map(|c| format!("\"{c}\" integer")).collect();
+        Rc::new(Table::new("s", "t", &names, &definitions, &[0], &[]))
+    }
+
+    /// Each shape of a table is checked once, before its first change; a DDL change comes in its
+    /// place, quoted as a literal, with the tables it names.
+    #[test]
+    fn shapes_are_checked_before_their_first_change_and_ddl_comes_in_its_place() {
+        let before = checked_table(&["id", "v"]);
+        let after = checked_table(&["id", "v", "w"]);
+        let text = body(vec![
+            Change::Insert { table: before.clone(), row: "1\t2" },
+            Change::Delete { table: before.clone(), key: row(&[Some("1")]), old: None },
+            Change::Ddl {
+                statement: "ALTER TABLE t ADD w int -- it's",
+                search_path: "\"$user\", public",
+                tables: vec!["\"s\".\"t\""],
+                relids: vec![5],
+            },
+            Change::Truncate { table: after.clone() },
+            Change::Ddl {
+                statement: "CREATE VIEW v AS SELECT 1",
+                search_path: "public",
+                tables: vec![],
+                relids: vec![],
+            },
+        ]);
+        let check =
+            |columns: &str| format!("SELECT dbmirror.check_table('\"s\".\"t\"', ARRAY[{columns}], ARRAY['\"id\"']);\n");
+        let expected = [
+            check("'\"id\" integer', '\"v\" integer'"),
+            "INSERT INTO \"s\".\"t\" (\"id\", \"v\") OVERRIDING SYSTEM VALUE VALUES ('1', '2');\n".into(),
+            "WITH m AS (DELETE FROM ONLY \"s\".\"t\" WHERE \"id\" = '1' RETURNING 1) SELECT dbmirror.one_row(count(*), 'delete from \"s\".\"t\"') FROM m;\n".into(),
+            "SELECT dbmirror.ddl('ALTER TABLE t ADD w int -- it''s', '\"$user\", public', ARRAY['\"s\".\"t\"']);\n".into(),
+            check("'\"id\" integer', '\"v\" integer', '\"w\" integer'"),
+            "TRUNCATE ONLY \"s\".\"t\";\n".into(),
+            "SELECT dbmirror.ddl('CREATE VIEW v AS SELECT 1', 'public');\n".into(),
+        ]
+        .concat();
+        let changes = &text[text.find('\n').unwrap() + 1..text.find("SELECT dbmirror.advance_sequence").unwrap()];
+        assert_eq!(changes, expected);
+        // A table read from the catalog (a snapshot's) has no definitions, and no check.
+        assert!(!body(vec![Change::Truncate { table: table() }]).contains("check_table"));
     }
 
     #[test]
@@ -567,7 +681,7 @@ mod tests {
     #[test]
     fn consecutive_truncates_become_one_statement() {
         let a = table();
-        let b = Rc::new(Table::new("s", "b", &["k".into()], &[0], &[]));
+        let b = Rc::new(Table::new("s", "b", &["k".into()], &[], &[0], &[]));
         let text = body(vec![
             Change::Truncate { table: a.clone() },
             Change::Truncate { table: b.clone() },
@@ -585,7 +699,7 @@ mod tests {
     #[test]
     fn the_checker_accepts_everything_the_writer_writes() {
         let t = table();
-        let identity = Rc::new(Table::new("s", "id", &["id".into(), "v".into()], &[0], &[0]));
+        let identity = Rc::new(Table::new("s", "id", &["id".into(), "v".into()], &[], &[0], &[0]));
         let ins = |row: &'static str| Change::Insert { table: t.clone(), row };
         let mut changes = vec![ins("1\ta\t1"), ins("2\t\\N\t2")];
         changes.extend((3..9).map(|_| ins("3\tc\t3")));

@@ -46,6 +46,12 @@ pub const ONE_ROW_FUNCTION: &str = "dbmirror.one_row";
 /// `old_value(column, 'old')`: whether a column still holds the value the master's row had
 /// before the change (tables mirrored with `check_conflicts`).
 pub const OLD_VALUE_FUNCTION: &str = "dbmirror.old_value";
+/// `check_table(table, columns, key)`: stops a file whose table on the slave differs from the
+/// shape its changes were captured with (SQLSTATE DM008).
+pub const CHECK_TABLE_FUNCTION: &str = "dbmirror.check_table";
+/// `ddl(statement, search_path [, tables])`: runs a schema change of the master, as the slave's
+/// DDL policy allows (SQLSTATE DM009 when it does not).
+pub const DDL_FUNCTION: &str = "dbmirror.ddl";
 /// `advance_sequence(sequence, value, is_called)`: moves a sequence forward, never back.
 pub const SEQUENCE_FUNCTION: &str = "dbmirror.advance_sequence";
 

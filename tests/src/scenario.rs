@@ -132,8 +132,10 @@ impl Unit {
     }
 }
 
-/// DDL between transactions. DDL is not mirrored: once every session is idle and every
-/// prepared transaction finished, the same `sql` runs on the master and on the slaves.
+/// DDL between transactions, once every session is idle and every prepared transaction
+/// finished. Either the same `sql` runs on the master and on the slaves, or (`streamed`) it runs
+/// on the master alone, captured with `dbmirror.capture_ddl`, and reaches the slaves in the
+/// stream.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ddl {
     pub sql: String,
@@ -143,6 +145,19 @@ pub struct Ddl {
     /// On the master before the changes that precede it are exported (the slaves get it after
     /// applying them); otherwise everything is exported and applied first.
     pub before_export: bool,
+    pub streamed: bool,
+}
+
+impl Ddl {
+    /// What runs on the master: `sql` then `master_sql`; streamed, both in one transaction with
+    /// DDL capture on (a table made and mirrored in one transaction travels with its DDL).
+    pub fn master_script(&self) -> String {
+        if self.streamed {
+            format!("BEGIN;\nSET LOCAL dbmirror.capture_ddl = on;\n{}\n{}\nCOMMIT;\n", self.sql, self.master_sql)
+        } else {
+            format!("{}\n{}", self.sql, self.master_sql)
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

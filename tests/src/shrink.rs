@@ -318,6 +318,11 @@ pub fn write_reproduction(dir: &Path, scenario: &Scenario, failure: &Failure, no
                 let _ = writeln!(script, "psql -X -q -d \"$MASTER\" -f {name}");
             }
             Part::Sync => script.push_str("sync_\n"),
+            Part::Ddl(ddl) if ddl.streamed => {
+                let name = format!("ddl-{:02}.sql", i + 1);
+                write(&name, &ddl.master_script());
+                let _ = writeln!(script, "ddl \"$MASTER\" {name}");
+            }
             Part::Ddl(ddl) => {
                 let name = format!("ddl-{:02}.sql", i + 1);
                 write(&name, &ddl.sql);

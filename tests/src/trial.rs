@@ -567,11 +567,15 @@ impl<'a> Trial<'a> {
         Ok(())
     }
 
-    /// DDL: everything before it exported and applied, and the same DDL on every side.
+    /// DDL: everything before it exported and applied, and the same DDL on every side; or,
+    /// streamed, on the master alone, for the slaves to take from the stream.
     fn ddl(&mut self, ddl: &Ddl) -> Result<(), Failure> {
         self.ddls += 1;
         let name = format!("ddl-{:02}.sql", self.ddls);
-        let on_master = format!("{}\n{}", ddl.sql, ddl.master_sql);
+        let on_master = ddl.master_script();
+        if ddl.streamed {
+            return self.script(&self.lab.master, &name, &on_master);
+        }
         if ddl.before_export {
             self.script(&self.lab.master, &name, &on_master)?;
             self.sync(false)?;

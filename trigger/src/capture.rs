@@ -37,6 +37,8 @@ pub const INSERT: u8 = b'i';
 pub const UPDATE: u8 = b'u';
 pub const DELETE: u8 = b'd';
 pub const TRUNCATE: u8 = b't';
+/// A schema change (see [`crate::ddl`]).
+pub const DDL: u8 = b'x';
 
 pub fn misuse(message: &str) -> ! {
     ErrorReport::new(PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED, message.to_string(), "dbmirror")

@@ -31,6 +31,7 @@ pub(crate) use pg_finfo_v1;
 mod capture;
 mod check;
 mod companions;
+mod ddl;
 mod image;
 mod local;
 mod objects;
@@ -66,6 +67,7 @@ pub extern "C-unwind" fn _PG_init() {
     // the standard library's backtrace capture is enabled; this variable disables it.)
     // SAFETY: _PG_init runs once, in the backend's only thread, before anything reads it.
     unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    ddl::define_settings();
     pending::register_callbacks();
     relation::register_callbacks();
 }

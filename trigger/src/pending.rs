@@ -90,18 +90,36 @@ pub fn max_cid() -> pg_sys::CommandId {
 /// Records one change of the current transaction: a row of dbmirror_PendingData, written with
 /// others of its subtransaction.
 pub fn record(objects: &Rc<Objects>, change: Change) {
-    // SAFETY: called from the trigger, inside a transaction that is changing a table.
+    record_at(objects, change, None, &[]);
+}
+
+/// Takes the next capture-order number, for a change recorded later in its place (see
+/// [`crate::ddl`]).
+pub fn next_seq() -> i64 {
+    let mut xact = XACT.get().borrow_mut();
+    xact.seq += 1;
+    xact.seq
+}
+
+/// Records one change with the capture-order number `seq` (taken with [`next_seq`]) or the
+/// next one; `also` are further tables it changes besides `change.relid`.
+pub fn record_at(objects: &Rc<Objects>, change: Change, seq: Option<i64>, also: &[Oid]) {
+    // SAFETY: called inside a transaction that is changing a table.
     let (xid, level) =
         unsafe { (pg_sys::GetTopFullTransactionId().value as i64, pg_sys::GetCurrentTransactionNestLevel()) };
     let mut xact = XACT.get().borrow_mut();
-    xact.seq += 1;
+    let seq = seq.unwrap_or_else(|| {
+        xact.seq += 1;
+        xact.seq
+    });
     xact.changes += 1;
-    if xact.relids.last() != Some(&change.relid) && !xact.relids.contains(&change.relid) {
-        xact.relids.push(change.relid);
+    for &relid in std::iter::once(&change.relid).chain(also) {
+        if relid != pg_sys::InvalidOid && xact.relids.last() != Some(&relid) && !xact.relids.contains(&relid) {
+            xact.relids.push(relid);
+        }
     }
     xact.objects.get_or_insert_with(|| objects.clone());
     xact.max_cid = xact.max_cid.max(change.cid);
-    let seq = xact.seq;
     if xact.buffers.last().is_none_or(|b| b.level != level) {
         // SAFETY: inside a transaction, so TopTransactionContext exists; the context dies with it.
         let context = unsafe {
@@ -317,6 +335,7 @@ fn reset(durable: bool) {
     drop(xact);
     crate::shape::forget_stored(durable);
     crate::order::reset();
+    crate::ddl::reset();
 }
 
 pub fn register_callbacks() {
@@ -379,6 +398,7 @@ unsafe extern "C-unwind" fn subxact_callback(
             drop(xact);
             crate::shape::forget_stored(false);
             crate::order::forget_level(level);
+            crate::ddl::forget_level(level);
         }
         _ => {}
     }

@@ -3,7 +3,8 @@
 //!
 //! An entry lives until PostgreSQL's relcache invalidation says the table changed: any DDL on
 //! it, its triggers or its indexes sends one. A renamed schema does not invalidate its tables'
-//! relcache entries, so any change to a schema drops every entry.
+//! relcache entries, so any change to a schema drops every entry; nor does a change of a type,
+//! whose name shapes hold, so a change to a type drops the entries of the tables that use it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -117,6 +118,13 @@ pub fn register_callbacks() {
             Some(namespace_callback),
             pg_sys::Datum::from(0),
         );
+        // Shapes name their columns' types (see crate::shape::Column::definition): a renamed
+        // or moved type changes them, though it does not invalidate the tables that use it.
+        pg_sys::CacheRegisterSyscacheCallback(
+            pg_sys::SysCacheIdentifier::TYPEOID as _,
+            Some(type_callback),
+            pg_sys::Datum::from(0),
+        );
     }
 }
 
@@ -129,6 +137,39 @@ unsafe extern "C-unwind" fn relcache_callback(_arg: pg_sys::Datum, relid: Oid) {
 #[pg_guard]
 unsafe extern "C-unwind" fn namespace_callback(_arg: pg_sys::Datum, _cacheid: i32, _hash: u32) {
     invalidate(None);
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn type_callback(_arg: pg_sys::Datum, cacheid: i32, hash: u32) {
+    if hash == 0 {
+        return invalidate(None);
+    }
+    let Ok(map) = TABLES.get().try_borrow() else {
+        STALE_ALL.get().set(true);
+        return;
+    };
+    for table in map.values() {
+        let uses = table.shape.try_borrow().map_or(true, |shape| {
+            shape.as_ref().is_some_and(|shape| {
+                shape.columns.iter().any(|c| {
+                    // SAFETY: hashes an OID key of the type cache, as the invalidation did.
+                    let h = unsafe {
+                        pg_sys::GetSysCacheHashValue(
+                            cacheid,
+                            pg_sys::Datum::from(c.table_type),
+                            0.into(),
+                            0.into(),
+                            0.into(),
+                        )
+                    };
+                    h == hash
+                })
+            })
+        });
+        if uses {
+            table.valid.set(false);
+        }
+    }
 }
 
 /// Marks one cached entry (or all of them) as stale. Never changes the map itself, because an

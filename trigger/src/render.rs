@@ -1,4 +1,5 @@
 //! `dbmirror_values(shape, image, key)`: the values of a row image, as one row of `COPY` text.
+//! (For a DDL change, shape 0, the text it holds: see [`crate::ddl`].)
 //!
 //! The exporter calls this for every captured change. Values are rendered by each type's
 //! output function, in a session whose settings the function checks first, so the text is the
@@ -22,6 +23,7 @@ use pgrx::spi::Spi;
 use crate::image::{self, Desc};
 use crate::local::BackendLocal;
 use crate::settings::{self, CANONICAL_SETTINGS};
+use crate::shape::DDL_SHAPE;
 
 /// A shape as decoding needs it: descriptors and output functions.
 struct Decoder {
@@ -68,6 +70,10 @@ pub unsafe extern "C-unwind" fn dbmirror_values(fcinfo: pg_sys::FunctionCallInfo
         let raw = pg_sys::pg_detoast_datum_packed(args[1].value.cast_mut_ptr());
         let content = pgrx::varlena::varlena_to_byte_slice(raw);
         let key = args[2].value.value() != 0;
+        if shape == DDL_SHAPE {
+            // The parts of a DDL change are text already (see crate::ddl).
+            return Datum::from(pg_sys::cstring_to_text_with_len(content.as_ptr().cast(), content.len() as i32));
+        }
         let decoder = decoder(shape, pg_sys::get_func_namespace((*flinfo).fn_oid));
         let (desc, out) = if key { (&decoder.key, &decoder.key_out) } else { (&decoder.row, &decoder.row_out) };
         let what = if key { "key image" } else { "row image" };

@@ -38,9 +38,15 @@ pub enum Kind {
     Text { output: UnsafeCell<pg_sys::FmgrInfo>, sensitive: bool },
 }
 
+/// The shape id of DDL changes, which have no shape; no table's shape gets it.
+pub const DDL_SHAPE: i64 = 0;
+
 /// One captured column of a shape.
 pub struct Column {
     pub name: String,
+    /// `"name" type`, the column as the slave's `dbmirror.check_table()` describes it: the type
+    /// as `format_type()` shows it with only `pg_catalog` on the search_path.
+    pub definition: String,
     /// Attribute number in the table.
     pub attnum: i16,
     /// The column's type in the table.
@@ -122,8 +128,10 @@ pub unsafe fn build(rel: pg_sys::Relation) -> Shape {
             Kind::Binary => unsafe { base_type(attr.atttypid, attr.atttypmod) },
             Kind::Text { .. } => (pg_sys::TEXTOID, -1),
         };
+        let name = unsafe { CStr::from_ptr(attr.attname.data.as_ptr()) }.to_string_lossy().into_owned();
         columns.push(Column {
-            name: unsafe { CStr::from_ptr(attr.attname.data.as_ptr()) }.to_string_lossy().into_owned(),
+            definition: format!("{} {}", quote_identifier(&name), unsafe { type_text(attr.atttypid, attr.atttypmod) }),
+            name,
             attnum: attr.attnum,
             table_type: attr.atttypid,
             typid,
@@ -173,6 +181,25 @@ pub unsafe fn build(rel: pg_sys::Relation) -> Shape {
         desc,
         key_desc,
         stored: Cell::new(false),
+    }
+}
+
+/// A column's type as `format_type(type, typmod)` shows it on a slave whose search_path holds
+/// only `pg_catalog`: built-in types by their bare names, all others schema-qualified.
+unsafe fn type_text(typid: Oid, typmod: i32) -> String {
+    // SAFETY: formats an existing type; the result is palloc'd.
+    let text = unsafe {
+        CStr::from_ptr(pg_sys::format_type_extended(
+            typid,
+            typmod,
+            (pg_sys::FORMAT_TYPE_TYPEMOD_GIVEN | pg_sys::FORMAT_TYPE_FORCE_QUALIFY) as _,
+        ))
+    }
+    .to_string_lossy()
+    .into_owned();
+    match text.strip_prefix("pg_catalog.") {
+        Some(bare) => bare.to_string(),
+        None => text,
     }
 }
 
@@ -269,6 +296,9 @@ fn shape_id(nspname: &str, relname: &str, columns: &[Column], key: &[usize], ide
     for c in columns {
         hash.update(c.name.as_bytes());
         hash.update([0]);
+        // The type's name too: a renamed type makes a new shape, which the slave checks anew.
+        hash.update(c.definition.as_bytes());
+        hash.update([0]);
         hash.update(c.table_type.to_u32().to_le_bytes());
         hash.update(c.typid.to_u32().to_le_bytes());
         hash.update(c.typmod.to_le_bytes());
@@ -281,7 +311,10 @@ fn shape_id(nspname: &str, relname: &str, columns: &[Column], key: &[usize], ide
         hash.update((*i as u32).to_le_bytes());
     }
     let digest = hash.finalize();
-    i64::from_le_bytes(digest[..8].try_into().expect("a sha256 digest has 32 bytes"))
+    match i64::from_le_bytes(digest[..8].try_into().expect("a sha256 digest has 32 bytes")) {
+        DDL_SHAPE => 1,
+        id => id,
+    }
 }
 
 /// Inserts the shape into dbmirror_Shape unless this backend stored it already (in a
@@ -293,8 +326,8 @@ pub fn store(shape: &Rc<Shape>, objects: &Objects) {
         return;
     }
     let query = format!(
-        "INSERT INTO {table} (shape, relid, nspname, relname, columns, types, typmods, key, identity_always) \
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE shape = $1)",
+        "INSERT INTO {table} (shape, relid, nspname, relname, columns, types, typmods, key, identity_always, definitions) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE shape = $1)",
         table = format_args!("{}.{}", quote_identifier(&objects.schema_name), crate::names::SHAPE)
     );
     let names: Vec<String> = shape.columns.iter().map(|c| c.name.clone()).collect();
@@ -302,6 +335,7 @@ pub fn store(shape: &Rc<Shape>, objects: &Objects) {
     let typmods: Vec<i32> = shape.columns.iter().map(|c| c.typmod).collect();
     let key: Vec<i16> = shape.key.iter().map(|&k| k as i16).collect();
     let identity: Vec<i16> = shape.identity_always.iter().map(|&k| k as i16).collect();
+    let definitions: Vec<String> = shape.columns.iter().map(|c| c.definition.clone()).collect();
     as_superuser(|| {
         Spi::run_with_args(
             &query,
@@ -315,6 +349,7 @@ pub fn store(shape: &Rc<Shape>, objects: &Objects) {
                 typmods.into(),
                 key.into(),
                 identity.into(),
+                definitions.into(),
             ],
         )
         .unwrap_or_else(|e| {

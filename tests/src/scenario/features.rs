@@ -46,6 +46,7 @@ pub const FEATURES: &[(&str, &str)] = &[
     ("exports_during_workload", "exports while other transactions are still open"),
     ("ddl", "DDL between transactions: columns added, dropped, renamed, retyped; tables made, renamed, dropped"),
     ("ddl_before_export", "DDL on the master before the changes that precede it are exported"),
+    ("ddl_stream", "DDL captured on the master (dbmirror.capture_ddl) and carried to the slaves in the stream"),
     ("drop_type", "DROP TYPE of an enum that captured changes used"),
     ("seed_form", "tables mirrored with the seed's CREATE TRIGGER ... recordchange form"),
     ("double_mirroring", "the seed's trigger added to a table dbmirror_mirror_table() mirrored, and the reverse"),

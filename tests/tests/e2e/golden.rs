@@ -1,6 +1,7 @@
 //! The golden spool: `spool-example/` is what the exporter writes for the scenario of
-//! `export::workload`, byte for byte, after the values that differ from run to run (the master's
-//! system identifier, times and xids) are set to fixed ones. `BLESS=1` rewrites it.
+//! `export::workload` and a schema change, byte for byte, after the values that differ from run
+//! to run (the master's system identifier, times and xids) are set to fixed ones. `BLESS=1`
+//! rewrites it.
 //!
 //! The example is a valid spool in its own right: its manifests and hash chain are computed
 //! for the fixed values, `sha256sum -c` accepts it, and the test replays it on a slave.
@@ -73,6 +74,14 @@ fn normalise(outbox: &Path) -> Vec<(String, Vec<u8>)> {
 fn the_spool_example_is_what_the_exporter_writes() {
     let s = setup("batch_size = 2");
     workload(&s.master);
+    // A schema change in its place among a transaction's changes.
+    s.master.execute(
+        "BEGIN;
+         UPDATE item SET price = 7 WHERE id = 1;
+         SELECT dbmirror_ddl('ALTER TABLE item ADD COLUMN note text DEFAULT ''none''');
+         UPDATE item SET note = 'noted' WHERE id = 2;
+         COMMIT;",
+    );
     export_once(&s.config);
     let files = normalise(&s.outbox);
     // The exporter wrote the same manifests (by name) as the normalised spool has.

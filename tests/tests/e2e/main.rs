@@ -3,6 +3,7 @@
 mod apply;
 mod capture;
 mod completeness;
+mod ddl_slave;
 mod differential;
 mod docs;
 mod export;

@@ -13,7 +13,10 @@
 --   * read and write its own rows of dbmirror.slave_state and dbmirror.applied_file, through
 --     dbmirror.guard();
 --   * SET session_replication_role = replica inside a file's transaction (PostgreSQL 15 and
---     later), so the slave's own triggers and foreign-key actions do not fire twice.
+--     later), so the slave's own triggers and foreign-key actions do not fire twice;
+--   * check the mirrored tables' shape (dbmirror.check_table()).
+-- The master's DDL (dbmirror.ddl()) runs as this role too, and changing a table takes its
+-- owner: a slave that takes DDL (the applier's ddl setting) needs the tables owned by this role.
 -- The applier also refuses any statement that is not one the exporter writes, before sending
 -- it; the role is the second wall.
 
@@ -34,7 +37,9 @@ GRANT EXECUTE ON FUNCTION dbmirror.guard(text, text, bigint, bigint, text, times
                           dbmirror.snapshot_tables(text[]),
                           dbmirror.one_row(bigint, text),
                           dbmirror.old_value(anyelement, text),
-                          dbmirror.advance_sequence(regclass, bigint, boolean) TO :"role";
+                          dbmirror.advance_sequence(regclass, bigint, boolean),
+                          dbmirror.check_table(text, text[], text[]),
+                          dbmirror.ddl(text, text, text[]) TO :"role";
 GRANT SET ON PARAMETER session_replication_role TO :"role";
 
 \if :{?tables}

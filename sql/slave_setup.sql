@@ -11,6 +11,16 @@
 -- which aborts the file unless it is the next one for that slave and records it, so a file
 -- is applied exactly once and in order, by the applier or by hand with psql. (Files written
 -- before the guard took `exported_at` call it with the first five arguments only.)
+--
+-- Among its changes, a file may call
+--     SELECT dbmirror.check_table(table, columns, key);
+-- before its first change of a table, which fails the file (DM008) unless the slave's table has
+-- the master's columns and primary key, and
+--     SELECT dbmirror.ddl(statement, search_path [, tables]);
+-- for a schema change on the master, which runs it as far as the session's dbmirror.ddl allows
+-- (refuse, mirrored or any; DM009 otherwise). Under mirrored, the default, two event triggers
+-- keep it to the tables the file names; creating them takes a superuser, and without them
+-- mirrored refuses all DDL. The applying role must own the tables the DDL changes.
 
 CREATE SCHEMA IF NOT EXISTS dbmirror;
 
@@ -238,3 +248,310 @@ RETURNS boolean LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS 
     SELECT CASE WHEN old IS NULL THEN value IS NULL
                 ELSE value IS NOT NULL AND pg_catalog.format('%s', value) = old END
 $fn$;
+
+-- Checks, before a file's first change of a table, that the slave's table has the master's
+-- shape: `columns` are the master's captured columns (`"name" TYPE`, TYPE as format_type()
+-- prints it with this search_path, so types outside pg_catalog are schema-qualified; generated
+-- columns are left out, the slave computes them), `key` its primary key columns in key order.
+-- A difference fails the file (DM008) naming the table and every difference, rather than letting
+-- its rows go into columns that mean something else, or fail later on an obscure error. It runs
+-- for every table of every file, so the common case is one catalog query and one comparison of
+-- arrays; only a table that differs pays for the details.
+CREATE OR REPLACE FUNCTION dbmirror.check_table(tbl text, columns text[], key text[])
+RETURNS void LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    here_columns text[];
+    here_key text[];
+    differences text[] := '{}';
+    master_column record;
+BEGIN
+    SELECT ARRAY(SELECT '"' || pg_catalog.replace(a.attname, '"', '""') || '" ' || pg_catalog.format_type(a.atttypid, a.atttypmod)
+                   FROM pg_catalog.pg_attribute a
+                  WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+                  ORDER BY a.attnum),
+           ARRAY(SELECT '"' || pg_catalog.replace(a.attname, '"', '""') || '"'
+                   FROM pg_catalog.pg_index i, pg_catalog.pg_attribute a
+                  WHERE i.indrelid = c.oid AND i.indisprimary AND a.attrelid = c.oid AND a.attnum = ANY (i.indkey)
+                  ORDER BY pg_catalog.array_position(i.indkey::int2[], a.attnum))
+      INTO here_columns, here_key
+      FROM pg_catalog.pg_class c
+     WHERE c.oid = pg_catalog.to_regclass(tbl) AND c.relkind IN ('r', 'p');
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'table % does not exist here', tbl
+            USING ERRCODE = 'DM008',
+                  HINT = 'A schema change reached one side only (DDL outside the stream, or the slave altered by hand): create the table as the master has it, then apply the file again.';
+    END IF;
+    -- The same columns in any order: as many, each of one side among the other's.
+    IF here_columns @> columns AND here_columns <@ columns
+       AND pg_catalog.cardinality(here_columns) = pg_catalog.cardinality(columns) AND here_key = key THEN
+        RETURN;
+    END IF;
+    -- Both sides as (name, type), to say what differs column by column.
+    FOR master_column IN
+        WITH master AS (
+            SELECT m[1] AS name, m[2] AS type
+              FROM pg_catalog.unnest(columns) c, pg_catalog.regexp_match(c, '^("(?:[^"]|"")*") (.*)$') m),
+        here AS (
+            SELECT m[1] AS name, m[2] AS type
+              FROM pg_catalog.unnest(here_columns) c, pg_catalog.regexp_match(c, '^("(?:[^"]|"")*") (.*)$') m)
+        SELECT master.name AS master_name, master.type AS master_type, here.name AS here_name, here.type AS here_type
+          FROM master FULL JOIN here ON here.name = master.name
+         WHERE master.type IS DISTINCT FROM here.type
+         ORDER BY pg_catalog.array_position(columns, master.name || ' ' || master.type),
+                  pg_catalog.array_position(here_columns, here.name || ' ' || here.type)
+    LOOP
+        differences := differences || CASE
+            WHEN master_column.here_name IS NULL THEN
+                pg_catalog.format('column %s %s is missing here', master_column.master_name, master_column.master_type)
+            WHEN master_column.master_name IS NULL THEN
+                pg_catalog.format('column %s is only here', master_column.here_name)
+            ELSE
+                pg_catalog.format('column %s is %s here, %s on the master', master_column.here_name,
+                                  master_column.here_type, master_column.master_type)
+        END;
+    END LOOP;
+    IF here_key IS DISTINCT FROM key THEN
+        differences := differences || pg_catalog.format('%s here, (%s) on the master',
+            CASE WHEN here_key = '{}' THEN 'no primary key'
+                 ELSE 'primary key (' || pg_catalog.array_to_string(here_key, ', ') || ')' END,
+            pg_catalog.array_to_string(key, ', '));
+    END IF;
+    RAISE EXCEPTION 'table % differs from the master''s: %', tbl, pg_catalog.array_to_string(differences, '; ')
+        USING ERRCODE = 'DM008',
+              HINT = 'A schema change reached one side only (DDL outside the stream, or the slave altered by hand): bring the table to the master''s shape, then apply the file again.';
+END
+$fn$;
+
+-- Schema changes (DDL) travel in files as
+--     SELECT dbmirror.ddl(statement, search_path [, tables]);
+-- with the statement as the master ran it, the master session's search_path, and the tables the
+-- master says it changes (as they are named after it). What this slave lets it do is the
+-- session's setting dbmirror.ddl (the applier sets it from its `ddl` setting; by hand,
+-- PGOPTIONS='-c dbmirror.ddl=any' psql -f FILE):
+--   refuse    no DDL: the file fails (DM009);
+--   mirrored  (the default) the statement may create, change or drop only the tables it names
+--             and what belongs to them: their columns, indexes, constraints, defaults, owned
+--             sequences, their row type, and types (enum, domain, composite) used by their
+--             columns. Anything else fails the file (DM009). The event triggers below enforce it;
+--   any       the statement runs whatever it does.
+-- The statement runs as the role applying the file, which must own the tables it changes.
+--
+-- "mirrored" keeps an honest master's DDL to the tables the slave mirrors; it does not make
+-- arbitrary SQL safe. The statement text may hold several statements, and only DDL fires event
+-- triggers: other statements run unchecked beside DDL on a named table. That a file comes from
+-- the master is what the manifests' signatures prove (the applier's public_key); a slave that
+-- must not take schema changes at all sets refuse.
+CREATE OR REPLACE FUNCTION dbmirror.ddl(statement text, search_path text, tables text[] DEFAULT '{}')
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    policy text := coalesce(nullif(pg_catalog.current_setting('dbmirror.ddl', true), ''), 'mirrored');
+    first_line text := pg_catalog.split_part(statement, E'\n', 1);
+    named oid[];
+BEGIN
+    IF policy NOT IN ('refuse', 'mirrored', 'any') THEN
+        RAISE EXCEPTION 'dbmirror.ddl must be refuse, mirrored or any, not "%"', policy
+            USING ERRCODE = '22023',
+                  HINT = 'Set it to one of these (the applier''s ddl setting), or leave it unset for mirrored.';
+    END IF;
+    IF pg_catalog.length(first_line) > 200 OR first_line <> statement THEN
+        first_line := pg_catalog.left(first_line, 200) || '...';
+    END IF;
+    IF policy = 'refuse' THEN
+        RAISE EXCEPTION 'this slave refuses DDL (dbmirror.ddl = refuse), and the file carries: %', first_line
+            USING ERRCODE = 'DM009',
+                  HINT = 'To let the slave take the master''s schema changes, set the applier''s ddl setting to mirrored or any, or run the file with SET dbmirror.ddl = ''any'' first (PGOPTIONS=''-c dbmirror.ddl=any'' psql -f FILE).';
+    END IF;
+    IF policy = 'mirrored' THEN
+        IF (SELECT pg_catalog.count(*) FROM pg_catalog.pg_event_trigger e
+             WHERE e.evtname IN ('dbmirror_slave_ddl_command_end', 'dbmirror_slave_sql_drop')
+               AND e.evtenabled = 'A') <> 2 THEN
+            RAISE EXCEPTION 'DDL refused: this slave cannot hold DDL to the tables the file names (dbmirror.ddl = mirrored), its event triggers dbmirror_slave_ddl_command_end and dbmirror_slave_sql_drop are missing or not ENABLE ALWAYS; the file carries: %', first_line
+                USING ERRCODE = 'DM009',
+                      HINT = 'Run sql/slave_setup.sql (or dbmirror-apply init) as a superuser, which creates them; or set dbmirror.ddl to any (the applier''s ddl setting) to run the master''s DDL unchecked.';
+        END IF;
+        -- What the statement may drop, as it is before the statement: once dropped, an index or
+        -- a sequence can no longer be traced to its table, nor a type to the columns using it.
+        named := ARRAY(SELECT pg_catalog.to_regclass(t) FROM pg_catalog.unnest(tables) AS t
+                        WHERE pg_catalog.to_regclass(t) IS NOT NULL);
+        PERFORM pg_catalog.set_config('dbmirror.ddl_belongings', ARRAY(
+            SELECT pg_catalog.format('%s/%s', o.classid::oid, o.objid)
+              FROM (SELECT 'pg_catalog.pg_class'::pg_catalog.regclass, i.indexrelid
+                      FROM pg_catalog.pg_index i WHERE i.indrelid = ANY (named)
+                    UNION ALL
+                    SELECT 'pg_catalog.pg_class'::pg_catalog.regclass, d.objid
+                      FROM pg_catalog.pg_depend d
+                     WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                       AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                       AND d.refobjid = ANY (named) AND d.deptype IN ('a', 'i')
+                    UNION ALL
+                    SELECT 'pg_catalog.pg_type'::pg_catalog.regclass, t
+                      FROM dbmirror.ddl_used_types(named) AS t) AS o(classid, objid))::text, true);
+        -- The event triggers act while this names the tables; an empty list is a list too.
+        PERFORM pg_catalog.set_config('dbmirror.ddl_tables', tables::text, true);
+        PERFORM pg_catalog.set_config('dbmirror.ddl_seen', '', true);
+    END IF;
+    PERFORM pg_catalog.set_config('search_path', ddl.search_path, true);
+    EXECUTE statement;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    IF policy = 'mirrored' THEN
+        PERFORM pg_catalog.set_config('dbmirror.ddl_tables', '', true);
+        -- Statements that fire no event trigger (roles, databases, anything not DDL) cannot be
+        -- checked, so a text without DDL is refused as a whole.
+        IF pg_catalog.current_setting('dbmirror.ddl_seen') <> 'on' THEN
+            RAISE EXCEPTION 'DDL refused: the statement is not DDL that this slave can hold to the tables it names (dbmirror.ddl = mirrored): %', first_line
+                USING ERRCODE = 'DM009',
+                      HINT = 'If this slave should run it, set dbmirror.ddl to any (the applier''s ddl setting, or PGOPTIONS=''-c dbmirror.ddl=any'' psql -f FILE).';
+        END IF;
+    END IF;
+END
+$fn$;
+
+-- The types the columns of `tables` use (their own, an array's element, a domain's base type),
+-- and the tables' row types: a statement on these tables may change them (ALTER TYPE ... ADD
+-- VALUE of an enum the table uses, say).
+CREATE OR REPLACE FUNCTION dbmirror.ddl_used_types(tables oid[])
+RETURNS SETOF oid LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT u.t
+      FROM pg_catalog.pg_attribute a
+           JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid,
+           LATERAL (VALUES (ty.oid), (ty.typelem), (ty.typbasetype)) AS u(t)
+     WHERE a.attrelid = ANY (tables) AND a.attnum > 0 AND NOT a.attisdropped AND u.t <> 0
+    UNION
+    SELECT c.reltype FROM pg_catalog.pg_class c WHERE c.oid = ANY (tables)
+$fn$;
+
+-- Whether the object `objid` of catalog `classid`, as it is now, is one of `tables` or belongs
+-- to one of them (see dbmirror.ddl).
+CREATE OR REPLACE FUNCTION dbmirror.ddl_belongs(classid oid, objid oid, tables oid[])
+RETURNS boolean LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT coalesce(CASE classid
+        WHEN 'pg_catalog.pg_class'::pg_catalog.regclass THEN (
+            SELECT CASE
+                       WHEN c.relkind IN ('r', 'p') THEN c.oid = ANY (tables)
+                       WHEN c.relkind IN ('i', 'I') THEN EXISTS (
+                           SELECT 1 FROM pg_catalog.pg_index i WHERE i.indexrelid = c.oid AND i.indrelid = ANY (tables))
+                       -- Owned sequences: serial columns (auto) and identity columns (internal).
+                       WHEN c.relkind = 'S' THEN EXISTS (
+                           SELECT 1 FROM pg_catalog.pg_depend d
+                            WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid
+                              AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                              AND d.refobjid = ANY (tables) AND d.deptype IN ('a', 'i'))
+                       WHEN c.relkind = 't' THEN EXISTS (
+                           SELECT 1 FROM pg_catalog.pg_class t WHERE t.reltoastrelid = c.oid AND t.oid = ANY (tables))
+                       WHEN c.relkind = 'c' THEN c.reltype IN (SELECT dbmirror.ddl_used_types(tables))
+                       ELSE false
+                   END
+              FROM pg_catalog.pg_class c WHERE c.oid = objid)
+        WHEN 'pg_catalog.pg_type'::pg_catalog.regclass THEN
+            objid IN (SELECT dbmirror.ddl_used_types(tables))
+        WHEN 'pg_catalog.pg_constraint'::pg_catalog.regclass THEN (
+            SELECT c.conrelid = ANY (tables) OR c.contypid IN (SELECT dbmirror.ddl_used_types(tables))
+              FROM pg_catalog.pg_constraint c WHERE c.oid = objid)
+        WHEN 'pg_catalog.pg_attrdef'::pg_catalog.regclass THEN (
+            SELECT d.adrelid = ANY (tables) FROM pg_catalog.pg_attrdef d WHERE d.oid = objid)
+        ELSE false
+    END, false)
+$fn$;
+
+-- Fails the statement of dbmirror.ddl() that touched `what` (see dbmirror.ddl, mirrored);
+-- `untraced` when the object cannot be told (GRANT and REVOKE report none).
+CREATE OR REPLACE FUNCTION dbmirror.ddl_refuse(what text, untraced boolean DEFAULT false)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    tables text[] := pg_catalog.current_setting('dbmirror.ddl_tables')::text[];
+    named text := CASE WHEN tables = '{}' THEN 'none' ELSE pg_catalog.array_to_string(tables, ', ') END;
+BEGIN
+    RAISE EXCEPTION 'DDL refused: the statement %, %', what,
+                    CASE WHEN untraced THEN pg_catalog.format('which cannot be traced to the tables the file names (%s)', named)
+                         ELSE pg_catalog.format('which is none of the tables the file names (%s) and belongs to none of them', named) END
+        USING ERRCODE = 'DM009',
+              HINT = 'The master''s DDL reaches beyond the tables it names (dbmirror.ddl = mirrored). If this slave should run it, set dbmirror.ddl to any (the applier''s ddl setting, or PGOPTIONS=''-c dbmirror.ddl=any'' psql -f FILE).';
+END
+$fn$;
+
+-- After each DDL command inside dbmirror.ddl() under mirrored: everything it created or changed
+-- must be a named table or belong to one. Named tables are looked up now, so that a table the
+-- statement creates or renames (under the name it has now) counts.
+CREATE OR REPLACE FUNCTION dbmirror.ddl_command_end()
+RETURNS event_trigger LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    names text[] := nullif(pg_catalog.current_setting('dbmirror.ddl_tables', true), '')::text[];
+    tables oid[];
+    cmd record;
+BEGIN
+    IF names IS NULL THEN
+        RETURN;
+    END IF;
+    PERFORM pg_catalog.set_config('dbmirror.ddl_seen', 'on', true);
+    tables := ARRAY(SELECT pg_catalog.to_regclass(n) FROM pg_catalog.unnest(names) AS n
+                     WHERE pg_catalog.to_regclass(n) IS NOT NULL);
+    FOR cmd IN SELECT * FROM pg_catalog.pg_event_trigger_ddl_commands() LOOP
+        IF cmd.classid IS NULL THEN
+            -- GRANT and REVOKE report no object, so which tables they touch is unknown.
+            PERFORM dbmirror.ddl_refuse(pg_catalog.format('%s changes privileges on %s objects', cmd.command_tag,
+                                                          pg_catalog.lower(cmd.object_type)), true);
+        ELSIF NOT dbmirror.ddl_belongs(cmd.classid, cmd.objid, tables) THEN
+            PERFORM dbmirror.ddl_refuse(pg_catalog.format('%s changes %s %s', cmd.command_tag, cmd.object_type,
+                                                          cmd.object_identity));
+        END IF;
+    END LOOP;
+END
+$fn$;
+
+-- After objects are dropped inside dbmirror.ddl() under mirrored: each one the statement named,
+-- or reached through a normal dependency (CASCADE), must be a named table or belong to one.
+-- What goes with a dropped object by an automatic or internal dependency (a table's indexes,
+-- row type, toast table...) is judged with that object. The dropped objects are gone from the
+-- catalogs: a table and its parts are known by their names, indexes, sequences and types by
+-- what dbmirror.ddl() recorded before the statement.
+CREATE OR REPLACE FUNCTION dbmirror.ddl_sql_drop()
+RETURNS event_trigger LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    names text[] := nullif(pg_catalog.current_setting('dbmirror.ddl_tables', true), '')::text[];
+    belongings text[];
+    named text[];
+    obj record;
+BEGIN
+    IF names IS NULL THEN
+        RETURN;
+    END IF;
+    PERFORM pg_catalog.set_config('dbmirror.ddl_seen', 'on', true);
+    belongings := coalesce(nullif(pg_catalog.current_setting('dbmirror.ddl_belongings', true), ''), '{}')::text[];
+    -- Each name as "schema"."name" made from its parts, as address_names gives them.
+    named := ARRAY(SELECT pg_catalog.format('%I.%I', p[1], p[2])
+                     FROM pg_catalog.unnest(names) AS n, pg_catalog.parse_ident(n) AS p);
+    FOR obj IN SELECT * FROM pg_catalog.pg_event_trigger_dropped_objects() WHERE original OR normal LOOP
+        CONTINUE WHEN CASE
+            WHEN obj.object_type IN ('table', 'table column', 'table constraint', 'default value') THEN
+                pg_catalog.format('%I.%I', obj.address_names[1], obj.address_names[2]) = ANY (named)
+            WHEN obj.object_type IN ('index', 'sequence', 'type') THEN
+                pg_catalog.format('%s/%s', obj.classid, obj.objid) = ANY (belongings)
+            ELSE false
+        END;
+        PERFORM dbmirror.ddl_refuse(pg_catalog.format('%s drops %s %s', TG_TAG, obj.object_type,
+                                                      obj.object_identity));
+    END LOOP;
+END
+$fn$;
+
+-- Event triggers fire for DDL in any session; these do nothing outside dbmirror.ddl(). Like
+-- ordinary triggers, they would not fire in files (session_replication_role = replica) unless
+-- ENABLE ALWAYS. Only a superuser may create event triggers: without them, mirrored refuses
+-- all DDL (dbmirror.ddl says so), while the rest of the slave works.
+DO $do$
+BEGIN
+    IF NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = CURRENT_USER) THEN
+        RAISE NOTICE 'event triggers dbmirror_slave_ddl_command_end and dbmirror_slave_sql_drop not created: % is not a superuser', CURRENT_USER
+            USING HINT = 'Without them, the master''s DDL is refused under dbmirror.ddl = mirrored (the default); run this script as a superuser to create them.';
+        RETURN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger e WHERE e.evtname = 'dbmirror_slave_ddl_command_end') THEN
+        CREATE EVENT TRIGGER dbmirror_slave_ddl_command_end ON ddl_command_end EXECUTE FUNCTION dbmirror.ddl_command_end();
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger e WHERE e.evtname = 'dbmirror_slave_sql_drop') THEN
+        CREATE EVENT TRIGGER dbmirror_slave_sql_drop ON sql_drop EXECUTE FUNCTION dbmirror.ddl_sql_drop();
+    END IF;
+    ALTER EVENT TRIGGER dbmirror_slave_ddl_command_end ENABLE ALWAYS;
+    ALTER EVENT TRIGGER dbmirror_slave_sql_drop ENABLE ALWAYS;
+END
+$do$;

@@ -14,11 +14,12 @@ use std::time::{Duration, Instant};
 
 use dbmirror_cli::error::{Error, Kind};
 use dbmirror_cli::{log, signals};
+use dbmirror_replay::grammar::DdlPolicy;
 use dbmirror_replay::replay::{replay, ReplayError};
 use dbmirror_replay::slave;
 use dbmirror_replay::slave::AppliedFile;
 use dbmirror_spool::open_sql;
-use dbmirror_sql::{ALREADY_APPLIED, DIVERGED, OUT_OF_ORDER};
+use dbmirror_sql::{ALREADY_APPLIED, DIVERGED, OUT_OF_ORDER, SCHEMA_DIFFERS};
 use postgres::Client;
 
 use crate::config::Config;
@@ -67,7 +68,17 @@ pub fn connect(config: &Config) -> Result<Client, Error> {
 
 /// `init`: prepares the slave, with the same SQL as `sql/slave_setup.sql`.
 pub fn init(config: &Config) -> Result<(), Error> {
-    slave::connect_unchecked(&config.slave, "dbmirror-apply")?.batch_execute(slave::SLAVE_SETUP_SQL)?;
+    let mut client = slave::connect_unchecked(&config.slave, "dbmirror-apply")?;
+    client.batch_execute(slave::SLAVE_SETUP_SQL)?;
+    // The script leaves out what only a superuser may create, and says so in a NOTICE that a
+    // batch does not show.
+    if config.ddl == DdlPolicy::Mirrored && !slave::checks_ddl(&mut client)? {
+        log::warning(&format!(
+            "the slave lacks the event triggers {} (only a superuser can create them): under ddl = \"mirrored\", \
+             files that carry DDL will be refused; run init as a superuser, or set ddl to \"refuse\" or \"any\"",
+            dbmirror_sql::DDL_EVENT_TRIGGERS.join(" and ")
+        ));
+    }
     Ok(())
 }
 
@@ -213,7 +224,7 @@ fn apply_file(config: &Config, client: &mut Client, file: &Verified) -> Result<(
     let number = file.header.number;
     let record = slave::record_checksum_sql(&config.slave_name, &file.sql_sha256);
     let open = || open_sql(&file.path, &file.name).map_err(|e| std::io::Error::other(e.to_string()));
-    let error = match replay(client, open, Some(&record)) {
+    let error = match replay(client, open, Some(&record), config.ddl) {
         Ok(_) => return Ok(()),
         Err(error) => error,
     };
@@ -230,6 +241,18 @@ fn apply_file(config: &Config, client: &mut Client, file: &Verified) -> Result<(
         return Err(Error::runtime(format!("the slave's state changed while applying file {number}: {error}")));
     }
     let refusal = match &error {
+        // Before the other failures: DDL refused by the grammar is a refused statement too.
+        _ if error.is_ddl_refused() => Refusal::ddl_refused(
+            format!("it carries DDL that this slave does not run: {error}"),
+            config.ddl,
+            &config.quarantine,
+            &config.spool,
+        ),
+        ReplayError::Statement { .. } | ReplayError::Batch { .. } if code == SCHEMA_DIFFERS => Refusal::schema_differs(
+            format!("it failed on the slave and was rolled back: {error}"),
+            &config.quarantine,
+            &config.spool,
+        ),
         ReplayError::Statement { .. } | ReplayError::Batch { .. } => Refusal::failed_on_slave(
             format!("it failed on the slave and was rolled back: {error}"),
             &config.quarantine,

@@ -3,6 +3,7 @@
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+use dbmirror_replay::grammar::DdlPolicy;
 use dbmirror_spool::{PublicKey, ARCHIVE_DIR, QUARANTINE_DIR};
 use serde::Deserialize;
 
@@ -31,6 +32,7 @@ struct RawConfig {
     settle_seconds: Option<f64>,
     poll_interval: Option<f64>,
     public_key: Option<PathBuf>,
+    ddl: Option<String>,
 }
 
 /// A checked configuration.
@@ -51,6 +53,9 @@ pub struct Config {
     pub poll_interval: Duration,
     /// The exporter's public key: when set, only manifests it signed are used.
     pub public_key: Option<PublicKey>,
+    /// What DDL files may carry. The slave sessions get it as `dbmirror.ddl` too (see
+    /// [`Config::slave`]), so that the slave holds the DDL it runs to the same policy.
+    pub ddl: DdlPolicy,
 }
 
 impl Config {
@@ -61,7 +66,9 @@ impl Config {
     pub fn parse(text: &str) -> Result<Self, Error> {
         let raw: RawConfig = configuration::from_toml(text)?;
         configuration::slave_name(&raw.slave_name)?;
-        let slave = configuration::connection("slave", &raw.slave)?;
+        let mut slave = configuration::connection("slave", &raw.slave)?;
+        let ddl = raw.ddl.as_deref().map_or(Ok(DdlPolicy::default()), str::parse).map_err(Error::config)?;
+        session_setting(&mut slave, dbmirror_sql::DDL_SETTING, ddl.as_str());
         if !raw.spool.is_dir() {
             return Err(Error::config(format!("spool \"{}\" is not a directory", raw.spool.display()))
                 .with_hint("Create the inbound spool directory first."));
@@ -96,8 +103,20 @@ impl Config {
                 .map(PublicKey::load)
                 .transpose()
                 .map_err(|e| Error::config(e.to_string()))?,
+            ddl,
         })
     }
+}
+
+/// Adds `-c name=value` to the options the slave sessions start with, after any the connection
+/// string gives (the last one counts).
+pub fn session_setting(slave: &mut postgres::Config, name: &str, value: &str) {
+    let setting = format!("-c {name}={value}");
+    let options = match slave.get_options() {
+        Some(options) if !options.trim().is_empty() => format!("{options} {setting}"),
+        _ => setting,
+    };
+    slave.options(&options);
 }
 
 /// Checks that archive and quarantine are (or can become) directories apart from the spool and
@@ -180,6 +199,24 @@ mod tests {
         assert_eq!(config.quarantine, std::env::temp_dir().join("quarantine"));
         assert_eq!(config.settle, Duration::from_secs(60));
         assert_eq!(config.master, None);
+        assert_eq!(config.ddl, DdlPolicy::Mirrored);
+        assert_eq!(config.slave.get_options(), Some("-c dbmirror.ddl=mirrored"));
+    }
+
+    /// The slave sessions hold DDL to the policy the applier's grammar check applies, after
+    /// whatever options the connection string gives.
+    #[test]
+    fn the_ddl_setting_goes_to_the_slave_sessions() {
+        for (ddl, policy) in [("refuse", DdlPolicy::Refuse), ("mirrored", DdlPolicy::Mirrored), ("any", DdlPolicy::Any)]
+        {
+            let config = Config::parse(&format!(
+                "slave_name = \"s\"\nslave = \"host=/tmp options='-c work_mem=1MB'\"\nspool = \"{}\"\nddl = \"{ddl}\"\n",
+                dir()
+            ))
+            .unwrap();
+            assert_eq!(config.ddl, policy);
+            assert_eq!(config.slave.get_options(), Some(format!("-c work_mem=1MB -c dbmirror.ddl={ddl}").as_str()));
+        }
     }
 
     #[test]
@@ -198,6 +235,11 @@ mod tests {
                 "settle_seconds must be a number of seconds",
             ),
             (format!("slave_name = \"s\"\nslave = \"host=x\"\nspool = \"{d}\"\nextra = 1\n"), "unknown field `extra`"),
+            (
+                format!("slave_name = \"s\"\nslave = \"host=x\"\nspool = \"{d}\"\nddl = \"none\"\n"),
+                "ddl must be \"refuse\", \"mirrored\" or \"any\", not \"none\"",
+            ),
+            (format!("slave_name = \"s\"\nslave = \"host=x\"\nspool = \"{d}\"\nddl = true\n"), "invalid type: boolean"),
         ];
         for (text, expected) in cases {
             let err = Config::parse(&text).expect_err(&text).to_string();
@@ -276,6 +318,7 @@ mod tests {
             "settle_seconds",
             "poll_interval",
             "public_key",
+            "ddl",
         ] {
             for value in values {
                 let text = format!("slave_name = \"s\"\nslave = \"host=/tmp\"\nspool = \"{d}\"\n")

@@ -16,6 +16,7 @@ use std::time::SystemTime;
 use chrono::SecondsFormat;
 use dbmirror_cli::error::{Error, Kind};
 use dbmirror_cli::log;
+use dbmirror_replay::grammar::DdlPolicy;
 use dbmirror_replay::slave::{self, AppliedFile};
 use dbmirror_spool::{
     open_sql, sha256_of, Checksum, Entry, HashingReader, Header, Manifest, ManifestEntry, TransactionFileName,
@@ -104,6 +105,46 @@ impl Refusal {
                 "The file is intact (its checksum matches its manifest): the slave differs from the master, or lacks a table or \
                  column the file uses. Repair the slave (dbmirror-export verify compares it with the master), then move it from \
                  quarantine back into the spool (from \"{}\" to \"{}\").",
+                quarantine.display(),
+                spool.display()
+            ),
+        }
+    }
+
+    /// The file is intact, but the slave's table differs from the master's (`check_table`): not
+    /// the file's fault, the slave's schema must be repaired.
+    pub fn schema_differs(reason: String, quarantine: &Path, spool: &Path) -> Self {
+        Self {
+            reason,
+            hint: format!(
+                "The file is intact (its checksum matches its manifest): a schema change reached the master or the slave \
+                 only (DDL outside the stream, or the slave altered by hand), and the message names what differs. Bring \
+                 the slave's table to the master's shape, then move the file from quarantine back into the spool (from \
+                 \"{}\" to \"{}\").",
+                quarantine.display(),
+                spool.display()
+            ),
+        }
+    }
+
+    /// The file is intact, but carries DDL that the slave, under its `ddl` setting `policy`,
+    /// does not run.
+    pub fn ddl_refused(reason: String, policy: DdlPolicy, quarantine: &Path, spool: &Path) -> Self {
+        let (why, change) = match policy {
+            DdlPolicy::Refuse => ("", "ddl = \"mirrored\" (DDL on the tables the file names) or ddl = \"any\""),
+            DdlPolicy::Mirrored | DdlPolicy::Any => (
+                ": it reaches beyond the tables the file names, or the slave lacks the event triggers that check it \
+                 (the message says which; dbmirror-apply init run as a superuser creates them)",
+                "ddl = \"any\"",
+            ),
+        };
+        Self {
+            reason,
+            hint: format!(
+                "The file is intact (its checksum matches its manifest) and carries a schema change of the master, which \
+                 this slave's ddl setting (\"{policy}\") does not let run{why}. If the slave should take it, set {change} \
+                 in the applier's configuration, then move the file from quarantine back into the spool (from \"{}\" to \
+                 \"{}\").",
                 quarantine.display(),
                 spool.display()
             ),

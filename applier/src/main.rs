@@ -85,12 +85,7 @@ impl SnapshotOptions {
     /// The slave connection, with the snapshot's replace setting for the session.
     fn apply_to(&self, mut config: Config) -> Config {
         if self.replace {
-            let setting = format!("-c {}=on", dbmirror_sql::REPLACE_SETTING);
-            let options = match config.slave.get_options() {
-                Some(options) if !options.trim().is_empty() => format!("{options} {setting}"),
-                _ => setting,
-            };
-            config.slave.options(&options);
+            config::session_setting(&mut config.slave, dbmirror_sql::REPLACE_SETTING, "on");
         }
         config
     }

@@ -10,6 +10,7 @@
 
 use std::io::{BufReader, BufWriter, Seek, SeekFrom};
 
+use dbmirror_replay::grammar::DdlPolicy;
 use dbmirror_replay::{replay, slave};
 use dbmirror_spool::{Checksum, HashingWriter};
 use postgres::Client;
@@ -76,7 +77,9 @@ impl crate::export::Destination for Direct {
             start.seek(SeekFrom::Start(0))?;
             Ok(BufReader::new(file))
         };
-        replay::replay(&mut self.client, open, Some(&record)).map_err(|e| {
+        // DDL passes the grammar, and the slave's dbmirror.ddl() holds it to the tables the
+        // transaction names (its default, unless the slave connection's options set dbmirror.ddl).
+        replay::replay(&mut self.client, open, Some(&record), DdlPolicy::Mirrored).map_err(|e| {
             let message = format!(
                 "transaction {} (number {}) could not be applied to the slave: {e}",
                 assigned.xid, assigned.number

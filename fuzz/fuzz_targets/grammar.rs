@@ -4,7 +4,7 @@
 //! double-quoted spans, so neither a comment nor a dollar quote ever reaches the slave.
 #![no_main]
 
-use dbmirror_replay::grammar::Checker;
+use dbmirror_replay::grammar::{Checker, DdlPolicy};
 use dbmirror_script::{Item, ScriptReader};
 use libfuzzer_sys::fuzz_target;
 
@@ -30,13 +30,16 @@ fn unquoted_comment_or_dollar(sql: &str) -> Option<usize> {
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    let mut checker = Checker::default();
+    // Under every DDL policy: they accept different files.
+    let mut checkers = DdlPolicy::ALL.map(Checker::new);
     for item in ScriptReader::new(text.as_bytes()) {
         let Ok(item) = item else { break };
         if let Item::Statement { sql, .. } = item {
-            if checker.check(&sql).is_ok() {
-                if let Some(at) = unquoted_comment_or_dollar(&sql) {
-                    panic!("the grammar accepted a comment or dollar quote at byte {at}: {sql:?}");
+            for checker in &mut checkers {
+                if checker.check(&sql).is_ok() {
+                    if let Some(at) = unquoted_comment_or_dollar(&sql) {
+                        panic!("the grammar accepted a comment or dollar quote at byte {at}: {sql:?}");
+                    }
                 }
             }
         }

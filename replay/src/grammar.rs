@@ -1,7 +1,11 @@
 //! The grammar of transaction files: exactly the statements `dbmirror-export` writes, in the
 //! order it writes them. Every statement is checked against it before it is sent to the slave,
 //! so a file that crossed the air gap can make the slave do nothing but what a genuine file
-//! does: change rows of ordinary tables, advance sequences, and record itself as applied.
+//! does: change rows of ordinary tables, check their shape, advance sequences, record itself as
+//! applied, and run the master's DDL as far as the slave's [`DdlPolicy`] allows. The DDL's text
+//! is one string literal, which the grammar cannot judge: under [`DdlPolicy::Refuse`] the
+//! checker refuses it here, and otherwise the slave's `dbmirror.ddl()` holds it to the same
+//! policy (the applier gives the session its `dbmirror.ddl` setting).
 //!
 //! ```text
 //! file      := session* BEGIN ; local* guard change* sequence* COMMIT ;
@@ -19,6 +23,10 @@
 //!                SELECT dbmirror.one_row(count(*), 'text') FROM m ;
 //!            | TRUNCATE ONLY table [, ONLY table] ... ;
 //!            | SELECT dbmirror.snapshot_tables(ARRAY['table', ...]) ;
+//!            | SELECT dbmirror.check_table('table', ARRAY['column type', ...], ARRAY['column', ...]) ;
+//!                                   -- before the first change of a table: its columns and key
+//!            | SELECT dbmirror.ddl('text', 'text' [, ARRAY['table', ...]]) ;
+//!                                   -- DDL and the master's search_path; refused under DdlPolicy::Refuse
 //! sequence  := SELECT dbmirror.advance_sequence('schema.sequence', int, true) ;
 //! key       := column = value AND ...
 //! old       := AND dbmirror.old_value(column, value)
@@ -26,6 +34,9 @@
 //! table     := "schema"."name"        -- not in pg_catalog, information_schema, pg_toast or dbmirror
 //! column    := "name"
 //! value     := 'text' | NULL
+//! 'table'   := a literal holding a table    -- ARRAY[...] holds one at least
+//! 'column'  := a literal holding a column
+//! 'column type' := a literal holding a column, a space, and its type as format_type() prints it
 //! ```
 //!
 //! Identifiers are always double-quoted and values always single-quoted (with
@@ -34,8 +45,8 @@
 //! dollar quotes or escape strings, so anything using them is refused.
 
 use dbmirror_sql::{
-    APPLY_SETTINGS, CANONICAL_SETTINGS, GUARD_FUNCTION, OLD_VALUE_FUNCTION, ONE_ROW_FUNCTION, SEQUENCE_FUNCTION,
-    SESSION_SETTINGS, SNAPSHOT_TABLES_FUNCTION, START_FUNCTION,
+    APPLY_SETTINGS, CANONICAL_SETTINGS, CHECK_TABLE_FUNCTION, DDL_FUNCTION, GUARD_FUNCTION, OLD_VALUE_FUNCTION,
+    ONE_ROW_FUNCTION, SEQUENCE_FUNCTION, SESSION_SETTINGS, SNAPSHOT_TABLES_FUNCTION, START_FUNCTION,
 };
 
 /// Schemas a file may never touch.
@@ -249,14 +260,19 @@ impl Parser {
         self.punct(',')
     }
 
-    /// `ARRAY['"schema"."table"', ...]`, outside the forbidden schemas.
-    fn tables(&mut self) -> Result<(), String> {
+    /// `ARRAY['...', ...]` of at least one literal, each of which `item` accepts.
+    fn array(&mut self, item: impl Fn(&str) -> Result<(), String>) -> Result<(), String> {
         self.word("ARRAY")?;
         self.punct('[')?;
-        for name in self.list(Parser::text)? {
-            allowed_schema(&name_schema(&name, "table")?)?;
+        for text in self.list(Parser::text)? {
+            item(&text)?;
         }
         self.punct(']')
+    }
+
+    /// `ARRAY['"schema"."table"', ...]`, outside the forbidden schemas.
+    fn tables(&mut self) -> Result<(), String> {
+        self.array(|name| allowed_schema(&name_schema(name, "table")?))
     }
 
     /// An optional `ONLY`.
@@ -326,6 +342,83 @@ fn name_schema(name: &str, what: &str) -> Result<String, String> {
     }
 }
 
+/// `"name"` at the start of `text`, double quotes doubled inside: the quoted name and the rest.
+fn split_quoted(text: &str) -> Option<(&str, &str)> {
+    let mut quotes = text.strip_prefix('"')?.match_indices('"').map(|(at, _)| at + 1).peekable();
+    // Inside the name, quotes come in pairs; the first one alone ends it.
+    while let Some(at) = quotes.next() {
+        if quotes.peek() == Some(&(at + 1)) {
+            quotes.next();
+        } else {
+            return Some(text.split_at(at + 1));
+        }
+    }
+    None
+}
+
+/// A column as `check_table` names its key: `"name"`.
+fn quoted_column(text: &str) -> Result<(), String> {
+    match split_quoted(text) {
+        Some((_, "")) => Ok(()),
+        _ => Err(format!("\"{text}\" is not a quoted column name")),
+    }
+}
+
+/// A column as `check_table` describes it: `"name" TYPE`.
+fn column_and_type(text: &str) -> Result<(), String> {
+    match split_quoted(text).and_then(|(_, rest)| rest.strip_prefix(' ')) {
+        Some(type_name) if !type_name.trim().is_empty() => Ok(()),
+        _ => Err(format!("\"{text}\" is not a quoted column name and its type")),
+    }
+}
+
+/// What DDL (schema changes) a slave takes from files: the applier's `ddl` setting. The slave
+/// session gets the same as `dbmirror.ddl` ([`dbmirror_sql::DDL_SETTING`]), which the slave's
+/// `dbmirror.ddl()` enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DdlPolicy {
+    /// No DDL: a file that carries any is refused before it is sent.
+    Refuse,
+    /// DDL that creates, changes or drops only the tables the file names for it, and what
+    /// belongs to them; the slave refuses the rest.
+    #[default]
+    Mirrored,
+    /// Any DDL the master ran.
+    Any,
+}
+
+impl DdlPolicy {
+    /// Every policy, as the setting names them.
+    pub const ALL: [DdlPolicy; 3] = [DdlPolicy::Refuse, DdlPolicy::Mirrored, DdlPolicy::Any];
+
+    /// The setting's value: `refuse`, `mirrored` or `any`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DdlPolicy::Refuse => "refuse",
+            DdlPolicy::Mirrored => "mirrored",
+            DdlPolicy::Any => "any",
+        }
+    }
+}
+
+impl std::fmt::Display for DdlPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for DdlPolicy {
+    type Err = String;
+
+    /// The policy a setting's value names; the error says which values there are.
+    fn from_str(value: &str) -> Result<Self, String> {
+        DdlPolicy::ALL
+            .into_iter()
+            .find(|policy| policy.as_str() == value)
+            .ok_or_else(|| format!("ddl must be \"refuse\", \"mirrored\" or \"any\", not \"{}\"", value.escape_debug()))
+    }
+}
+
 /// Where in a file the checker is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -358,24 +451,34 @@ pub enum Kind {
 #[derive(Debug)]
 pub struct Checker {
     stage: Stage,
+    ddl: DdlPolicy,
 }
 
 impl Default for Checker {
+    /// A checker for a slave that takes DDL on the tables a file names ([`DdlPolicy::Mirrored`]).
     fn default() -> Self {
-        Self { stage: Stage::Session }
+        Self::new(DdlPolicy::default())
     }
 }
 
-/// Why a statement is refused: it is not one the exporter writes, or not in its place.
+/// Why a statement is refused: it is not one the exporter writes, or not in its place, or it
+/// carries DDL that the slave's policy refuses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     reason: String,
+    ddl: bool,
 }
 
 impl Refusal {
     /// The reason, as it completes "statement refused: ...".
     pub fn reason(&self) -> &str {
         &self.reason
+    }
+
+    /// Whether the statement is one the exporter writes, refused because it carries DDL and
+    /// the slave refuses DDL: the file is genuine, the slave's setting stops it.
+    pub fn is_ddl(&self) -> bool {
+        self.ddl
     }
 }
 
@@ -387,19 +490,46 @@ impl std::fmt::Display for Refusal {
 
 impl std::error::Error for Refusal {}
 
+/// What the next statement of a file is, once read.
+struct Statement {
+    /// Where in the file the checker is after it.
+    stage: Stage,
+    kind: Kind,
+    /// Whether it carries DDL.
+    ddl: bool,
+}
+
 impl Checker {
-    /// Checks the next statement of the file; the error says why it is refused.
-    pub fn check(&mut self, sql: &str) -> Result<Kind, Refusal> {
-        self.check_statement(sql).map_err(|reason| Refusal { reason })
+    /// A checker for the first statement of a file, on a slave with DDL policy `ddl`.
+    pub fn new(ddl: DdlPolicy) -> Self {
+        Self { stage: Stage::Session, ddl }
     }
 
-    fn check_statement(&mut self, sql: &str) -> Result<Kind, String> {
+    /// Checks the next statement of the file; the error says why it is refused.
+    pub fn check(&mut self, sql: &str) -> Result<Kind, Refusal> {
+        let statement = self.read(sql).map_err(|reason| Refusal { reason, ddl: false })?;
+        if statement.ddl && self.ddl == DdlPolicy::Refuse {
+            return Err(Refusal {
+                reason: format!(
+                    "the file carries DDL (a schema change) and this slave refuses DDL (ddl = \"{}\")",
+                    DdlPolicy::Refuse
+                ),
+                ddl: true,
+            });
+        }
+        self.stage = statement.stage;
+        Ok(statement.kind)
+    }
+
+    /// Reads the next statement of the file, refusing anything the exporter does not write there.
+    fn read(&self, sql: &str) -> Result<Statement, String> {
         let tokens = lex(sql)?;
         let mut p = Parser { tokens, at: 0 };
         let first = match p.peek() {
             Some(Token::Word(w)) => w.to_ascii_uppercase(),
             other => return Err(format!("a statement cannot start with {}", shown(other))),
         };
+        let mut ddl = false;
         let (stage, kind) = match (self.stage, first.as_str()) {
             (Stage::Session, "SET") => {
                 p.next();
@@ -530,6 +660,36 @@ impl Checker {
                 p.punct(')')?;
                 (Stage::Changes, Kind::Other)
             }
+            (Stage::Changes, "SELECT") if p.calls(CHECK_TABLE_FUNCTION) => {
+                // Before the first change of a table: the master's columns and primary key.
+                p.next();
+                p.function(CHECK_TABLE_FUNCTION)?;
+                p.punct('(')?;
+                let table = p.text()?;
+                allowed_schema(&name_schema(&table, "table")?)?;
+                p.punct(',')?;
+                p.array(column_and_type)?;
+                p.punct(',')?;
+                p.array(quoted_column)?;
+                p.punct(')')?;
+                (Stage::Changes, Kind::Other)
+            }
+            (Stage::Changes, "SELECT") if p.calls(DDL_FUNCTION) => {
+                // The statement and the master's search_path, then the tables it changes.
+                p.next();
+                p.function(DDL_FUNCTION)?;
+                p.punct('(')?;
+                p.text()?;
+                p.punct(',')?;
+                p.text()?;
+                if p.is_punct(',') {
+                    p.next();
+                    p.tables()?;
+                }
+                p.punct(')')?;
+                ddl = true;
+                (Stage::Changes, Kind::Other)
+            }
             (Stage::Changes | Stage::Sequences, "SELECT") => {
                 p.next();
                 p.function(SEQUENCE_FUNCTION)?;
@@ -551,8 +711,7 @@ impl Checker {
             (stage, word) => return Err(format!("{word} is not allowed here ({})", expected(stage))),
         };
         p.end()?;
-        self.stage = stage;
-        Ok(kind)
+        Ok(Statement { stage, kind, ddl })
     }
 
     /// Whether the file ended where a file may end.
@@ -607,8 +766,140 @@ mod tests {
     ];
 
     fn check_all(statements: &[&str]) -> Result<Vec<Kind>, (usize, String)> {
-        let mut checker = Checker::default();
+        check_all_under(DdlPolicy::default(), statements)
+    }
+
+    fn check_all_under(ddl: DdlPolicy, statements: &[&str]) -> Result<Vec<Kind>, (usize, String)> {
+        let mut checker = Checker::new(ddl);
         statements.iter().enumerate().map(|(i, s)| checker.check(s).map_err(|e| (i, e.to_string()))).collect()
+    }
+
+    /// The genuine file with `statements` among its changes, right after the guard.
+    fn with_changes<'a>(statements: &[&'a str]) -> Vec<&'a str> {
+        let mut file = FILE.to_vec();
+        file.splice(6..6, statements.iter().copied());
+        file
+    }
+
+    const CHECK_TABLE: &str = "SELECT dbmirror.check_table('\"public\".\"orders\"', ARRAY['\"id\" integer', '\"note\" text', '\"mood\" public.mood'], ARRAY['\"id\"']);";
+    const DDL: &str = "SELECT dbmirror.ddl('ALTER TABLE orders ADD COLUMN note text', '\"$user\", public');";
+    const DDL_WITH_TABLES: &str = "SELECT dbmirror.ddl('ALTER TABLE \"Order Line\"\n  RENAME TO lines; -- why not\nCREATE INDEX ON orders (note)', 'public', ARRAY['\"public\".\"orders\"', '\"public\".\"lines\"']);";
+
+    /// The shape checks and the DDL the exporter writes among the changes, under the policies
+    /// that let DDL through.
+    #[test]
+    fn accepts_table_checks_and_ddl_among_the_changes() {
+        let statements = [
+            CHECK_TABLE,
+            "SELECT dbmirror.check_table('\"My \"\"S\"\"\".\"Order Line\"', ARRAY['\"we\"\"ird\" character varying(20)', '\"n\" numeric(10,2)', '\"t\" timestamp with time zone', '\"a\" text[]'], ARRAY['\"we\"\"ird\"', '\"n\"']);",
+            DDL,
+            DDL_WITH_TABLES,
+            "SELECT dbmirror.ddl('CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$SELECT 1$$', '');",
+            CHECK_TABLE,
+        ];
+        for ddl in [DdlPolicy::Mirrored, DdlPolicy::Any] {
+            let kinds = check_all_under(ddl, &with_changes(&statements)).unwrap_or_else(|e| panic!("{ddl}: {e:?}"));
+            assert!(kinds[6..12].iter().all(|k| *k == Kind::Other), "{kinds:?}");
+        }
+        // Also between changes, and right before the sequences.
+        let mut file = FILE.to_vec();
+        file.insert(11, DDL);
+        file.insert(8, CHECK_TABLE);
+        check_all(&file).unwrap();
+    }
+
+    /// Each case puts one statement among the changes of a genuine file; all must be refused.
+    #[test]
+    fn refuses_table_checks_and_ddl_that_the_exporter_does_not_write() {
+        let cases: &[(&str, &str)] = &[
+            ("SELECT dbmirror.check_table('\"public\".\"t\"', ARRAY['\"id\" integer']);", "expected \",\", found \")\""),
+            ("SELECT dbmirror.check_table('\"public\".\"t\"', ARRAY['\"id\" integer'], '\"id\"');", "expected ARRAY"),
+            ("SELECT dbmirror.check_table('\"public\".\"t\"', ARRAY['\"id\" integer'], ARRAY[]);", "expected a string literal, found \"]\""),
+            ("SELECT dbmirror.check_table('\"public\".\"t\"', ARRAY[], ARRAY['\"id\"']);", "expected a string literal, found \"]\""),
+            ("SELECT dbmirror.check_table('\"public\".\"t\"', ARRAY['\"id\"integer'], ARRAY['\"id\"']);", "not a quoted column name and its type"),
+            ("SELECT dbmirror.check_table('\"public\".\"t\"', ARRAY['id integer'], ARRAY['\"id\"']);", "not a quoted column name and its type"),
+            ("SELECT dbmirror.check_table('\"public\".\"t\"', ARRAY['\"id\" '], ARRAY['\"id\"']);", "not a quoted column name and its type"),
+            ("SELECT dbmirror.check_table('\"public\".\"t\"', ARRAY['\"id\" integer'], ARRAY['\"id\" integer']);", "not a quoted column name"),
+            ("SELECT dbmirror.check_table('\"public\".\"t\"', ARRAY['\"id\" integer'], ARRAY['id']);", "not a quoted column name"),
+            ("SELECT dbmirror.check_table('\"dbmirror\".\"slave_state\"', ARRAY['\"id\" integer'], ARRAY['\"id\"']);", "schema \"dbmirror\""),
+            ("SELECT dbmirror.check_table('t', ARRAY['\"id\" integer'], ARRAY['\"id\"']);", "not a schema-qualified table name"),
+            ("SELECT dbmirror.check_table(NULL, ARRAY['\"id\" integer'], ARRAY['\"id\"']);", "expected a string literal, found NULL"),
+            ("SELECT dbmirror.check_table('\"public\".\"t\"', ARRAY['\"id\" integer'], ARRAY['\"id\"'], true);", "expected \")\", found \",\""),
+            ("SELECT dbmirror.check_table('\"public\".\"t\"', ARRAY['\"id\" integer'], ARRAY['\"id\"']) FROM x;", "expected \";\", found FROM"),
+            ("SELECT dbmirror.ddl('DROP TABLE t');", "expected \",\", found \")\""),
+            ("SELECT dbmirror.ddl('DROP TABLE t', NULL);", "expected a string literal, found NULL"),
+            ("SELECT dbmirror.ddl('DROP TABLE t' || 'x', 'public');", "unexpected character '|'"),
+            ("SELECT dbmirror.ddl($$DROP TABLE t$$, 'public');", "unexpected character '$'"),
+            ("SELECT dbmirror.ddl(E'DROP TABLE t', 'public');", "string prefix E"),
+            ("SELECT dbmirror.ddl('DROP TABLE t', 'public', '{\"public.t\"}');", "expected ARRAY"),
+            ("SELECT dbmirror.ddl('DROP TABLE t', 'public', ARRAY[]);", "expected a string literal, found \"]\""),
+            ("SELECT dbmirror.ddl('DROP TABLE t', 'public', ARRAY['\"pg_catalog\".\"pg_class\"']);", "schema \"pg_catalog\""),
+            ("SELECT dbmirror.ddl('DROP TABLE t', 'public', ARRAY['\"dbmirror\".\"applied_file\"']);", "schema \"dbmirror\""),
+            ("SELECT dbmirror.ddl('DROP TABLE t', 'public', ARRAY['t']);", "not a schema-qualified table name"),
+            ("SELECT dbmirror.ddl('DROP TABLE t', 'public', ARRAY['\"public\".\"t\"'], 'x');", "expected \")\", found \",\""),
+            ("SELECT dbmirror.ddl('DROP TABLE t', 'public'); DROP TABLE u;", "unexpected DROP"),
+            ("SELECT dbmirror.ddl_refuse('x');", "expected advance_sequence, found ddl_refuse"),
+        ];
+        let mut wrong = Vec::new();
+        for (statement, reason) in cases {
+            match check_all(&with_changes(&[statement])) {
+                Ok(_) => wrong.push(format!("{statement}: accepted")),
+                Err((at, error)) if at != 6 || !error.contains(reason) => {
+                    wrong.push(format!("{statement}: refused at statement {at} with {error:?}, expected {reason:?}"))
+                }
+                Err(_) => {}
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    #[test]
+    fn refuses_table_checks_and_ddl_outside_the_changes() {
+        // Before the guard, instead of it, after the sequences, after COMMIT.
+        for (at, statement) in [(5, CHECK_TABLE), (4, DDL), (12, DDL), (12, CHECK_TABLE), (14, DDL)] {
+            let mut file = FILE.to_vec();
+            file.insert(at, statement);
+            let (refused_at, _) = check_all(&file).expect_err(&format!("{statement} at {at}"));
+            assert_eq!(refused_at, at, "{statement}");
+        }
+    }
+
+    /// A slave that refuses DDL refuses the file at its DDL, and says that this is why: the
+    /// file is what the exporter writes, and the setting stops it.
+    #[test]
+    fn a_slave_that_refuses_ddl_refuses_a_file_that_carries_some() {
+        for statement in [DDL, DDL_WITH_TABLES] {
+            let mut checker = Checker::new(DdlPolicy::Refuse);
+            for genuine in &with_changes(&[CHECK_TABLE])[..7] {
+                checker.check(genuine).unwrap();
+            }
+            let refusal = checker.check(statement).expect_err(statement);
+            assert!(refusal.is_ddl());
+            assert_eq!(
+                refusal.reason(),
+                "the file carries DDL (a schema change) and this slave refuses DDL (ddl = \"refuse\")"
+            );
+        }
+        // A file without DDL is fine; a malformed call is refused as foreign, not as DDL.
+        check_all_under(DdlPolicy::Refuse, &with_changes(&[CHECK_TABLE])).unwrap();
+        let mut checker = Checker::new(DdlPolicy::Refuse);
+        for genuine in &FILE[..6] {
+            checker.check(genuine).unwrap();
+        }
+        assert!(!checker.check("SELECT dbmirror.ddl('DROP TABLE t', now());").unwrap_err().is_ddl());
+        assert!(!checker.check("DROP TABLE t;").unwrap_err().is_ddl());
+    }
+
+    #[test]
+    fn ddl_policies_read_from_their_names_only() {
+        for policy in DdlPolicy::ALL {
+            assert_eq!(policy.as_str().parse::<DdlPolicy>(), Ok(policy));
+        }
+        assert_eq!(DdlPolicy::default(), DdlPolicy::Mirrored);
+        for bad in ["", "Refuse", "ANY", "none", "mirrored "] {
+            let error = bad.parse::<DdlPolicy>().unwrap_err();
+            assert_eq!(error, format!("ddl must be \"refuse\", \"mirrored\" or \"any\", not \"{bad}\""));
+        }
     }
 
     #[test]

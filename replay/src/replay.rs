@@ -10,7 +10,7 @@ use std::io::{BufRead, Write};
 
 use dbmirror_script::{Item, ScriptError, ScriptReader};
 
-use crate::grammar::{Checker, Kind, Refusal};
+use crate::grammar::{Checker, DdlPolicy, Kind, Refusal};
 use postgres::Client;
 
 /// How a replay failed.
@@ -65,6 +65,16 @@ impl ReplayError {
         self.database_error().is_some_and(|e| e.as_db_error().is_none())
     }
 
+    /// Whether the file carries DDL that the slave's policy does not let run: refused by the
+    /// grammar under [`DdlPolicy::Refuse`], or by the slave's `dbmirror.ddl()`
+    /// ([`dbmirror_sql::DDL_REFUSED`]). The file is genuine; the slave's setting stops it.
+    pub fn is_ddl_refused(&self) -> bool {
+        match self {
+            ReplayError::Refused { reason, .. } => reason.is_ddl(),
+            _ => self.code() == Some(dbmirror_sql::DDL_REFUSED),
+        }
+    }
+
     /// Whether the failure is not the file's fault, and the same file may well apply later:
     /// a lost connection, or a statement that failed for a passing reason (see
     /// [`TRANSIENT_CLASSES`]).
@@ -106,6 +116,9 @@ impl std::fmt::Display for ReplayError {
                 None => write!(f, "lines {first_line} to {last_line}: connection to the slave failed: {error}"),
             },
             ReplayError::Unexpected { line, what } => write!(f, "line {line}: {what}"),
+            ReplayError::Refused { line, statement, reason } if reason.is_ddl() => {
+                write!(f, "line {line}: statement refused: {reason}\nSTATEMENT:  {statement}")
+            }
             ReplayError::Refused { line, statement, reason } => write!(
                 f,
                 "line {line}: statement refused, it is not one dbmirror-export writes: {reason}\nSTATEMENT:  {statement}"
@@ -134,7 +147,8 @@ fn shown(sql: &str) -> String {
 }
 
 /// Replays one file on `client`; `open` gives the file's statements. Every statement is
-/// checked against the grammar of transaction files ([`crate::grammar`]) before it is sent.
+/// checked against the grammar of transaction files ([`crate::grammar`]) before it is sent,
+/// DDL under the slave's policy `ddl`.
 /// `before_commit` runs in the file's own transaction right before its COMMIT (the applier
 /// records the file's checksum there). On any failure the transaction is rolled back and
 /// nothing of the file remains.
@@ -147,9 +161,10 @@ pub fn replay<R: BufRead>(
     client: &mut Client,
     mut open: impl FnMut() -> std::io::Result<R>,
     before_commit: Option<&str>,
+    ddl: DdlPolicy,
 ) -> Result<Replayed, ReplayError> {
     let script = open().map_err(ReplayError::Open)?;
-    let result = run(client, script, before_commit, Mode::Apply);
+    let result = run(client, script, before_commit, ddl, Mode::Apply);
     if result.is_err() && !client.is_closed() {
         // Like psql exiting on ON_ERROR_STOP: whatever the file started does not survive.
         let _ = client.batch_execute("ROLLBACK");
@@ -157,7 +172,7 @@ pub fn replay<R: BufRead>(
     match result {
         Err(batch @ ReplayError::Batch { first_line, last_line, .. }) if !batch.is_transient() => {
             let lines = Mode::Pinpoint { from: first_line, to: last_line };
-            Err(pinpoint(client, open, lines).unwrap_or(batch))
+            Err(pinpoint(client, open, ddl, lines).unwrap_or(batch))
         }
         result => result,
     }
@@ -169,10 +184,11 @@ pub fn replay<R: BufRead>(
 fn pinpoint<R: BufRead>(
     client: &mut Client,
     mut open: impl FnMut() -> std::io::Result<R>,
+    ddl: DdlPolicy,
     mode: Mode,
 ) -> Option<ReplayError> {
     let script = open().ok()?;
-    let result = run(client, script, None, mode);
+    let result = run(client, script, None, ddl, mode);
     if !client.is_closed() {
         let _ = client.batch_execute("ROLLBACK");
     }
@@ -255,10 +271,11 @@ fn run(
     client: &mut Client,
     script: impl BufRead,
     before_commit: Option<&str>,
+    ddl: DdlPolicy,
     mode: Mode,
 ) -> Result<Replayed, ReplayError> {
     let mut reader = ScriptReader::new(script);
-    let mut checker = Checker::default();
+    let mut checker = Checker::new(ddl);
     let mut batch = Batch::default();
     let mut done = Replayed::default();
     while let Some(item) = reader.next_item().map_err(ReplayError::Script)? {

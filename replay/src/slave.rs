@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use dbmirror_spool::Checksum;
 use dbmirror_sql::quote_literal;
-use dbmirror_sql::{APPLIED_FILE_TABLE, GUARD_SIGNATURE, SLAVE_STATE_TABLE};
+use dbmirror_sql::{APPLIED_FILE_TABLE, DDL_EVENT_TRIGGERS, DDL_SIGNATURE, GUARD_SIGNATURE, SLAVE_STATE_TABLE};
 use postgres::{Client, NoTls};
 
 use dbmirror_cli::error::{Error, Kind};
@@ -46,14 +46,26 @@ pub enum Preparation {
 pub fn preparation(client: &mut Client) -> Result<Preparation, postgres::Error> {
     let row = client.query_one(
         "SELECT pg_catalog.to_regclass($1) IS NOT NULL, \
-                pg_catalog.to_regclass($2) IS NOT NULL AND pg_catalog.to_regprocedure($3) IS NOT NULL",
-        &[&SLAVE_STATE_TABLE, &APPLIED_FILE_TABLE, &GUARD_SIGNATURE],
+                pg_catalog.to_regclass($2) IS NOT NULL AND pg_catalog.to_regprocedure($3) IS NOT NULL \
+                AND pg_catalog.to_regprocedure($4) IS NOT NULL",
+        &[&SLAVE_STATE_TABLE, &APPLIED_FILE_TABLE, &GUARD_SIGNATURE, &DDL_SIGNATURE],
     )?;
     Ok(match (row.get(0), row.get(1)) {
         (false, _) => Preparation::None,
         (true, false) => Preparation::Outdated,
         (true, true) => Preparation::Current,
     })
+}
+
+/// Whether the slave has the event triggers that hold DDL to the tables a file names (see
+/// [`dbmirror_sql::DDL_EVENT_TRIGGERS`]), enabled as files need them.
+pub fn checks_ddl(client: &mut Client) -> Result<bool, postgres::Error> {
+    let row = client.query_one(
+        "SELECT pg_catalog.count(*) FROM pg_catalog.pg_event_trigger \
+          WHERE evtname::text = ANY ($1::text[]) AND evtenabled = 'A'",
+        &[&DDL_EVENT_TRIGGERS.as_slice()],
+    )?;
+    Ok(row.get::<_, i64>(0) == DDL_EVENT_TRIGGERS.len() as i64)
 }
 
 /// The last file number applied for `slave`, if any.
@@ -107,7 +119,8 @@ pub fn connect(config: &postgres::Config, application_name: &str) -> Result<Clie
             .with_hint("Run dbmirror-apply init (or psql -f sql/slave_setup.sql) on the slave database.")),
         Preparation::Outdated => Err(Error::new(
             Kind::NotPrepared,
-            "the slave database was prepared by an earlier version of dbmirror and lacks the history of applied files",
+            "the slave database was prepared by an earlier version of dbmirror: it lacks the history of applied files, or the \
+             functions that check a table's shape and run the master's DDL",
         )
         .with_hint(
             "Run dbmirror-apply init (or psql -f sql/slave_setup.sql) on the slave database: it upgrades it in place and keeps what was applied.",

@@ -46,14 +46,23 @@ pub const ONE_ROW_FUNCTION: &str = "dbmirror.one_row";
 /// `old_value(column, 'old')`: whether a column still holds the value the master's row had
 /// before the change (tables mirrored with `check_conflicts`).
 pub const OLD_VALUE_FUNCTION: &str = "dbmirror.old_value";
-/// `check_table(table, columns, key)`: stops a file whose table on the slave differs from the
-/// shape its changes were captured with (SQLSTATE DM008).
-pub const CHECK_TABLE_FUNCTION: &str = "dbmirror.check_table";
-/// `ddl(statement, search_path [, tables])`: runs a schema change of the master, as the slave's
-/// DDL policy allows (SQLSTATE DM009 when it does not).
-pub const DDL_FUNCTION: &str = "dbmirror.ddl";
 /// `advance_sequence(sequence, value, is_called)`: moves a sequence forward, never back.
 pub const SEQUENCE_FUNCTION: &str = "dbmirror.advance_sequence";
+/// `check_table(table, columns, key)`: fails a file unless the slave's table has the master's
+/// captured columns (`"name" TYPE`, in any order) and primary key (in key order).
+pub const CHECK_TABLE_FUNCTION: &str = "dbmirror.check_table";
+/// `ddl(statement, search_path [, tables])`: runs a schema change of the master as far as the
+/// session's [`DDL_SETTING`] allows.
+pub const DDL_FUNCTION: &str = "dbmirror.ddl";
+/// `ddl`'s signature, as `to_regprocedure` reads it: a slave without it was prepared by an
+/// earlier version, and would fail every file that checks a table's shape or carries DDL.
+pub const DDL_SIGNATURE: &str = "dbmirror.ddl(text, text, text[])";
+/// The session setting that says what DDL a slave runs: `refuse`, `mirrored` (the default:
+/// only DDL on the tables the file names) or `any`.
+pub const DDL_SETTING: &str = "dbmirror.ddl";
+/// The slave's event triggers that hold DDL to the tables a file names under `mirrored`; only
+/// a superuser can create them, and without them `mirrored` refuses all DDL.
+pub const DDL_EVENT_TRIGGERS: [&str; 2] = ["dbmirror_slave_ddl_command_end", "dbmirror_slave_sql_drop"];
 
 /// Settings a file sets for the session before its transaction starts: the encoding of the
 /// file, and how psql must read its string literals.
@@ -92,6 +101,10 @@ pub const DRIFT: &str = "DM005";
 pub const DIVERGED: &str = "DM006";
 /// SQLSTATE of `start_stream()`: a snapshot found a table that is not empty.
 pub const NOT_EMPTY: &str = "DM007";
+/// SQLSTATE of `check_table()`: the slave's table differs from the master's (or is missing).
+pub const SCHEMA_DIFFERS: &str = "DM008";
+/// SQLSTATE of `ddl()`: the slave's [`DDL_SETTING`] does not let the file's DDL run.
+pub const DDL_REFUSED: &str = "DM009";
 
 #[cfg(test)]
 mod tests {
@@ -111,6 +124,8 @@ mod tests {
             ONE_ROW_FUNCTION,
             OLD_VALUE_FUNCTION,
             SEQUENCE_FUNCTION,
+            CHECK_TABLE_FUNCTION,
+            DDL_FUNCTION,
         ] {
             assert!(
                 setup.contains(&format!("{name}(")) || setup.contains(&format!("{name} (")),
@@ -119,7 +134,24 @@ mod tests {
         }
         assert!(setup.contains(&format!("CREATE SCHEMA IF NOT EXISTS {SLAVE_SCHEMA}")));
         assert!(setup.contains(&format!("'{REPLACE_SETTING}'")));
-        for state in [ALREADY_APPLIED, OUT_OF_ORDER, OTHER_MASTER, BROKEN_CHAIN, DRIFT, DIVERGED, NOT_EMPTY] {
+        assert!(setup.contains(&format!("current_setting('{DDL_SETTING}', true)")));
+        assert!(setup.contains(&format!("FUNCTION {DDL_FUNCTION}(statement text, search_path text, tables text[]")));
+        assert_eq!(DDL_SIGNATURE, format!("{DDL_FUNCTION}(text, text, text[])"));
+        for trigger in DDL_EVENT_TRIGGERS {
+            assert!(setup.contains(&format!("CREATE EVENT TRIGGER {trigger} ")), "{trigger}");
+            assert!(setup.contains(&format!("ALTER EVENT TRIGGER {trigger} ENABLE ALWAYS")), "{trigger}");
+        }
+        for state in [
+            ALREADY_APPLIED,
+            OUT_OF_ORDER,
+            OTHER_MASTER,
+            BROKEN_CHAIN,
+            DRIFT,
+            DIVERGED,
+            NOT_EMPTY,
+            SCHEMA_DIFFERS,
+            DDL_REFUSED,
+        ] {
             assert!(setup.contains(&format!("'{state}'")), "SQLSTATE {state} is not raised by slave_setup.sql");
         }
     }

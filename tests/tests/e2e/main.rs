@@ -4,6 +4,7 @@ mod apply;
 mod capture;
 mod completeness;
 mod ddl;
+mod ddl_slave;
 mod differential;
 mod docs;
 mod export;

@@ -7,7 +7,7 @@
 -- xid: 1002
 -- changes: 52
 -- exported-at: 2026-01-01T00:00:00.000000Z
--- previous-sha256: eb12956b6034107be6abeb621d3ea894f1543fbe7fb789f3177dc07ee16ccac4
+-- previous-sha256: 316e6bea440bab6673091fd0cd466ec90efc2abae0d5cc21146cc464ab719cee
 \set ON_ERROR_STOP on
 SET client_encoding = 'UTF8';
 SET standard_conforming_strings = 'on';
@@ -20,7 +20,8 @@ SET LOCAL bytea_output = 'hex';
 SET LOCAL lc_monetary = 'C';
 SET LOCAL xmloption = 'content';
 SET LOCAL session_replication_role = 'replica';
-SELECT dbmirror.guard('slave1', '7000000000000000001', 2, 1002, 'eb12956b6034107be6abeb621d3ea894f1543fbe7fb789f3177dc07ee16ccac4', '2026-01-01T00:00:00.000000Z');
+SELECT dbmirror.guard('slave1', '7000000000000000001', 2, 1002, '316e6bea440bab6673091fd0cd466ec90efc2abae0d5cc21146cc464ab719cee', '2026-01-01T00:00:00.000000Z');
+SELECT dbmirror.check_table('"public"."item"', ARRAY['"id" integer', '"name" text', '"price" numeric(10,2)', '"tags" text[]', '"seen" timestamp with time zone'], ARRAY['"id"']);
 COPY "public"."item" ("id", "name", "price", "tags", "seen") FROM STDIN;
 2	bulk 1	1.00	\N	\N
 3	bulk 2	2.00	\N	\N
@@ -73,6 +74,7 @@ COPY "public"."item" ("id", "name", "price", "tags", "seen") FROM STDIN;
 50	bulk 49	49.00	\N	\N
 51	bulk 50	50.00	\N	\N
 \.
+SELECT dbmirror.check_table('"public"."Order Line"', ARRAY['"Order" integer', '"Line" integer', '"item" integer', '"qty" integer'], ARRAY['"Order"', '"Line"']);
 INSERT INTO "public"."Order Line" ("Order", "Line", "item", "qty") OVERRIDING SYSTEM VALUE VALUES ('1', '1', '1', '3');
 INSERT INTO "public"."Order Line" ("Order", "Line", "item", "qty") OVERRIDING SYSTEM VALUE VALUES ('1', '2', '2', '1');
 SELECT dbmirror.advance_sequence('public.item_id_seq', 51, true);

@@ -7,7 +7,7 @@
 -- xid: 1003
 -- changes: 17
 -- exported-at: 2026-01-01T00:00:00.000000Z
--- previous-sha256: 1e204ff1ca361d5e6d64fd39c954056d077f43c00656be0fb9bb076a1ee61786
+-- previous-sha256: 5513db690cfd8b4a88fb3aac2eb66fe1cac7f44219f7c58e76a84a2ddd67d763
 \set ON_ERROR_STOP on
 SET client_encoding = 'UTF8';
 SET standard_conforming_strings = 'on';
@@ -20,7 +20,8 @@ SET LOCAL bytea_output = 'hex';
 SET LOCAL lc_monetary = 'C';
 SET LOCAL xmloption = 'content';
 SET LOCAL session_replication_role = 'replica';
-SELECT dbmirror.guard('slave1', '7000000000000000001', 3, 1003, '1e204ff1ca361d5e6d64fd39c954056d077f43c00656be0fb9bb076a1ee61786', '2026-01-01T00:00:00.000000Z');
+SELECT dbmirror.guard('slave1', '7000000000000000001', 3, 1003, '5513db690cfd8b4a88fb3aac2eb66fe1cac7f44219f7c58e76a84a2ddd67d763', '2026-01-01T00:00:00.000000Z');
+SELECT dbmirror.check_table('"public"."item"', ARRAY['"id" integer', '"name" text', '"price" numeric(10,2)', '"tags" text[]', '"seen" timestamp with time zone'], ARRAY['"id"']);
 WITH m AS (UPDATE ONLY "public"."item" SET "price" = '3.00', "tags" = NULL WHERE "id" = '1' RETURNING 1) SELECT dbmirror.one_row(count(*), 'update of "public"."item"') FROM m;
 WITH m AS (UPDATE ONLY "public"."item" SET "price" = '2.00' WHERE "id" = '2' RETURNING 1) SELECT dbmirror.one_row(count(*), 'update of "public"."item"') FROM m;
 WITH m AS (UPDATE ONLY "public"."item" SET "price" = '4.00' WHERE "id" = '3' RETURNING 1) SELECT dbmirror.one_row(count(*), 'update of "public"."item"') FROM m;
@@ -31,6 +32,7 @@ WITH m AS (UPDATE ONLY "public"."item" SET "price" = '12.00' WHERE "id" = '7' RE
 WITH m AS (UPDATE ONLY "public"."item" SET "price" = '14.00' WHERE "id" = '8' RETURNING 1) SELECT dbmirror.one_row(count(*), 'update of "public"."item"') FROM m;
 WITH m AS (UPDATE ONLY "public"."item" SET "price" = '16.00' WHERE "id" = '9' RETURNING 1) SELECT dbmirror.one_row(count(*), 'update of "public"."item"') FROM m;
 WITH m AS (UPDATE ONLY "public"."item" SET "price" = '18.00' WHERE "id" = '10' RETURNING 1) SELECT dbmirror.one_row(count(*), 'update of "public"."item"') FROM m;
+SELECT dbmirror.check_table('"public"."Order Line"', ARRAY['"Order" integer', '"Line" integer', '"item" integer', '"qty" integer'], ARRAY['"Order"', '"Line"']);
 WITH m AS (UPDATE ONLY "public"."Order Line" SET "Line" = '3' WHERE "Order" = '1' AND "Line" = '2' RETURNING 1) SELECT dbmirror.one_row(count(*), 'update of "public"."Order Line"') FROM m;
 WITH m AS (DELETE FROM ONLY "public"."item" WHERE "id" = '40' RETURNING 1) SELECT dbmirror.one_row(count(*), 'delete from "public"."item"') FROM m;
 WITH m AS (DELETE FROM ONLY "public"."item" WHERE "id" = '41' RETURNING 1) SELECT dbmirror.one_row(count(*), 'delete from "public"."item"') FROM m;

@@ -150,6 +150,8 @@ struct Ddl {
 struct Running {
     /// The statement's parse tree, which start, sql_drop and end of one statement share.
     parsetree: usize,
+    /// Transaction nesting level that runs it.
+    level: i32,
     /// Tables a DROP TABLE or DROP INDEX drops from, found before they are gone.
     dropping: Vec<TableRef>,
     /// Tables whose columns, constraints or defaults the statement dropped.
@@ -195,6 +197,7 @@ pub fn reset() {
 /// Forgets what a rolled-back subtransaction at `level` (and its children) did.
 pub fn forget_level(level: i32) {
     if let Some(state) = STATE.get().borrow_mut().as_mut() {
+        state.running.retain(|r| r.level < level);
         state.created.retain(|(_, l)| *l < level);
         state.remembered.retain(|r| r.level < level);
         for r in &mut state.remembered {
@@ -396,7 +399,10 @@ fn recordchange(function: Oid) -> Oid {
 /// Start of a statement: DROP TABLE and DROP INDEX find the tables they drop from while they
 /// still exist.
 unsafe fn start(data: &pg_sys::EventTriggerData, function: Oid) {
-    let mut running = Running { parsetree: data.parsetree as usize, dropping: Vec::new(), dropped_from: Vec::new() };
+    // SAFETY: plain read of the transaction state.
+    let level = unsafe { pg_sys::GetCurrentTransactionNestLevel() };
+    let mut running =
+        Running { parsetree: data.parsetree as usize, level, dropping: Vec::new(), dropped_from: Vec::new() };
     // SAFETY: the parse tree is the running statement's; names are resolved without locking.
     unsafe {
         if pgrx::is_a(data.parsetree, pg_sys::NodeTag::T_DropStmt) {
@@ -553,10 +559,12 @@ fn commands(recordchange: Oid) -> Commands {
 /// End of a statement: records it, remembers it, refuses it or warns about it.
 unsafe fn end(data: &pg_sys::EventTriggerData, function: Oid) {
     let parsetree = data.parsetree as usize;
-    let running = with_state(|s| {
-        let at = s.running.iter().rposition(|r| r.parsetree == parsetree)?;
+    let (running, alone) = with_state(|s| {
+        let Some(at) = s.running.iter().rposition(|r| r.parsetree == parsetree) else {
+            return (None, false);
+        };
         // Entries above it belong to statements that failed inside this one.
-        s.running.drain(at..).next()
+        (s.running.drain(at..).next(), at == 0)
     });
     let recordchange = recordchange(function);
     let commands = commands(recordchange);
@@ -616,7 +624,7 @@ unsafe fn end(data: &pg_sys::EventTriggerData, function: Oid) {
         // Only tables of this transaction that are not mirrored (yet).
         if capture {
             // SAFETY: the parse tree is the running statement's.
-            let ddl = match unsafe { statement_text(data.parsetree) } {
+            let ddl = match unsafe { statement_text(data.parsetree, alone) } {
                 Some(statement) => Ok(Ddl { statement, search_path: search_path(), tables: new }),
                 None => Err((
                     format!("{tag} inside a function, DO block or procedure, whose text dbmirror cannot read"),
@@ -675,7 +683,7 @@ unsafe fn end(data: &pg_sys::EventTriggerData, function: Oid) {
         refused(why, "Add the column without a default (or with a constant one), then SET DEFAULT, and fill the existing rows with an UPDATE, which is mirrored as data.");
     }
     // SAFETY: as above.
-    let Some(statement) = (unsafe { statement_text(data.parsetree) }) else {
+    let Some(statement) = (unsafe { statement_text(data.parsetree, alone) }) else {
         refused(
             "dbmirror cannot read the statement's text, which ran inside a function, DO block or procedure".into(),
             "Run the statement on its own, or send it with SELECT dbmirror_ddl('...').",
@@ -741,8 +749,15 @@ fn record_remembered(relid: Oid, function: Oid) {
 }
 
 /// The text of the statement whose parse tree is `parsetree`: its part of the running
-/// portal's source text, if it is one of the portal's own statements.
-unsafe fn statement_text(parsetree: *mut pg_sys::Node) -> Option<Vec<u8>> {
+/// portal's source text, if it is one of the portal's own statements. `alone` says that no
+/// other DDL statement is running around it.
+///
+/// The portal holds the statement's tree itself (simple protocol), or one that a cached plan
+/// copied before the statement ran (extended protocol), equal unless the statement's execution
+/// changed its tree in place, as CREATE INDEX does. A portal of the extended protocol holds one
+/// statement: when it is a utility statement of the same kind and no other DDL runs around this
+/// one, it is this one.
+unsafe fn statement_text(parsetree: *mut pg_sys::Node, alone: bool) -> Option<Vec<u8>> {
     // SAFETY: the active portal and its statements are valid while it runs.
     unsafe {
         let portal = pg_sys::ActivePortal;
@@ -750,13 +765,17 @@ unsafe fn statement_text(parsetree: *mut pg_sys::Node) -> Option<Vec<u8>> {
             return None;
         }
         let source = CStr::from_ptr((*portal).sourceText).to_bytes();
-        for stmt in PgList::<pg_sys::PlannedStmt>::from_pg((*portal).stmts).iter_ptr() {
+        let stmts = PgList::<pg_sys::PlannedStmt>::from_pg((*portal).stmts);
+        let only = stmts.len() == 1;
+        for stmt in stmts.iter_ptr() {
             let utility = (*stmt).utilityStmt;
             if (*stmt).commandType != pg_sys::CmdType::CMD_UTILITY || utility.is_null() {
                 continue;
             }
-            // A cached plan's statement is copied before it runs: the same tree, elsewhere.
-            if utility != parsetree && !pg_sys::equal(utility.cast(), parsetree.cast()) {
+            let same = utility == parsetree
+                || pg_sys::equal(utility.cast(), parsetree.cast())
+                || (only && alone && (*utility).type_ == (*parsetree).type_ && !(*portal).cplan.is_null());
+            if !same {
                 continue;
             }
             let start = ((*stmt).stmt_location.max(0) as usize).min(source.len());

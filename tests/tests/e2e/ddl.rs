@@ -68,7 +68,7 @@ fn a_schema_upgrade_under_load_reaches_the_slaves_through_the_applier_and_by_han
         master.execute(&format!("SELECT dbmirror_mirror_table('{table}')"));
     }
     master.execute(
-        "INSERT INTO orders SELECT g, 'seed ' || g, 'sad', g, g * 10, 'old' FROM generate_series(1000, 1100) g",
+        "INSERT INTO orders SELECT g, 'seed ' || g, 'sad', g, g * 10, 'old' FROM generate_series(100000, 100100) g",
     );
     let slave = Cluster::start("ddl-slave");
     let by_hand = Cluster::start("ddl-by-hand");
@@ -104,7 +104,7 @@ fn a_schema_upgrade_under_load_reaches_the_slaves_through_the_applier_and_by_han
                 ))
                 .expect("the writer's statements run");
             i += 1;
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(20));
         }
         i
     });
@@ -134,17 +134,17 @@ fn a_schema_upgrade_under_load_reaches_the_slaves_through_the_applier_and_by_han
          CREATE TABLE extra (id serial PRIMARY KEY, order_id int, v text); \
          CREATE INDEX extra_order ON extra (order_id); \
          SELECT dbmirror_mirror_table('extra'); \
-         INSERT INTO extra (order_id, v) SELECT id, label FROM orders WHERE id BETWEEN 1000 AND 1004; \
+         INSERT INTO extra (order_id, v) SELECT id, label FROM orders WHERE id BETWEEN 100000 AND 100004; \
          UPDATE orders SET note = 'linked' WHERE id IN (SELECT order_id FROM extra); \
          COMMIT",
         // Changes before and after a rename, in one transaction.
         "BEGIN; \
-         UPDATE orders SET note = 'before' WHERE id = 1010; \
+         UPDATE orders SET note = 'before' WHERE id = 100010; \
          ALTER TABLE orders RENAME COLUMN note TO remark; \
-         UPDATE orders SET remark = 'after' WHERE id = 1011; \
+         UPDATE orders SET remark = 'after' WHERE id = 100011; \
          COMMIT",
         "SELECT dbmirror_ddl('ALTER TABLE orders ADD COLUMN shipped boolean')",
-        "UPDATE orders SET m = 'happy', shipped = true, quantity = quantity + 1 WHERE id = 1012",
+        "UPDATE orders SET m = 'happy', shipped = true, quantity = quantity + 1 WHERE id = 100012",
         "DROP INDEX orders_label",
         // No longer used by a mirrored table: not in the stream, and nothing refers to it.
         "DROP TYPE legacy",
@@ -179,8 +179,8 @@ fn a_schema_upgrade_under_load_reaches_the_slaves_through_the_applier_and_by_han
         assert_eq!(schema_of(&master, &["orders", "extra"]), schema_of(s, &["orders", "extra"]));
     }
     assert!(schema_of(&slave, &["orders"]).contains("orders.remark text"));
-    assert_eq!(slave.query_value("SELECT remark FROM orders WHERE id = 1010"), "before");
-    assert_eq!(slave.query_value("SELECT m::text FROM orders WHERE id = 1012"), "happy");
+    assert_eq!(slave.query_value("SELECT remark FROM orders WHERE id = 100010"), "before");
+    assert_eq!(slave.query_value("SELECT m::text FROM orders WHERE id = 100012"), "happy");
     assert_eq!(master.query_value("SELECT count(*)::text FROM dbmirror_pending"), "0");
 }
 
@@ -346,12 +346,15 @@ fn a_slave_whose_table_drifted_stops_with_a_message_that_names_the_difference() 
     for part in ["\"public\".\"orders\"", "\"qty\"", "bigint", "integer", "\"local_note\""] {
         assert!(text.contains(part), "the message names {part}:\n{text}");
     }
-    let file = &transaction_files(&inbound)[0];
+    // The file is intact: it waits in quarantine for the slave's repair.
+    let quarantine = inbound.join("quarantine");
+    let file = &transaction_files(&quarantine)[0];
     let by_hand = psql_file(&slave, file);
     assert!(describe(&by_hand).contains("\"local_note\""), "{}", describe(&by_hand));
     assert_eq!(slave.query_value("SELECT count(*)::text FROM orders"), "0");
 
     slave.execute("ALTER TABLE orders DROP COLUMN local_note, ALTER COLUMN qty TYPE integer");
+    std::fs::rename(file, inbound.join(file.file_name().unwrap())).unwrap();
     ok(apply(&conf, &["once"]), "dbmirror-apply once, after the repair");
     assert_tables_equal(&master, &slave, &["orders"]);
 }

@@ -269,7 +269,13 @@ fn the_applier_quarantines_a_file_whose_ddl_or_table_shape_the_slave_does_not_ta
     export_once(&s.config);
     let exported = transaction_files(&s.outbox);
     let name = exported[0].file_name().unwrap().to_string_lossy().into_owned();
-    let genuine = std::fs::read_to_string(&exported[0]).unwrap();
+    // The exported file without its own shape check, which the variants below replace.
+    let genuine: String = std::fs::read_to_string(&exported[0])
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("SELECT dbmirror.check_table("))
+        .map(|l| format!("{l}\n"))
+        .collect();
     let inbound = s.work.dir("inbound");
     let quarantine = inbound.join("quarantine");
     let add_note = "SELECT dbmirror.ddl('ALTER TABLE item ADD COLUMN note text', '\"$user\", public', ARRAY['\"public\".\"item\"']);";

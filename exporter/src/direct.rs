@@ -89,10 +89,14 @@ impl crate::export::Destination for Direct {
             }
             // The slave refused the transaction itself: retrying would fail the same way
             // forever, and every later transaction would wait behind it.
-            Error::new(Kind::BadFile, message).with_hint(
+            let hint = if e.code() == Some(dbmirror_sql::DDL_REFUSED) {
+                "Nothing of it was applied. The slave refuses the schema change it carries (its dbmirror.ddl setting): \
+                 allow it there (ALTER DATABASE ... SET dbmirror.ddl = 'any'), then run the exporter again."
+            } else {
                 "Nothing of it was applied. The slave differs from the master, or lacks a table or column: repair it \
-                 (dbmirror-export verify compares them), then run the exporter again.",
-            )
+                 (dbmirror-export verify compares them), then run the exporter again."
+            };
+            Error::new(Kind::BadFile, message).with_hint(hint)
         })?;
         Ok(sha)
     }

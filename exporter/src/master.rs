@@ -187,12 +187,22 @@ impl Master {
         format!("{}.{name}", self.schema)
     }
 
-    /// Takes the session lock that makes this the only exporter for the slave.
+    /// Takes the session lock that makes this the only exporter for the slave. An exporter that
+    /// was just killed holds it until its server session notices and ends, which takes a moment
+    /// on a busy server: the lock is tried for a few seconds before another exporter is blamed.
     pub fn lock(&mut self) -> Result<(), Error> {
-        let locked: bool = self
-            .client
-            .query_one("SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtext('dbmirror-export'), pg_catalog.hashtext($1))", &[&self.slave])?
-            .get(0);
+        const PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
+        let started = std::time::Instant::now();
+        let locked = loop {
+            let locked: bool = self
+                .client
+                .query_one("SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtext('dbmirror-export'), pg_catalog.hashtext($1))", &[&self.slave])?
+                .get(0);
+            if locked || started.elapsed() >= PATIENCE {
+                break locked;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
         if !locked {
             return Err(Error::new(
                 Kind::Busy,

@@ -291,8 +291,8 @@ fn crafted_sql_is_refused_before_it_reaches_the_slave() {
 #[test]
 fn a_missing_or_changed_slave_table_stops_the_applier_with_a_clear_error() {
     for (break_it, repair, message) in [
-        ("DROP TABLE \"Order Line\"", "CREATE TABLE \"Order Line\" (\"Order\" integer, \"Line\" integer, item integer, qty integer, PRIMARY KEY (\"Order\", \"Line\"))", "relation \"public.Order Line\" does not exist"),
-        ("ALTER TABLE item RENAME COLUMN price TO cost", "ALTER TABLE item RENAME COLUMN cost TO price", "column \"price\" of relation \"item\" does not exist"),
+        ("DROP TABLE \"Order Line\"", "CREATE TABLE \"Order Line\" (\"Order\" integer, \"Line\" integer, item integer, qty integer, PRIMARY KEY (\"Order\", \"Line\"))", "table \"public\".\"Order Line\" does not exist here"),
+        ("ALTER TABLE item RENAME COLUMN price TO cost", "ALTER TABLE item RENAME COLUMN cost TO price", "column \"price\" numeric(10,2) is missing here; column \"cost\" is only here"),
     ] {
         let s = setup("");
         workload(&s.master);

@@ -41,11 +41,11 @@ impl Location {
     /// [`path`](Self::path) with the value of [`CONFIG_DIR_VARIABLE`] given; an empty one
     /// counts as unset, as a directory named "" would mean the working directory by accident.
     fn resolve(&self, variable: Option<OsString>) -> Result<PathBuf, Error> {
-        let dir =
-            variable.filter(|dir| !dir.is_empty()).map_or_else(|| PathBuf::from(DEFAULT_CONFIG_DIR), PathBuf::from);
         if let Some(path) = &self.config {
             return Ok(path.clone());
         }
+        let dir =
+            variable.filter(|dir| !dir.is_empty()).map_or_else(|| PathBuf::from(DEFAULT_CONFIG_DIR), PathBuf::from);
         let Some(name) = &self.name else {
             return Err(Error::config("no configuration file given").with_hint(format!(
                 "Pass --name NAME to read \"{}\", or --config FILE.",

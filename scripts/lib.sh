@@ -1,7 +1,7 @@
 # shellcheck shell=bash
-# What the shell scripts of scripts/ and bench/ share: progress lines, running a command as the
-# postgres user, throwaway PostgreSQL clusters, and the release binaries. Sourced, never run;
-# each script first changes to the repository root, then:
+# What the shell scripts of scripts/ and bench/ share: progress lines, running a command as root
+# or as the postgres user, throwaway PostgreSQL clusters, and the release binaries. Sourced,
+# never run; each script first changes to the repository root, then:
 #
 #   . scripts/lib.sh
 #
@@ -21,6 +21,15 @@ say() { printf '==> %s\n' "$*" >&2; }
 # Runs a command as the postgres user when we are root (initdb and postgres refuse to run as
 # root), else as ourselves.
 as_postgres() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+# Runs a command as root: directly when we are root, else through sudo (installing Debian
+# packages and the extension).
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"
+    elif command -v sudo >/dev/null; then sudo "$@"
+    else printf 'error: root is needed to run: %s\nHINT:  Run this as root, or install sudo.\n' "$*" >&2; exit 1
+    fi
+}
 
 # Makes a new directory /tmp/NAME.XXXXXX that the postgres user can use, and prints its path:
 #   WORK=$(work_dir dbmirror-bench)

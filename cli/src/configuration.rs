@@ -1,12 +1,68 @@
-//! What both tools' TOML configuration files have in common: reading them, and checking slave
-//! names, connection strings and durations, with the same messages.
+//! What both tools' TOML configuration files have in common: finding them (`--config FILE` or
+//! `--name NAME`), reading them, and checking slave names, connection strings and durations,
+//! with the same messages.
 
-use std::path::Path;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Kind};
+
+/// Where `--name NAME` finds its configuration file, `NAME.toml`, unless [`CONFIG_DIR_VARIABLE`]
+/// names another directory. The packages create it, and their systemd units name the file of
+/// each instance this way (`dbmirror-export@NAME` runs `dbmirror-export --name NAME run`).
+pub const DEFAULT_CONFIG_DIR: &str = "/etc/dbmirror";
+
+/// The environment variable that moves [`DEFAULT_CONFIG_DIR`]: for hosts that keep their
+/// configuration elsewhere, and for tests, which cannot share `/etc`.
+pub const CONFIG_DIR_VARIABLE: &str = "DBMIRROR_CONFIG_DIR";
+
+/// Which configuration file a tool reads: the options both tools take for it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Location {
+    /// Configuration file (TOML); used instead of --name when both are given
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Read the configuration file NAME.toml in /etc/dbmirror (or in $DBMIRROR_CONFIG_DIR)
+    #[arg(long, short, value_name = "NAME")]
+    pub name: Option<String>,
+}
+
+impl Location {
+    /// The configuration file's path: `--config FILE` as given, else `NAME.toml` in the
+    /// configuration directory. Neither option, or a name that is not a plain file name, is a
+    /// configuration error that says what to pass.
+    pub fn path(&self) -> Result<PathBuf, Error> {
+        self.resolve(std::env::var_os(CONFIG_DIR_VARIABLE))
+    }
+
+    /// [`path`](Self::path) with the value of [`CONFIG_DIR_VARIABLE`] given; an empty one
+    /// counts as unset, as a directory named "" would mean the working directory by accident.
+    fn resolve(&self, variable: Option<OsString>) -> Result<PathBuf, Error> {
+        if let Some(path) = &self.config {
+            return Ok(path.clone());
+        }
+        let dir =
+            variable.filter(|dir| !dir.is_empty()).map_or_else(|| PathBuf::from(DEFAULT_CONFIG_DIR), PathBuf::from);
+        let Some(name) = &self.name else {
+            return Err(Error::config("no configuration file given").with_hint(format!(
+                "Pass --name NAME to read \"{}\", or --config FILE.",
+                dir.join("NAME.toml").display()
+            )));
+        };
+        // The name becomes a file name in the directory: a path, a hidden file or a name that
+        // leaves the directory (`..`) would read a file nobody meant to configure this.
+        if name.is_empty() || name.starts_with('.') || name.contains(['/', '\0']) {
+            return Err(Error::config(format!("--name \"{name}\" is not a configuration name")).with_hint(format!(
+                "A name is the file name of a configuration in \"{}\" without .toml; pass a path with --config FILE.",
+                dir.display()
+            )));
+        }
+        Ok(dir.join(format!("{name}.toml")))
+    }
+}
 
 /// Reads the configuration file at `path` and checks it with `parse`; errors name the file.
 pub fn load<T>(path: &Path, parse: impl FnOnce(&str) -> Result<T, Error>) -> Result<T, Error> {
@@ -56,6 +112,40 @@ pub fn slave_name(name: &str) -> Result<(), Error> {
 pub fn connection(what: &str, text: &str) -> Result<postgres::Config, Error> {
     text.parse::<postgres::Config>()
         .map_err(|e| Error::caused_by(Kind::Config, &format!("{what} is not a valid connection string or URL"), e))
+}
+
+/// A connection as the logs show it: host, port, user and database, with libpq's quoting, and
+/// never the password.
+pub fn describe(connection: &postgres::Config) -> String {
+    let hosts: Vec<String> = connection
+        .get_hosts()
+        .iter()
+        .map(|host| match host {
+            postgres::config::Host::Tcp(name) => name.clone(),
+            postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let ports: Vec<String> = connection.get_ports().iter().map(u16::to_string).collect();
+    let mut parts = Vec::new();
+    for (key, value) in [
+        ("host", (!hosts.is_empty()).then(|| hosts.join(","))),
+        ("port", (!ports.is_empty()).then(|| ports.join(","))),
+        ("user", connection.get_user().map(str::to_string)),
+        ("dbname", connection.get_dbname().map(str::to_string)),
+    ] {
+        if let Some(value) = value {
+            parts.push(format!("{key}={}", conninfo_value(&value)));
+        }
+    }
+    parts.join(" ")
+}
+
+/// A value of a libpq connection string, quoted where libpq needs it.
+fn conninfo_value(value: &str) -> String {
+    if !value.is_empty() && !value.contains(|c: char| c.is_whitespace() || c == '\'' || c == '\\') {
+        return value.to_string();
+    }
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 /// The range a duration setting may take, in seconds.
@@ -115,6 +205,51 @@ mod tests {
         assert_eq!(seconds("x", Some(86_400.0), 1.0, RANGE).unwrap(), Duration::from_secs(86_400));
         assert_eq!(seconds("x", None, 2.5, RANGE).unwrap(), Duration::from_millis(2500));
         assert_eq!(seconds("x", Some(0.0), 1.0, Range { least: 0.0, most: DAY }).unwrap(), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_configuration_file_is_found_by_path_or_by_name() {
+        let location = |config: Option<&str>, name: Option<&str>| Location {
+            config: config.map(PathBuf::from),
+            name: name.map(str::to_string),
+        };
+        let path = |l: Location, variable: Option<&str>| l.resolve(variable.map(OsString::from));
+        assert_eq!(
+            path(location(None, Some("backup_system")), None).unwrap(),
+            Path::new("/etc/dbmirror/backup_system.toml")
+        );
+        assert_eq!(path(location(None, Some("b")), Some("/srv/conf")).unwrap(), Path::new("/srv/conf/b.toml"));
+        assert_eq!(path(location(None, Some("b")), Some("")).unwrap(), Path::new("/etc/dbmirror/b.toml"));
+        assert_eq!(path(location(None, Some("O'Brien 2")), None).unwrap(), Path::new("/etc/dbmirror/O'Brien 2.toml"));
+        // --config wins: a command line that names a file reads that file.
+        assert_eq!(path(location(Some("here.toml"), Some("b")), None).unwrap(), Path::new("here.toml"));
+        assert_eq!(path(location(Some("/x/a.toml"), None), Some("/srv")).unwrap(), Path::new("/x/a.toml"));
+
+        let err = path(location(None, None), Some("/srv/conf")).unwrap_err();
+        assert_eq!(err.kind(), Kind::Config);
+        assert!(err.to_string().starts_with("no configuration file given\n"), "{err}");
+        assert_eq!(err.hint(), Some("Pass --name NAME to read \"/srv/conf/NAME.toml\", or --config FILE."));
+        for bad in ["", ".", "..", ".hidden", "../etc/passwd", "a/b", "/abs", "a\0b"] {
+            let err = path(location(None, Some(bad)), None).expect_err(bad);
+            assert_eq!(err.kind(), Kind::Config, "{bad:?}");
+            assert!(err.to_string().contains("is not a configuration name"), "{bad:?}: {err}");
+            assert!(err.hint().is_some_and(|h| h.contains("--config FILE")), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn connections_are_described_without_their_password() {
+        let describe_text = |text: &str| describe(&connection("x", text).unwrap());
+        assert_eq!(
+            describe_text("host=/var/run/postgresql dbname=shop user=dbmirror password=secret"),
+            "host=/var/run/postgresql user=dbmirror dbname=shop"
+        );
+        assert_eq!(
+            describe_text("postgresql://u:secret@db1:5433,db2:5434/shop?sslmode=disable"),
+            "host=db1,db2 port=5433,5434 user=u dbname=shop"
+        );
+        assert_eq!(describe_text("dbname='my shop' user=o\\'b"), "user='o\\'b' dbname='my shop'");
+        assert_eq!(describe_text(""), "");
     }
 
     #[test]

@@ -21,6 +21,16 @@ pub fn error(message: &str) {
     line("ERROR", message);
 }
 
+/// The first line of a long-running command (`run`, `watch`): which version serves which slave,
+/// with which configuration file, and what it reads and writes (`serves`), so that a journal
+/// shows what an instance was doing without its configuration at hand.
+pub fn startup(version: &str, configuration: &std::path::Path, slave_name: &str, serves: &str) {
+    info(&format!(
+        "starting version {version} for slave \"{slave_name}\" with configuration \"{}\": {serves}",
+        configuration.display()
+    ));
+}
+
 /// Reports a panic, which is a bug, as one error line with a hint, and never with a backtrace
 /// whatever `RUST_BACKTRACE` says: operators and alert commands read these lines.
 pub fn report_panics() {

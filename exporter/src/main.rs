@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 
 mod config;
 mod direct;
@@ -23,72 +23,8 @@ mod verify;
 
 use config::Config;
 use dbmirror_cli::log;
-use error::{Error, EXIT_CODES};
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "dbmirror-export",
-    version,
-    about = "Export the changes captured on a PostgreSQL master for one slave",
-    long_about = "Export the changes captured on a PostgreSQL master for one slave: one numbered, \
-                  checksummed SQL file per master transaction in the slave's transaction_file_directory, \
-                  or, with `slave` in the configuration, straight into the slave database.",
-    after_help = dbmirror_cli::error::help(EXIT_CODES)
-)]
-struct Cli {
-    /// Configuration file (TOML), one per slave; every command but keygen needs it
-    #[arg(long, short, value_name = "FILE")]
-    config: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Export everything pending for the slave, then exit
-    Once,
-    /// Export continuously, sleeping sleep_interval when idle; stop on SIGTERM or SIGINT
-    Run,
-    /// Start the slave on a live master, or start it again: write a consistent copy of every
-    /// mirrored table into its outbox as numbered files, registering the slave if need be; the
-    /// stream of transaction files continues exactly after it
-    Snapshot {
-        /// Bytes of SQL per file, about (the files of a snapshot are bounded in size)
-        #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(4096..=(4u64 << 30)))]
-        file_size: u64,
-        /// Copy only this table (repeatable), for a slave that is running: it takes the table
-        /// from the copy on, and the table is mirrored first if it is not yet
-        #[arg(long, value_name = "TABLE")]
-        table: Vec<String>,
-        /// Also write the DDL of the tables copied into FILE, with pg_dump --schema-only (the
-        /// capture triggers left out), for psql -f on the slave before the snapshot's files
-        #[arg(long, value_name = "FILE")]
-        schema_file: Option<PathBuf>,
-    },
-    /// Purge captured changes that every slave has been sent (the seed's clean_pending.pl)
-    Clean,
-    /// Show what has been exported and what is waiting
-    Status {
-        /// Print JSON instead of text
-        #[arg(long)]
-        json: bool,
-    },
-    /// Make an Ed25519 key pair for signing manifests: PREFIX.key (secret: the exporter's
-    /// signing_key) and PREFIX.pub (public: the applier's public_key); never replaces a file
-    Keygen {
-        /// Path and name of the key files, without extension
-        prefix: PathBuf,
-    },
-    /// Compare every mirrored table of master and slave (row count and hash per table)
-    Verify {
-        /// The slave database (libpq connection string or URL); default: `slave` of the configuration
-        #[arg(long, value_name = "CONNINFO")]
-        slave: Option<String>,
-        /// Print JSON instead of text
-        #[arg(long)]
-        json: bool,
-    },
-}
+use dbmirror_export::{Cli, Command};
+use error::Error;
 
 fn main() -> ExitCode {
     log::report_panics();
@@ -111,10 +47,8 @@ fn run(cli: Cli, alert_command: &mut Option<String>) -> Result<(), Error> {
         Command::Keygen { prefix } => return keygen(&prefix),
         command => command,
     };
-    let Some(path) = &cli.config else {
-        return Err(Error::config("--config FILE is required").with_hint("See dbmirror-export --help."));
-    };
-    let config = Config::load(path)?;
+    let path = cli.configuration.path()?;
+    let config = Config::load(&path)?;
     alert_command.clone_from(&config.alert_command);
     let stop = dbmirror_cli::signals::stop_flag()?;
     match command {
@@ -133,6 +67,7 @@ fn run(cli: Cli, alert_command: &mut Option<String>) -> Result<(), Error> {
             Ok(())
         }
         Command::Run => {
+            log::startup(env!("CARGO_PKG_VERSION"), &path, &config.slave_name, &serves(&config));
             let alert_each = |e: &Error| {
                 if let Some(command) = &config.alert_command {
                     alert(command, e);
@@ -163,6 +98,19 @@ fn run(cli: Cli, alert_command: &mut Option<String>) -> Result<(), Error> {
             let mut master = master::Master::connect(&config.master, &config.slave_name)?;
             let comparisons = verify::compare(&mut master, &slave)?;
             verify::report(&comparisons, &master.capture_problems()?, json)
+        }
+    }
+}
+
+/// What `run` reads and writes, for its startup line.
+fn serves(config: &Config) -> String {
+    let master = dbmirror_cli::configuration::describe(&config.master);
+    match &config.output {
+        config::Output::Files { directory, .. } => {
+            format!("master \"{master}\", outbox \"{}\"", directory.display())
+        }
+        config::Output::Direct { slave } => {
+            format!("master \"{master}\", straight into slave \"{}\"", dbmirror_cli::configuration::describe(slave))
         }
     }
 }
@@ -207,20 +155,5 @@ fn alert(command: &str, error: &Error) {
         Ok(status) if status.success() => {}
         Ok(status) => log::error(&format!("alert_command failed: {status}")),
         Err(e) => log::error(&format!("could not run alert_command: {e}")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::CommandFactory;
-
-    #[test]
-    fn help_documents_every_exit_code() {
-        let help = Cli::command().render_long_help().to_string();
-        for code in 0..=7 {
-            assert!(help.contains(&format!("\n  {code}  ")), "exit code {code} missing from --help");
-        }
-        Cli::command().debug_assert();
     }
 }

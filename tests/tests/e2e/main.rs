@@ -13,6 +13,7 @@ mod fidelity;
 mod golden;
 mod history;
 mod order;
+mod package;
 mod snapshot;
 mod soak;
 mod statements;

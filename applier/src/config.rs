@@ -8,6 +8,7 @@ use dbmirror_spool::{PublicKey, ARCHIVE_DIR, QUARANTINE_DIR};
 use serde::Deserialize;
 
 use dbmirror_cli::configuration::{self, Range};
+use dbmirror_cli::conninfo::Connection;
 use dbmirror_cli::error::Error;
 
 /// Seconds a file must have been left alone before a checksum mismatch counts as damage rather
@@ -24,6 +25,8 @@ const POLL_RANGE: Range = Range { least: configuration::SHORTEST_PAUSE, most: co
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     slave_name: String,
+    /// Absent or empty: libpq's defaults and `PG*` variables.
+    #[serde(default)]
     slave: String,
     spool: PathBuf,
     archive: Option<PathBuf>,
@@ -39,7 +42,7 @@ struct RawConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub slave_name: String,
-    pub slave: postgres::Config,
+    pub slave: Connection,
     /// The inbound spool.
     pub spool: PathBuf,
     /// Where applied files go.
@@ -110,13 +113,13 @@ impl Config {
 
 /// Adds `-c name=value` to the options the slave sessions start with, after any the connection
 /// string gives (the last one counts).
-pub fn session_setting(slave: &mut postgres::Config, name: &str, value: &str) {
+pub fn session_setting(slave: &mut Connection, name: &str, value: &str) {
     let setting = format!("-c {name}={value}");
-    let options = match slave.get_options() {
+    let options = match slave.get("options") {
         Some(options) if !options.trim().is_empty() => format!("{options} {setting}"),
         _ => setting,
     };
-    slave.options(&options);
+    slave.set("options", &options);
 }
 
 /// Checks that archive and quarantine are (or can become) directories apart from the spool and
@@ -200,7 +203,7 @@ mod tests {
         assert_eq!(config.settle, Duration::from_secs(60));
         assert_eq!(config.master, None);
         assert_eq!(config.ddl, DdlPolicy::Mirrored);
-        assert_eq!(config.slave.get_options(), Some("-c dbmirror.ddl=mirrored"));
+        assert_eq!(config.slave.get("options"), Some("-c dbmirror.ddl=mirrored"));
     }
 
     /// The slave sessions hold DDL to the policy the applier's grammar check applies, after
@@ -215,7 +218,7 @@ mod tests {
             ))
             .unwrap();
             assert_eq!(config.ddl, policy);
-            assert_eq!(config.slave.get_options(), Some(format!("-c work_mem=1MB -c dbmirror.ddl={ddl}").as_str()));
+            assert_eq!(config.slave.get("options"), Some(format!("-c work_mem=1MB -c dbmirror.ddl={ddl}").as_str()));
         }
     }
 

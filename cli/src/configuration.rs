@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
+use crate::conninfo::Connection;
 use crate::error::{Error, Kind};
 
 /// Where `--name NAME` finds its configuration file, `NAME.toml`, unless [`CONFIG_DIR_VARIABLE`]
@@ -108,33 +109,20 @@ pub fn slave_name(name: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// A libpq connection string (`host=... dbname=...`) or URL (`postgresql://...`).
-pub fn connection(what: &str, text: &str) -> Result<postgres::Config, Error> {
-    text.parse::<postgres::Config>()
-        .map_err(|e| Error::caused_by(Kind::Config, &format!("{what} is not a valid connection string or URL"), e))
+/// A libpq connection string (`host=... dbname=...`) or URL (`postgresql://...`), resolved
+/// with service files and `PG*` variables as libpq does (see [`Connection`]); empty means
+/// libpq's defaults. `what` names the setting in errors.
+pub fn connection(what: &str, text: &str) -> Result<Connection, Error> {
+    Connection::resolve(what, text)
 }
 
-/// A connection as the logs show it: host, port, user and database, with libpq's quoting, and
-/// never the password.
-pub fn describe(connection: &postgres::Config) -> String {
-    let hosts: Vec<String> = connection
-        .get_hosts()
-        .iter()
-        .map(|host| match host {
-            postgres::config::Host::Tcp(name) => name.clone(),
-            postgres::config::Host::Unix(path) => path.display().to_string(),
-        })
-        .collect();
-    let ports: Vec<String> = connection.get_ports().iter().map(u16::to_string).collect();
+/// A connection as the logs show it: host, port, user and database as resolved, with libpq's
+/// quoting, and never the password.
+pub fn describe(connection: &Connection) -> String {
     let mut parts = Vec::new();
-    for (key, value) in [
-        ("host", (!hosts.is_empty()).then(|| hosts.join(","))),
-        ("port", (!ports.is_empty()).then(|| ports.join(","))),
-        ("user", connection.get_user().map(str::to_string)),
-        ("dbname", connection.get_dbname().map(str::to_string)),
-    ] {
-        if let Some(value) = value {
-            parts.push(format!("{key}={}", conninfo_value(&value)));
+    for key in ["host", "hostaddr", "port", "user", "dbname", "service"] {
+        if let Some(value) = connection.get(key) {
+            parts.push(format!("{key}={}", conninfo_value(value)));
         }
     }
     parts.join(" ")
@@ -248,8 +236,7 @@ mod tests {
             describe_text("postgresql://u:secret@db1:5433,db2:5434/shop?sslmode=disable"),
             "host=db1,db2 port=5433,5434 user=u dbname=shop"
         );
-        assert_eq!(describe_text("dbname='my shop' user=o\\'b"), "user='o\\'b' dbname='my shop'");
-        assert_eq!(describe_text(""), "");
+        assert_eq!(describe_text("host=h dbname='my shop' user=o\\'b"), "host=h user='o\\'b' dbname='my shop'");
     }
 
     #[test]

@@ -123,6 +123,13 @@ impl Error {
         self
     }
 
+    /// The same error with another message: for a caller that can say more than the cause's
+    /// own text (which host, which port), keeping the cause as the source.
+    pub(crate) fn with_message(mut self, message: String) -> Self {
+        self.message = message;
+        self
+    }
+
     pub fn context(mut self, context: &str) -> Self {
         self.message = format!("{context}: {}", self.message);
         self

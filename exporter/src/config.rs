@@ -7,6 +7,7 @@ use dbmirror_spool::SigningKey;
 use serde::Deserialize;
 
 use dbmirror_cli::configuration::{self, Range};
+use dbmirror_cli::conninfo::Connection;
 
 use crate::error::Error;
 
@@ -26,6 +27,8 @@ pub const MAX_BATCH_SIZE: usize = 100_000;
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     slave_name: String,
+    /// Absent or empty: libpq's defaults and `PG*` variables.
+    #[serde(default)]
     master: String,
     transaction_file_directory: Option<PathBuf>,
     slave: Option<String>,
@@ -42,14 +45,14 @@ pub enum Output {
     /// One file per transaction in this directory (the seed's file mode).
     Files { directory: PathBuf, compress: bool, signing_key: Option<Box<SigningKey>> },
     /// Straight into the slave database (the seed's direct mode).
-    Direct { slave: Box<postgres::Config> },
+    Direct { slave: Box<Connection> },
 }
 
 /// A checked configuration.
 #[derive(Debug)]
 pub struct Config {
     pub slave_name: String,
-    pub master: postgres::Config,
+    pub master: Connection,
     /// `master` as written, for PostgreSQL's own client programs (pg_dump).
     pub master_conninfo: String,
     pub output: Output,

@@ -24,7 +24,7 @@ pub struct Direct {
 }
 
 impl Direct {
-    pub fn connect(config: &postgres::Config, slave_name: &str) -> Result<Self, Error> {
+    pub fn connect(config: &dbmirror_cli::conninfo::Connection, slave_name: &str) -> Result<Self, Error> {
         Ok(Self { client: slave::connect(config, "dbmirror-export")?, slave: slave_name.to_string() })
     }
 }

@@ -30,7 +30,8 @@ use chrono::{DateTime, Utc};
 use dbmirror_spool::Checksum;
 use dbmirror_sql::CANONICAL_SETTINGS;
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Client, IsolationLevel, NoTls};
+use dbmirror_cli::conninfo::Connection;
+use postgres::{Client, IsolationLevel};
 
 use crate::error::{Error, Kind};
 use crate::filter::{TableFilter, Visible};
@@ -132,11 +133,8 @@ pub struct Master {
 
 impl Master {
     /// Connects, puts the session in canonical settings and checks the extension is there.
-    pub fn connect(config: &postgres::Config, slave: &str) -> Result<Self, Error> {
-        let mut config = config.clone();
-        config.application_name("dbmirror-export");
-        let mut client =
-            config.connect(NoTls).map_err(|e| Error::from(e).context("could not connect to the master"))?;
+    pub fn connect(config: &Connection, slave: &str) -> Result<Self, Error> {
+        let mut client = config.connect("the master", "dbmirror-export")?;
         let settings: String =
             CANONICAL_SETTINGS.iter().map(|(name, value)| format!("SET {name} = {};", quote_literal(value))).collect();
         // Every query of the exporter handles one batch: compiling it with JIT (which large

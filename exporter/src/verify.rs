@@ -8,7 +8,8 @@
 //! each row's md5. Run it when the slave has applied everything exported and the master is
 //! quiet: it compares two moments, one on each side.
 
-use postgres::{Client, NoTls};
+use dbmirror_cli::conninfo::Connection;
+use postgres::Client;
 
 use dbmirror_sql::CANONICAL_SETTINGS;
 
@@ -58,10 +59,8 @@ fn figures(client: &mut Client, table: &str, columns: &[String]) -> Result<Figur
 
 /// Compares every mirrored table; the master's session is `master`, the slave is reached with
 /// `slave`.
-pub fn compare(master: &mut Master, slave: &postgres::Config) -> Result<Vec<Comparison>, Error> {
-    let mut slave = slave.clone();
-    slave.application_name("dbmirror-export verify");
-    let mut slave = slave.connect(NoTls).map_err(|e| Error::from(e).context("could not connect to the slave"))?;
+pub fn compare(master: &mut Master, slave: &Connection) -> Result<Vec<Comparison>, Error> {
+    let mut slave = slave.connect("the slave", "dbmirror-export verify")?;
     canonical(&mut slave)?;
     let schema = master.schema().to_string();
     let client = master.client();

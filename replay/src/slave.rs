@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use dbmirror_spool::Checksum;
 use dbmirror_sql::quote_literal;
 use dbmirror_sql::{APPLIED_FILE_TABLE, DDL_EVENT_TRIGGERS, DDL_SIGNATURE, GUARD_SIGNATURE, SLAVE_STATE_TABLE};
-use postgres::{Client, NoTls};
+use dbmirror_cli::conninfo::Connection;
+use postgres::Client;
 
 use dbmirror_cli::error::{Error, Kind};
 
@@ -111,7 +112,7 @@ pub fn applied_files(
 
 /// Connects to a slave database as `application_name` and checks that it is prepared, and
 /// prepared by this version.
-pub fn connect(config: &postgres::Config, application_name: &str) -> Result<Client, Error> {
+pub fn connect(config: &Connection, application_name: &str) -> Result<Client, Error> {
     let mut client = connect_unchecked(config, application_name)?;
     match preparation(&mut client)? {
         Preparation::Current => Ok(client),
@@ -129,10 +130,8 @@ pub fn connect(config: &postgres::Config, application_name: &str) -> Result<Clie
 }
 
 /// Connects to a slave database as `application_name`, prepared or not.
-pub fn connect_unchecked(config: &postgres::Config, application_name: &str) -> Result<Client, Error> {
-    let mut config = config.clone();
-    config.application_name(application_name);
-    config.connect(NoTls).map_err(|e| Error::from(e).context("could not connect to the slave"))
+pub fn connect_unchecked(config: &Connection, application_name: &str) -> Result<Client, Error> {
+    config.connect("the slave", application_name)
 }
 
 #[cfg(test)]

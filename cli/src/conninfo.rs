@@ -141,7 +141,8 @@ impl Connection {
     }
 
     fn resolve_in(what: &str, text: &str, env: Environment) -> Result<Self, Error> {
-        let fail = |message: String| Error::config(format!("{what} is not a valid connection string or URL: {message}"));
+        let fail =
+            |message: String| Error::config(format!("{what} is not a valid connection string or URL: {message}"));
         let mut settings = BTreeMap::new();
         for (key, value) in parse(text).map_err(fail)? {
             check_keyword(&key).map_err(fail)?;
@@ -160,10 +161,8 @@ impl Connection {
                 settings.entry(key.to_string()).or_insert(value);
             }
         }
-        let passfile = settings
-            .get("passfile")
-            .map(PathBuf::from)
-            .or_else(|| home.as_ref().map(|home| home.join(".pgpass")));
+        let passfile =
+            settings.get("passfile").map(PathBuf::from).or_else(|| home.as_ref().map(|home| home.join(".pgpass")));
         let connection = Self { settings, passfile, home };
         // Builds every attempt once, so that a bad value stops the tool before it starts.
         for index in 0..connection.hosts().map_err(fail)?.len() {
@@ -233,9 +232,20 @@ impl Connection {
         for (key, value) in &self.settings {
             let key = match key.as_str() {
                 "keepalives_count" => "keepalives_retries",
-                "dbname" | "user" | "password" | "options" | "application_name" | "connect_timeout"
-                | "sslnegotiation" | "target_session_attrs" | "channel_binding" | "load_balance_hosts"
-                | "keepalives" | "keepalives_idle" | "keepalives_interval" | "tcp_user_timeout" => key,
+                "dbname"
+                | "user"
+                | "password"
+                | "options"
+                | "application_name"
+                | "connect_timeout"
+                | "sslnegotiation"
+                | "target_session_attrs"
+                | "channel_binding"
+                | "load_balance_hosts"
+                | "keepalives"
+                | "keepalives_idle"
+                | "keepalives_interval"
+                | "tcp_user_timeout" => key,
                 _ => continue,
             };
             text.push_str(&format!("{key}={} ", quote(value)));
@@ -372,10 +382,13 @@ impl Connection {
         let in_home = |name: &str| self.home.as_ref().map(|home| home.join(".postgresql").join(name));
         let file = |key: &str, default: &str| self.get(key).map(PathBuf::from).or_else(|| in_home(default));
         let failed = |what: String| move |e: openssl::error::ErrorStack| Error::caused_by(Kind::Config, &what, e);
-        let mut builder = SslConnector::builder(SslMethod::tls_client()).map_err(failed("could not set up TLS".into()))?;
+        let mut builder =
+            SslConnector::builder(SslMethod::tls_client()).map_err(failed("could not set up TLS".into()))?;
         let verify = match file("sslrootcert", "root.crt") {
             Some(root) if root == Path::new("system") => {
-                builder.set_default_verify_paths().map_err(failed("could not load the system's CA certificates".into()))?;
+                builder
+                    .set_default_verify_paths()
+                    .map_err(failed("could not load the system's CA certificates".into()))?;
                 true
             }
             Some(root) if root.exists() => {
@@ -640,8 +653,9 @@ fn apply_service(
         .filter(|f| !f.is_empty())
         .map(PathBuf::from)
         .or_else(|| home.map(|h| h.join(".pg_service.conf")));
-    let system_file = PathBuf::from(env("PGSYSCONFDIR").filter(|d| !d.is_empty()).as_deref().unwrap_or(DEFAULT_SYSCONFDIR))
-        .join("pg_service.conf");
+    let system_file =
+        PathBuf::from(env("PGSYSCONFDIR").filter(|d| !d.is_empty()).as_deref().unwrap_or(DEFAULT_SYSCONFDIR))
+            .join("pg_service.conf");
     let mut searched = Vec::new();
     for file in user_file.into_iter().chain([system_file]) {
         let text = match std::fs::read_to_string(&file) {
@@ -659,8 +673,9 @@ fn apply_service(
             }
         };
         searched.push(format!("\"{}\"", file.display()));
-        let found = service_entry(&text, service)
-            .map_err(|(line, why)| Error::config(format!("{why} in service file \"{}\", line {line}", file.display())))?;
+        let found = service_entry(&text, service).map_err(|(line, why)| {
+            Error::config(format!("{why} in service file \"{}\", line {line}", file.display()))
+        })?;
         if let Some(entry) = found {
             for (key, value) in entry {
                 if !value.is_empty() {
@@ -741,7 +756,10 @@ fn password_in(text: &str, host: &str, port: &str, dbname: &str, user: &str) -> 
             continue;
         }
         let matches = |(field, star): &(String, bool), value: &str| (*star && field == "*") || field == value;
-        if matches(&fields[0], host) && matches(&fields[1], port) && matches(&fields[2], dbname) && matches(&fields[3], user)
+        if matches(&fields[0], host)
+            && matches(&fields[1], port)
+            && matches(&fields[2], dbname)
+            && matches(&fields[3], user)
         {
             return Some(field);
         }
@@ -766,7 +784,8 @@ fn cause(error: &postgres::Error) -> String {
 
 /// A hint for the usual causes of a failed connection.
 fn hint(error: &postgres::Error, passfile_note: Option<&str>, passfile: Option<&Path>) -> Option<String> {
-    let text = error.to_string();
+    // The postgres crate's text names only the kind of error; the cause says what happened.
+    let text = format!("{error}: {}", cause(error));
     if text.contains("password missing") {
         return Some(match passfile_note {
             Some(note) => format!("The server asks for a password, and the {note}."),
@@ -799,9 +818,7 @@ mod tests {
 
     fn resolve(text: &str, env: &[(&str, &str)]) -> Result<Connection, Error> {
         let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Connection::resolve_in("master", text, &move |name| {
-            env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
-        })
+        Connection::resolve_in("master", text, &move |name| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
     }
 
     fn settings(connection: &Connection) -> Vec<(&str, &str)> {
@@ -854,19 +871,14 @@ mod tests {
     fn the_connection_string_beats_the_service_file_which_beats_the_environment() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("services");
-        std::fs::write(&file, "# services\n[other]\nhost=elsewhere\n\n[shop]\nhost=db1\nport=5433\ndbname=shop\n").unwrap();
+        std::fs::write(&file, "# services\n[other]\nhost=elsewhere\n\n[shop]\nhost=db1\nport=5433\ndbname=shop\n")
+            .unwrap();
         let file = file.to_str().unwrap();
         let env = [("PGSERVICEFILE", file), ("PGHOST", "envhost"), ("PGUSER", "envuser"), ("PGPORT", "6000")];
         let connection = resolve("service=shop dbname=override", &env).unwrap();
         assert_eq!(
             settings(&connection),
-            [
-                ("dbname", "override"),
-                ("host", "db1"),
-                ("port", "5433"),
-                ("service", "shop"),
-                ("user", "envuser")
-            ]
+            [("dbname", "override"), ("host", "db1"), ("port", "5433"), ("service", "shop"), ("user", "envuser")]
         );
         // PGSERVICE names the service when the string does not.
         let connection = resolve("", &[("PGSERVICE", "other"), ("PGSERVICEFILE", file)]).unwrap();
@@ -874,8 +886,7 @@ mod tests {
         // Then pg_service.conf in PGSYSCONFDIR, when the user's file lacks the service.
         std::fs::write(dir.path().join("pg_service.conf"), "[system]\nhost=sys\n").unwrap();
         let sysconf = dir.path().to_str().unwrap();
-        let connection =
-            resolve("service=system", &[("PGSERVICEFILE", file), ("PGSYSCONFDIR", sysconf)]).unwrap();
+        let connection = resolve("service=system", &[("PGSERVICEFILE", file), ("PGSYSCONFDIR", sysconf)]).unwrap();
         assert_eq!(connection.get("host"), Some("sys"));
         let err = resolve("service=none", &[("PGSERVICEFILE", file), ("PGSYSCONFDIR", sysconf)]).unwrap_err();
         assert_eq!(err.kind(), Kind::Config);
@@ -956,7 +967,10 @@ mod tests {
         let connection = resolve("host=db1 sslmode=verify-full sslrootcert=/nonexistent/root.crt", &[]).unwrap();
         let err = connection.tls(TlsMode::VerifyFull).err().expect("no root certificate");
         assert_eq!(err.kind(), Kind::Config);
-        assert_eq!(err.to_string().lines().next(), Some("root certificate file \"/nonexistent/root.crt\" does not exist"));
+        assert_eq!(
+            err.to_string().lines().next(),
+            Some("root certificate file \"/nonexistent/root.crt\" does not exist")
+        );
         // require without the file does not verify, and so needs none.
         let connection = resolve("host=db1 sslmode=require sslrootcert=/nonexistent/root.crt", &[]).unwrap();
         assert!(connection.tls(TlsMode::Require).unwrap().is_some());

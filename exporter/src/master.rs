@@ -27,10 +27,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use chrono::{DateTime, Utc};
+use dbmirror_cli::conninfo::Connection;
 use dbmirror_spool::Checksum;
 use dbmirror_sql::CANONICAL_SETTINGS;
 use postgres::fallible_iterator::FallibleIterator;
-use dbmirror_cli::conninfo::Connection;
 use postgres::{Client, IsolationLevel};
 
 use crate::error::{Error, Kind};

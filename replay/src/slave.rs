@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use dbmirror_cli::conninfo::Connection;
 use dbmirror_spool::Checksum;
 use dbmirror_sql::quote_literal;
 use dbmirror_sql::{APPLIED_FILE_TABLE, DDL_EVENT_TRIGGERS, DDL_SIGNATURE, GUARD_SIGNATURE, SLAVE_STATE_TABLE};
-use dbmirror_cli::conninfo::Connection;
 use postgres::Client;
 
 use dbmirror_cli::error::{Error, Kind};

@@ -10,11 +10,14 @@ use crate::{describe, pg_bin, run_ok, running_as_root};
 /// The cluster user, also used to run the servers when the tests run as root.
 const SUPERUSER: &str = "postgres";
 
-/// A running cluster in a temporary directory, reachable only through its Unix socket.
+/// A running cluster in a temporary directory, reachable through its Unix socket (and on
+/// 127.0.0.1 when started with [`start_tcp`](Cluster::start_tcp)).
 pub struct Cluster {
     name: String,
     /// Holds the data directory and the socket.
     dir: PathBuf,
+    /// The port of the socket, and of 127.0.0.1 when TCP is on.
+    port: u16,
     keep: bool,
 }
 
@@ -32,6 +35,22 @@ impl Cluster {
     /// Like [`start_with`](Self::start_with), with the server started with environment
     /// variables `env` set.
     pub fn start_with_env(name: &str, settings: &[&str], env: &[(&str, &str)]) -> Cluster {
+        Self::start_on(name, settings, env, None)
+    }
+
+    /// Like [`start_with`](Self::start_with), listening on 127.0.0.1 too, on a free port: for
+    /// what needs TCP (TLS, password authentication over the network).
+    pub fn start_tcp(name: &str, settings: &[&str]) -> Cluster {
+        // A port the kernel just handed out and took back is free unless another process
+        // grabs it in between, which a failed start would then show.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port on 127.0.0.1")
+            .port();
+        Self::start_on(name, settings, &[], Some(port))
+    }
+
+    fn start_on(name: &str, settings: &[&str], env: &[(&str, &str)], tcp_port: Option<u16>) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix(&format!("dbmirror-test-{name}-"))
             .tempdir()
@@ -40,7 +59,8 @@ impl Cluster {
         if running_as_root() {
             run_ok(Command::new("chown").arg(format!("{SUPERUSER}:")).arg(&dir));
         }
-        let cluster = Cluster { name: name.to_string(), dir, keep: false };
+        let port = tcp_port.unwrap_or(5432);
+        let cluster = Cluster { name: name.to_string(), dir, port, keep: false };
         let mut initdb = cluster.as_server_user(&pg_bin().join("initdb"));
         initdb.args([
             "--auth=trust",
@@ -56,9 +76,10 @@ impl Cluster {
         // Settings go into postgresql.conf, so that a restart after a crash keeps them. fsync is
         // off: tests crash servers, never the machine, and PostgreSQL survives that without it.
         // lock_timeout turns a lock wait that should not happen into a failure, not a hang.
+        let listen = if tcp_port.is_some() { "127.0.0.1" } else { "" };
         let mut conf = format!(
-            "\nlisten_addresses = ''\nunix_socket_directories = '{}'\nfsync = off\nfull_page_writes = off\n\
-             max_connections = 40\nlc_messages = 'C'\nlock_timeout = '60s'\n",
+            "\nlisten_addresses = '{listen}'\nport = {port}\nunix_socket_directories = '{}'\nfsync = off\n\
+             full_page_writes = off\nmax_connections = 40\nlc_messages = 'C'\nlock_timeout = '60s'\n",
             cluster.dir.display()
         );
         for setting in settings {
@@ -113,7 +134,7 @@ impl Cluster {
 
     /// A libpq connection string for database `dbname` (a plain name, not quoted).
     pub fn conninfo_for(&self, dbname: &str) -> String {
-        format!("host={} port=5432 user={SUPERUSER} dbname={dbname}", self.dir.display())
+        format!("host={} port={} user={SUPERUSER} dbname={dbname}", self.dir.display(), self.port)
     }
 
     pub fn client(&self) -> Client {
@@ -152,7 +173,8 @@ impl Cluster {
     /// (with an environment of its own, say).
     pub fn psql_command(&self, dbname: &str, args: &[&str]) -> Command {
         let mut command = Command::new(pg_bin().join("psql"));
-        command.args(["-X", "-q", "-h"]).arg(&self.dir).args(["-U", SUPERUSER, "-d", dbname]).args(args);
+        command.args(["-X", "-q", "-h"]).arg(&self.dir).arg("-p").arg(self.port.to_string());
+        command.args(["-U", SUPERUSER, "-d", dbname]).args(args);
         command
     }
 
@@ -222,8 +244,35 @@ impl Cluster {
     /// `postgres` of this cluster, with `args`; fails the test if it fails.
     pub fn client_program(&self, program: &str, args: &[&str]) -> Output {
         let mut command = Command::new(pg_bin().join(program));
-        command.arg("-h").arg(&self.dir).args(["-U", SUPERUSER, "-d", "postgres"]).args(args);
+        command.arg("-h").arg(&self.dir).arg("-p").arg(self.port.to_string());
+        command.args(["-U", SUPERUSER, "-d", "postgres"]).args(args);
         run_ok(&mut command)
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Replaces pg_hba.conf with `lines` after one that lets the superuser in through the
+    /// socket (which the tests' own sessions use), and reloads the server.
+    pub fn set_hba(&self, lines: &[&str]) {
+        let text = format!("local all {SUPERUSER} trust\n{}\n", lines.join("\n"));
+        std::fs::write(self.data_dir().join("pg_hba.conf"), text).expect("pg_hba.conf is writable");
+        self.execute("SELECT pg_reload_conf()");
+    }
+
+    /// Writes `content` into a file of the cluster's directory that only the server's user
+    /// can read (a server key must be so), and returns its path.
+    pub fn private_file(&self, name: &str, content: &[u8]) -> PathBuf {
+        let path = self.dir.join(name);
+        std::fs::write(&path, content).expect("a file can be written in the cluster's directory");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("permissions can be set");
+        if running_as_root() {
+            run_ok(Command::new("chown").arg(format!("{SUPERUSER}:")).arg(&path));
+        }
+        path
     }
 
     /// Keeps the cluster after the test, for inspection.

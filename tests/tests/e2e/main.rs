@@ -3,6 +3,7 @@
 mod apply;
 mod capture;
 mod completeness;
+mod connections;
 mod ddl;
 mod ddl_slave;
 mod differential;

@@ -691,10 +691,13 @@ fn apply_service(
     )))
 }
 
+/// Keywords and values, in the order given.
+type Keywords = Vec<(String, String)>;
+
 /// The keywords of section `[service]` of a service file, `None` if it has no such section;
 /// `Err` gives the line number and what is wrong there.
-fn service_entry(text: &str, service: &str) -> Result<Option<Vec<(String, String)>>, (usize, String)> {
-    let mut entry: Option<Vec<(String, String)>> = None;
+fn service_entry(text: &str, service: &str) -> Result<Option<Keywords>, (usize, String)> {
+    let mut entry: Option<Keywords> = None;
     let mut in_section = false;
     for (number, line) in text.lines().enumerate() {
         let line = line.trim();

@@ -260,7 +260,7 @@ mod tests {
             ("settle_seconds = -0.5", "settle_seconds must be a number of seconds"),
             ("settle_seconds = 86401", "settle_seconds must be a number of seconds"),
             ("settle_seconds = \"60\"", "invalid type: string"),
-            ("settle_seconds = 99999999999999999999", "settle_seconds (line 4): number too large"),
+            ("settle_seconds = 99999999999999999999", "line 4, key \"settle_seconds\": number too large"),
             ("poll_interval = 0", "poll_interval must be a number of seconds from 0.01 to 86400"),
             ("poll_interval = 1e-300", "poll_interval must be a number of seconds"),
             ("poll_interval = 1.7976931348623157e308", "poll_interval must be a number of seconds"),

@@ -73,20 +73,57 @@ pub fn load<T>(path: &Path, parse: impl FnOnce(&str) -> Result<T, Error>) -> Res
 }
 
 /// Deserialises TOML, refusing unknown keys where the raw type says so. An error names the
-/// line and, where the line sets one, the key.
+/// line and, where the line sets one, the key, in the words of the file (`a number`, not
+/// serde's `f64`), with a hint where one helps.
 pub fn from_toml<T: DeserializeOwned>(text: &str) -> Result<T, Error> {
-    toml::from_str(text).map_err(|e| {
-        let Some(start) = e.span().map(|span| span.start).filter(|start| *start < text.len()) else {
-            return Error::config(e.message().to_string());
+    toml::from_str(text).map_err(|e| toml_error(text, e.message(), e.span().map(|span| span.start)))
+}
+
+/// The error for `message` about the text at byte `start`, if known.
+fn toml_error(text: &str, message: &str, start: Option<usize>) -> Error {
+    let message = plain_types(message);
+    let hint = if message.contains("unknown field") {
+        Some("Check the spelling of the key; the message lists the keys this tool knows.".to_string())
+    } else {
+        None
+    };
+    let Some(start) = start.filter(|start| *start <= text.len() && text.is_char_boundary(*start)) else {
+        let error = Error::config(message);
+        return match hint {
+            Some(hint) => error.with_hint(hint),
+            None => error,
         };
-        let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
-        let line = text[..start].matches('\n').count() + 1;
-        let key = text[line_start..].lines().next().and_then(|l| l.split_once('=')).map(|(key, _)| key.trim());
-        match key {
-            Some(key) if !key.is_empty() => Error::config(format!("{key} (line {line}): {}", e.message())),
-            _ => Error::config(format!("line {line}: {}", e.message())),
-        }
-    })
+    };
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[..start].matches('\n').count() + 1;
+    let key = text[line_start..]
+        .lines()
+        .next()
+        .and_then(|l| l.split_once('='))
+        .map(|(key, _)| key.trim())
+        .filter(|key| !key.is_empty() && !key.starts_with('#'));
+    let error = match key {
+        Some(key) => Error::config(format!("line {line}, key \"{key}\": {message}")),
+        None => Error::config(format!("line {line}: {message}")),
+    };
+    let hint = hint.or_else(|| {
+        let key = key?;
+        message.contains("expected a number").then(|| format!("Write the number without quotes, as in {key} = 10."))
+    });
+    match hint {
+        Some(hint) => error.with_hint(hint),
+        None => error,
+    }
+}
+
+/// serde's message with Rust's type names in the words of the file: `expected f64` is
+/// `expected a number`.
+fn plain_types(message: &str) -> String {
+    let mut plain = message.trim_end().to_string();
+    for rust in ["f64", "usize", "u64", "u32", "i64"] {
+        plain = plain.replace(&format!("expected {rust}"), "expected a number");
+    }
+    plain
 }
 
 /// Longest slave name accepted, in bytes. The name is written into every file's header as a
@@ -205,6 +242,47 @@ mod tests {
         assert_eq!(seconds("x", Some(86_400.0), 1.0, RANGE).unwrap(), Duration::from_secs(86_400));
         assert_eq!(seconds("x", None, 2.5, RANGE).unwrap(), Duration::from_millis(2500));
         assert_eq!(seconds("x", Some(0.0), 1.0, Range { least: 0.0, most: DAY }).unwrap(), Duration::ZERO);
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Sample {
+        slave_name: String,
+        sleep_interval: Option<f64>,
+        batch_size: Option<usize>,
+    }
+
+    /// Prevents errors that name neither key nor line (`invalid type: string "10s", expected
+    /// f64`): each names both, in the file's words, with a hint where one helps.
+    #[test]
+    fn toml_errors_name_the_line_and_the_key() {
+        let err = from_toml::<Sample>("slave_name = \"s\"\n# a comment\nsleep_interval = \"10s\"\n").unwrap_err();
+        assert_eq!(err.kind(), Kind::Config);
+        assert_eq!(
+            err.to_string(),
+            "line 3, key \"sleep_interval\": invalid type: string \"10s\", expected a number\n\
+             HINT:  Write the number without quotes, as in sleep_interval = 10."
+        );
+        let err = from_toml::<Sample>("slave_name = \"s\"\nbatch_size = 1.5\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("line 2, key \"batch_size\": invalid type: floating point `1.5`, expected a number"),
+            "{err}"
+        );
+        let err = from_toml::<Sample>("slave_name = \"s\"\n\nsleep_intervall = 3\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("line 3, key \"sleep_intervall\": unknown field `sleep_intervall`, expected one of"),
+            "{err}"
+        );
+        assert_eq!(err.hint(), Some("Check the spelling of the key; the message lists the keys this tool knows."));
+        let err = from_toml::<Sample>("slave_name = \"s\"\nsleep_interval = \n").unwrap_err();
+        assert!(err.to_string().starts_with("line 2, key \"sleep_interval\": "), "{err}");
+        let err = from_toml::<Sample>("sleep_interval = 1\n").unwrap_err();
+        assert!(err.to_string().contains("missing field `slave_name`"), "{err}");
+        let err = from_toml::<Sample>("[table\n").unwrap_err();
+        assert!(err.to_string().starts_with("line 1: "), "{err}");
     }
 
     #[test]

@@ -303,6 +303,7 @@ pub fn watch(
     while !stop.load(Ordering::Relaxed) {
         if let Some(reloaded) = reload.take(parse) {
             config = reloaded;
+            log::configure(config.log_format, &config.slave_name);
             // The slave's connection string or ddl setting may have changed: connect anew.
             client = None;
             said = None;
@@ -330,7 +331,7 @@ pub fn watch(
                 failures += 1;
                 client = None;
                 let pause = Duration::from_secs(1u64 << failures.min(6));
-                log::error(&format!("{e}\n(attempt {failures}; retrying in {}s)", pause.as_secs()));
+                log::retrying(&e.to_string(), failures, pause.as_secs());
                 // The pause is what the log says: news in the spool cannot cure what failed,
                 // so only a stop signal ends it, or a reload, which may.
                 signals::sleep_unless(pause, &[stop, reload.requested()]);

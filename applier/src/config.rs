@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use dbmirror_cli::configuration::{self, Range};
 use dbmirror_cli::error::Error;
+use dbmirror_cli::log;
 
 /// Seconds a file must have been left alone before a checksum mismatch counts as damage rather
 /// than a copy in progress, unless configured.
@@ -33,6 +34,7 @@ struct RawConfig {
     poll_interval: Option<f64>,
     public_key: Option<PathBuf>,
     ddl: Option<String>,
+    log_format: Option<log::Format>,
 }
 
 /// A checked configuration.
@@ -56,6 +58,8 @@ pub struct Config {
     /// What DDL files may carry. The slave sessions get it as `dbmirror.ddl` too (see
     /// [`Config::slave`]), so that the slave holds the DDL it runs to the same policy.
     pub ddl: DdlPolicy,
+    /// How log lines are written: `text` (the default) or `json`.
+    pub log_format: log::Format,
 }
 
 impl Config {
@@ -104,6 +108,7 @@ impl Config {
                 .transpose()
                 .map_err(|e| Error::config(e.to_string()))?,
             ddl,
+            log_format: raw.log_format.unwrap_or_default(),
         })
     }
 }
@@ -319,6 +324,7 @@ mod tests {
             "poll_interval",
             "public_key",
             "ddl",
+            "log_format",
         ] {
             for value in values {
                 let text = format!("slave_name = \"s\"\nslave = \"host=/tmp\"\nspool = \"{d}\"\n")

@@ -43,6 +43,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), Error> {
     let path = cli.configuration.path()?;
     let config = Config::load(&path)?;
+    log::configure(config.log_format, &config.slave_name);
     let stop = dbmirror_cli::signals::stop_flag()?;
     // Before any work: SIGHUP must not end a command, whichever it is.
     let reload = dbmirror_cli::signals::reload_flag()?;

@@ -7,6 +7,7 @@ use dbmirror_spool::SigningKey;
 use serde::Deserialize;
 
 use dbmirror_cli::configuration::{self, Range};
+use dbmirror_cli::log;
 
 use crate::error::Error;
 
@@ -34,6 +35,7 @@ struct RawConfig {
     alert_command: Option<String>,
     batch_size: Option<usize>,
     signing_key: Option<PathBuf>,
+    log_format: Option<log::Format>,
 }
 
 /// Where exported transactions go.
@@ -56,6 +58,8 @@ pub struct Config {
     pub sleep_interval: Duration,
     pub alert_command: Option<String>,
     pub batch_size: usize,
+    /// How log lines are written: `text` (the default) or `json`.
+    pub log_format: log::Format,
 }
 
 impl Config {
@@ -136,6 +140,7 @@ impl Config {
                 command => command.filter(|c| !c.trim().is_empty()),
             },
             batch_size,
+            log_format: raw.log_format.unwrap_or_default(),
         })
     }
 }
@@ -244,6 +249,7 @@ mod tests {
             "alert_command",
             "batch_size",
             "signing_key",
+            "log_format",
         ] {
             for value in values {
                 let text: String =

@@ -343,6 +343,7 @@ pub fn run(
     while !stop.load(Ordering::Relaxed) {
         if let Some(reloaded) = reload.take(Config::parse) {
             config = reloaded;
+            log::configure(config.log_format, &config.slave_name);
         }
         match once(&config, stop, &mut problems, &|e| alert(&config, e)) {
             Ok(summary) => {
@@ -354,7 +355,7 @@ pub fn run(
             Err(e) if e.kind() == Kind::Runtime => {
                 failures += 1;
                 let pause = Duration::from_secs(1u64 << failures.min(8)).min(Duration::from_secs(300));
-                log::error(&format!("{e}\n(attempt {failures}; retrying in {}s)", pause.as_secs()));
+                log::retrying(&e.to_string(), failures, pause.as_secs());
                 alert(&config, &e);
                 // A reload may cure what failed (a wrong host, say), so it ends the pause too.
                 signals::sleep_unless(pause, &[stop, reload.requested()]);

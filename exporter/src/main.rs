@@ -54,6 +54,7 @@ fn run(cli: Cli, alert_command: &mut Option<String>) -> Result<(), Error> {
     };
     let path = cli.configuration.path()?;
     let config = Config::load(&path)?;
+    log::configure(config.log_format, &config.slave_name);
     alert_command.clone_from(&config.alert_command);
     let stop = dbmirror_cli::signals::stop_flag()?;
     // Before any work: SIGHUP must not end a command, whichever it is.

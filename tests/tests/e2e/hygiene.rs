@@ -185,3 +185,62 @@ fn a_database_that_refuses_the_configured_role_is_exit_code_8_and_not_retried() 
     assert_eq!(code, Some(8), "{stderr}");
     assert!(stderr.contains("permission denied") && stderr.contains("HINT:  Grant the configured role"), "{stderr}");
 }
+
+/// Every log line is one event: in the text format an error's HINT is on its line, and with
+/// `log_format = "json"` each line is one JSON object with the hint and the slave as fields.
+#[test]
+fn each_log_line_is_one_event_in_text_or_json() {
+    let s = setup("log_format = \"json\"");
+    s.master.execute("INSERT INTO item (name) VALUES ('one')");
+    let output = export_command(&s.config, &["once"]).output().unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    let lines = json_lines(&output.stderr);
+    let done = lines
+        .iter()
+        .find(|l| l["message"].as_str().unwrap_or("").starts_with("exported files 1-1"))
+        .expect("a line for the batch");
+    assert_eq!(done["level"], "LOG");
+    assert_eq!(done["program"], "dbmirror-export");
+    assert_eq!(done["slave"], "slave1");
+    assert!(done["time"].as_str().is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok()), "{done}");
+
+    let inbound = s.work.dir("inbound");
+    let refused = s.slave.conninfo().replace("dbname=postgres", "dbname=nosuchdb");
+    for (format, extra) in [("json", "log_format = \"json\""), ("text", "")] {
+        let config = s.work.file(
+            &format!("apply-{format}.toml"),
+            &format!("slave_name = \"slave1\"\nslave = \"{refused}\"\nspool = \"{}\"\n{extra}\n", inbound.display()),
+        );
+        let output = apply(&config, &["once"]);
+        assert_eq!(output.status.code(), Some(8), "{}", describe(&output));
+        if format == "json" {
+            let lines = json_lines(&output.stderr);
+            let error = lines.iter().find(|l| l["level"] == "ERROR").expect("an error line");
+            assert!(error["message"].as_str().unwrap().contains("database \"nosuchdb\" does not exist"), "{error}");
+            assert!(error["hint"].as_str().unwrap().starts_with("Check dbname"), "{error}");
+            assert_eq!(error["slave"], "slave1");
+        } else {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                stderr.lines().any(|l| l.contains(" ERROR: ")
+                    && l.contains("does not exist")
+                    && l.contains(" HINT:  Check dbname")),
+                "the hint is on the error's line:\n{stderr}"
+            );
+            assert!(
+                stderr.lines().all(|l| chrono::DateTime::parse_from_rfc3339(l.split(' ').next().unwrap()).is_ok()),
+                "{stderr}"
+            );
+        }
+    }
+}
+
+/// Each line of `stderr` parsed as a JSON object; fails the test on any other line.
+fn json_lines(stderr: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+        })
+        .collect()
+}

@@ -25,6 +25,7 @@ use postgres::Client;
 
 use crate::config::Config;
 use crate::inbox::{quarantine, Inbox, Next, Refusal, SetAside, Verified};
+use crate::retention;
 
 /// Name of the lock file in the spool that keeps a second applier away (dot-files are not part
 /// of the spool).
@@ -144,6 +145,9 @@ pub fn pass(config: &Config, client: &mut Client, stop: &AtomicBool) -> Result<S
         }
     }
     progress.report();
+    if summary.applied > 0 {
+        retention::prune(&config.archive, config.retention, summary.last)?;
+    }
     if let Some(first) = inbox.refused().first() {
         return Err(Error::new(Kind::BadFile, first.clone()).with_hint(
             "The files it lists wait for a good manifest: put one into the spool (from the exporter's outbox), then run the applier again.",

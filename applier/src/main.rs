@@ -12,6 +12,7 @@ use dbmirror_cli::log;
 mod apply;
 mod config;
 mod inbox;
+mod retention;
 mod status;
 
 use config::Config;

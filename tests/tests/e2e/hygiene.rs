@@ -244,3 +244,58 @@ fn json_lines(stderr: &[u8]) -> Vec<serde_json::Value> {
         })
         .collect()
 }
+
+/// The archive keeps what `archive_keep_files` says and no more; a file archived under a
+/// taken name (`NAME.1`) is logged; a `.reason` file whose file was moved back into the
+/// spool and applied is deleted with it.
+#[test]
+fn the_archive_is_pruned_duplicates_are_logged_and_stale_reasons_go() {
+    let s = setup("");
+    for name in ["one", "two", "three"] {
+        s.master.execute(&format!("INSERT INTO item (name) VALUES ('{name}')"));
+    }
+    export_once_quietly(&s.config);
+    let inbound = s.work.dir("inbound");
+    let config = apply_config(&s.work, &s.slave, "slave1", &inbound, "archive_keep_files = 2");
+    transfer(&s.outbox, &inbound);
+    let output = apply(&config, &["once"]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let archive = inbound.join("archive");
+    let exported = transaction_files(&s.outbox);
+    let names = |files: &[std::path::PathBuf]| -> Vec<String> {
+        files.iter().map(|f| f.file_name().unwrap().to_string_lossy().into_owned()).collect()
+    };
+    assert_eq!(names(&transaction_files(&archive)), names(&exported[1..]), "the newest two files are kept");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("deleted 1 files from archive"), "{}", describe(&output));
+
+    // File 3 arrives again: it goes to the archive as NAME.1, and the log says so.
+    std::fs::copy(&exported[2], inbound.join(exported[2].file_name().unwrap())).unwrap();
+    let output = apply(&config, &["once"]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("was in the archive already") && stderr.contains(".sql.1\""), "{stderr}");
+
+    // File 4 fails on the slave and goes to quarantine with its reason; once the slave is
+    // repaired and the file moved back, it is applied and its reason goes.
+    s.master.execute("UPDATE item SET name = 'changed' WHERE name = 'one'");
+    export_once_quietly(&s.config);
+    s.slave.execute("CREATE TABLE saved AS SELECT * FROM item WHERE name = 'one'; DELETE FROM item WHERE name = 'one'");
+    transfer(&s.outbox, &inbound);
+    let output = apply(&config, &["once"]);
+    assert_eq!(output.status.code(), Some(5), "{}", describe(&output));
+    let quarantine = inbound.join("quarantine");
+    let file = transaction_files(&quarantine).pop().expect("file 4 in quarantine");
+    let reason = std::path::PathBuf::from(format!("{}.reason", file.display()));
+    assert!(reason.is_file());
+    s.slave.execute("INSERT INTO item SELECT * FROM saved");
+    std::fs::rename(&file, inbound.join(file.file_name().unwrap())).unwrap();
+    let output = apply(&config, &["once"]);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(!reason.exists(), "the reason of an applied file is gone:\n{}", describe(&output));
+    assert_tables_equal(&s.master, &s.slave, TABLES);
+}
+
+fn export_once_quietly(config: &Path) {
+    let output = export_command(config, &["once"]).output().unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+}

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use dbmirror_cli::configuration::Reload;
 use dbmirror_cli::error::{Error, Kind};
 use dbmirror_cli::{log, signals};
 use dbmirror_replay::grammar::DdlPolicy;
@@ -24,6 +25,7 @@ use postgres::Client;
 
 use crate::config::Config;
 use crate::inbox::{quarantine, Inbox, Next, Refusal, SetAside, Verified};
+use crate::retention;
 
 /// Name of the lock file in the spool that keeps a second applier away (dot-files are not part
 /// of the spool).
@@ -143,6 +145,9 @@ pub fn pass(config: &Config, client: &mut Client, stop: &AtomicBool) -> Result<S
         }
     }
     progress.report();
+    if summary.applied > 0 {
+        retention::prune(&config.archive, config.retention, summary.last)?;
+    }
     if let Some(first) = inbox.refused().first() {
         return Err(Error::new(Kind::BadFile, first.clone()).with_hint(
             "The files it lists wait for a good manifest: put one into the spool (from the exporter's outbox), then run the applier again.",
@@ -266,9 +271,15 @@ fn apply_file(config: &Config, client: &mut Client, file: &Verified) -> Result<(
 
 /// `watch`: applies files as they arrive, until SIGTERM or SIGINT. File-system events from
 /// `notify` start a pass at once; a rescan every `poll_interval` catches what events miss (USB
-/// mounts, network file systems). A lost slave connection is retried with a growing pause.
-pub fn watch(config: &Config, stop: &AtomicBool) -> Result<(), Error> {
-    let _lock = lock(config)?;
+/// mounts, network file systems). A lost slave connection is retried with a growing pause. On
+/// SIGHUP the configuration is read again with `parse` between passes (see [`Reload`]).
+pub fn watch(
+    mut config: Config,
+    reload: &mut Reload,
+    parse: &dyn Fn(&str) -> Result<Config, Error>,
+    stop: &AtomicBool,
+) -> Result<(), Error> {
+    let _lock = lock(&config)?;
     let (events, arrived) = mpsc::channel();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if event.as_ref().map_or(true, is_news) {
@@ -294,10 +305,17 @@ pub fn watch(config: &Config, stop: &AtomicBool) -> Result<(), Error> {
     let mut said: Option<String> = None;
     log::info(&format!("watching \"{}\" for slave \"{}\"", config.spool.display(), config.slave_name));
     while !stop.load(Ordering::Relaxed) {
+        if let Some(reloaded) = reload.take(parse) {
+            config = reloaded;
+            log::configure(config.log_format, &config.slave_name);
+            // The slave's connection string or ddl setting may have changed: connect anew.
+            client = None;
+            said = None;
+        }
         let result = match client.as_mut().filter(|c| !c.is_closed()) {
-            Some(client) => pass(config, client, stop),
-            None => connect(config).and_then(|mut c| {
-                let result = pass(config, &mut c, stop);
+            Some(client) => pass(&config, client, stop),
+            None => connect(&config).and_then(|mut c| {
+                let result = pass(&config, &mut c, stop);
                 client = Some(c);
                 result
             }),
@@ -311,16 +329,16 @@ pub fn watch(config: &Config, stop: &AtomicBool) -> Result<(), Error> {
                     }
                     said = summary.waiting;
                 }
-                wait(&arrived, config.poll_interval, stop);
+                wait(&arrived, config.poll_interval, &[stop, reload.requested()]);
             }
             Err(e) if e.kind() == Kind::Runtime => {
                 failures += 1;
                 client = None;
                 let pause = Duration::from_secs(1u64 << failures.min(6));
-                log::error(&format!("{e}\n(attempt {failures}; retrying in {}s)", pause.as_secs()));
+                log::retrying(&e.to_string(), failures, pause.as_secs());
                 // The pause is what the log says: news in the spool cannot cure what failed,
-                // so only a stop signal ends it.
-                signals::sleep(pause, stop);
+                // so only a stop signal ends it, or a reload, which may.
+                signals::sleep_unless(pause, &[stop, reload.requested()]);
                 while arrived.try_recv().is_ok() {}
             }
             Err(e) => return Err(e),
@@ -343,10 +361,11 @@ fn is_news(event: &notify::Event) -> bool {
     }
 }
 
-/// Waits up to `pause` for news in the spool, waking early on `stop`.
-fn wait(arrived: &mpsc::Receiver<()>, pause: Duration, stop: &AtomicBool) {
+/// Waits up to `pause` for news in the spool, waking early when one of `flags` (a stop, a
+/// reload) is set.
+fn wait(arrived: &mpsc::Receiver<()>, pause: Duration, flags: &[&AtomicBool]) {
     let until = Instant::now() + pause;
-    while !stop.load(Ordering::Relaxed) {
+    while !flags.iter().any(|flag| flag.load(Ordering::Relaxed)) {
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return;

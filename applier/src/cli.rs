@@ -21,6 +21,10 @@ pub const EXIT_CODES: &[Exit] = &[
     ),
     Exit::failure(Kind::Busy, "another applier is running on this spool"),
     Exit::failure(Kind::BadFile, "stopped at a bad file: it was moved to quarantine, with the reason beside it"),
+    Exit::failure(
+        Kind::Access,
+        "the database refused the configured role: wrong password, unknown role or database, or missing privileges",
+    ),
 ];
 
 #[derive(Debug, Parser)]

@@ -10,6 +10,9 @@ use serde::Deserialize;
 use dbmirror_cli::configuration::{self, Range};
 use dbmirror_cli::conninfo::Connection;
 use dbmirror_cli::error::Error;
+use dbmirror_cli::log;
+
+use crate::retention::Retention;
 
 /// Seconds a file must have been left alone before a checksum mismatch counts as damage rather
 /// than a copy in progress, unless configured.
@@ -18,6 +21,8 @@ pub const DEFAULT_SETTLE_SECONDS: f64 = 60.0;
 pub const DEFAULT_POLL_INTERVAL: f64 = 5.0;
 /// `settle_seconds` may be zero (a mismatch is damage at once) and at most a day.
 const SETTLE_RANGE: Range = Range { least: 0.0, most: configuration::DAY };
+/// Longest `archive_keep_days`: a century; longer would only hide a misplaced unit.
+const MAX_KEEP_DAYS: f64 = 36_500.0;
 /// `poll_interval` must leave the loop some rest, and rescan at least daily.
 const POLL_RANGE: Range = Range { least: configuration::SHORTEST_PAUSE, most: configuration::DAY };
 
@@ -36,6 +41,9 @@ struct RawConfig {
     poll_interval: Option<f64>,
     public_key: Option<PathBuf>,
     ddl: Option<String>,
+    log_format: Option<log::Format>,
+    archive_keep_files: Option<u64>,
+    archive_keep_days: Option<f64>,
 }
 
 /// A checked configuration.
@@ -59,6 +67,10 @@ pub struct Config {
     /// What DDL files may carry. The slave sessions get it as `dbmirror.ddl` too (see
     /// [`Config::slave`]), so that the slave holds the DDL it runs to the same policy.
     pub ddl: DdlPolicy,
+    /// How log lines are written: `text` (the default) or `json`.
+    pub log_format: log::Format,
+    /// How much of the archive to keep (`archive_keep_files`, `archive_keep_days`).
+    pub retention: Retention,
 }
 
 impl Config {
@@ -107,6 +119,26 @@ impl Config {
                 .transpose()
                 .map_err(|e| Error::config(e.to_string()))?,
             ddl,
+            log_format: raw.log_format.unwrap_or_default(),
+            retention: Retention {
+                keep_files: match raw.archive_keep_files {
+                    Some(0) => {
+                        return Err(Error::config("archive_keep_files must be at least 1")
+                            .with_hint("Leave it out to keep every applied file."))
+                    }
+                    keep => keep,
+                },
+                keep_days: match raw.archive_keep_days {
+                    // NaN fails the comparison too.
+                    Some(days) if !(days > 0.0 && days <= MAX_KEEP_DAYS) => {
+                        return Err(Error::config(format!(
+                            "archive_keep_days must be a number of days above 0 and up to {MAX_KEEP_DAYS}, not {days:?}"
+                        ))
+                        .with_hint("Leave it out to keep applied files whatever their age."))
+                    }
+                    keep => keep,
+                },
+            },
         })
     }
 }
@@ -263,7 +295,7 @@ mod tests {
             ("settle_seconds = -0.5", "settle_seconds must be a number of seconds"),
             ("settle_seconds = 86401", "settle_seconds must be a number of seconds"),
             ("settle_seconds = \"60\"", "invalid type: string"),
-            ("settle_seconds = 99999999999999999999", "settle_seconds (line 4): number too large"),
+            ("settle_seconds = 99999999999999999999", "line 4, key \"settle_seconds\": number too large"),
             ("poll_interval = 0", "poll_interval must be a number of seconds from 0.01 to 86400"),
             ("poll_interval = 1e-300", "poll_interval must be a number of seconds"),
             ("poll_interval = 1.7976931348623157e308", "poll_interval must be a number of seconds"),
@@ -274,6 +306,11 @@ mod tests {
             ("public_key = \"/dev/zero\"", "is not a dbmirror-ed25519-public key file"),
             ("public_key = \"/nonexistent/key.pub\"", "could not read key file"),
             ("archive = \"\"", "archive"),
+            ("archive_keep_files = 0", "archive_keep_files must be at least 1"),
+            ("archive_keep_files = -1", "invalid value"),
+            ("archive_keep_days = 0", "archive_keep_days must be a number of days above 0"),
+            ("archive_keep_days = nan", "archive_keep_days must be a number of days"),
+            ("archive_keep_days = 1e9", "archive_keep_days must be a number of days"),
             ("archive = \"a\\u0000b\"", "archive"),
             (
                 "quarantine = \"/dev/null/q\"",
@@ -322,6 +359,9 @@ mod tests {
             "poll_interval",
             "public_key",
             "ddl",
+            "log_format",
+            "archive_keep_files",
+            "archive_keep_days",
         ] {
             for value in values {
                 let text = format!("slave_name = \"s\"\nslave = \"host=/tmp\"\nspool = \"{d}\"\n")

@@ -629,22 +629,45 @@ fn starts_stream(path: &Path, name: &TransactionFileName) -> bool {
 }
 
 /// Moves `path` into `dir` (created if need be), under its own name or, if that is taken, with
-/// `.1`, `.2`... added; also across file systems.
-fn move_into(dir: &Path, path: &Path) -> Result<PathBuf, Error> {
+/// `.1`, `.2`... added; also across file systems. A move under another name is logged: two
+/// files of one name mean the same file arrived twice, or two different ones did.
+fn move_into(dir: &Path, path: &Path, what: &str) -> Result<PathBuf, Error> {
     fs::create_dir_all(dir)
         .map_err(|e| Error::caused_by(Kind::Runtime, &format!("could not create \"{}\"", dir.display()), e))?;
-    Ok(dbmirror_spool::move_into(path, dir)?)
+    let target = dbmirror_spool::move_into(path, dir)?;
+    if target.file_name() != path.file_name() {
+        log::warning(&format!(
+            "\"{}\" was in the {what} already: moved \"{}\" there as \"{}\"",
+            dir.join(path.file_name().unwrap_or_default()).display(),
+            path.display(),
+            target.display()
+        ));
+    }
+    Ok(target)
 }
 
-/// Moves an applied file (or manifest) to the archive.
+/// Moves an applied file (or manifest) to the archive. A `.reason` file left in quarantine
+/// for a file of the same name that is no longer there goes: the file was moved back into the
+/// spool, as the hints say to do once the cause is repaired, and has now been applied.
 pub fn archive(config: &Config, path: &Path) -> Result<PathBuf, Error> {
-    move_into(&config.archive, path)
+    let target = move_into(&config.archive, path, "archive")?;
+    if let Some(name) = path.file_name() {
+        let quarantined = config.quarantine.join(name);
+        let reason = PathBuf::from(format!("{}{REASON_SUFFIX}", quarantined.display()));
+        if reason.is_file() && !quarantined.exists() {
+            fs::remove_file(&reason).map_err(|e| {
+                Error::caused_by(Kind::Runtime, &format!("could not delete \"{}\"", reason.display()), e)
+            })?;
+            log::info(&format!("deleted \"{}\": its file has been applied", reason.display()));
+        }
+    }
+    Ok(target)
 }
 
 /// Moves a file that must not be applied to quarantine, and writes beside it why, and what an
 /// operator can do about it.
 pub fn quarantine(config: &Config, path: &Path, reason: &str, hint: &str) -> Result<PathBuf, Error> {
-    let target = move_into(&config.quarantine, path)?;
+    let target = move_into(&config.quarantine, path, "quarantine")?;
     let reason_path = PathBuf::from(format!("{}{REASON_SUFFIX}", target.display()));
     let text = format!(
         "{}\nquarantined at {} by dbmirror-apply: {reason}\nHINT:  {hint}\n",

@@ -5,12 +5,14 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use dbmirror_apply::{Cli, Command, SnapshotOptions};
+use dbmirror_cli::configuration::Reload;
 use dbmirror_cli::error::Error;
 use dbmirror_cli::log;
 
 mod apply;
 mod config;
 mod inbox;
+mod retention;
 mod status;
 
 use config::Config;
@@ -22,6 +24,10 @@ fn with_snapshot_options(mut config: Config, snapshot: &SnapshotOptions) -> Conf
     }
     config
 }
+
+/// The settings that a reload on SIGHUP does not change: they name the stream that `watch`
+/// applies and the spool whose lock it holds and whose events it watches.
+const RESTART_ONLY: &[&str] = &["slave_name", "spool"];
 
 fn main() -> ExitCode {
     log::report_panics();
@@ -38,7 +44,10 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), Error> {
     let path = cli.configuration.path()?;
     let config = Config::load(&path)?;
+    log::configure(config.log_format, &config.slave_name);
     let stop = dbmirror_cli::signals::stop_flag()?;
+    // Before any work: SIGHUP must not end a command, whichever it is.
+    let reload = dbmirror_cli::signals::reload_flag()?;
     match cli.command {
         Command::Init => {
             apply::init(&config)?;
@@ -62,7 +71,9 @@ fn run(cli: Cli) -> Result<(), Error> {
                 config.quarantine.display()
             );
             log::startup(env!("CARGO_PKG_VERSION"), &path, &config.slave_name, &serves);
-            apply::watch(&with_snapshot_options(config, &snapshot), &stop)
+            let mut reload = Reload::new(&path, reload, RESTART_ONLY)?;
+            let parse = |text: &str| Config::parse(text).map(|config| with_snapshot_options(config, &snapshot));
+            apply::watch(with_snapshot_options(config, &snapshot), &mut reload, &parse, &stop)
         }
         Command::Status { json } => status::show(&config, json),
     }

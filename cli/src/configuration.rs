@@ -4,12 +4,15 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
 use crate::conninfo::Connection;
 use crate::error::{Error, Kind};
+use crate::log;
 
 /// Where `--name NAME` finds its configuration file, `NAME.toml`, unless [`CONFIG_DIR_VARIABLE`]
 /// names another directory. The packages create it, and their systemd units name the file of
@@ -67,27 +70,151 @@ impl Location {
 
 /// Reads the configuration file at `path` and checks it with `parse`; errors name the file.
 pub fn load<T>(path: &Path, parse: impl FnOnce(&str) -> Result<T, Error>) -> Result<T, Error> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Error::caused_by(Kind::Config, &format!("could not read configuration file \"{}\"", path.display()), e)
-    })?;
+    let text = read(path)?;
     parse(&text).map_err(|e| e.context(&format!("configuration file \"{}\"", path.display())))
 }
 
-/// Deserialises TOML, refusing unknown keys where the raw type says so. An error names the
-/// line and, where the line sets one, the key.
-pub fn from_toml<T: DeserializeOwned>(text: &str) -> Result<T, Error> {
-    toml::from_str(text).map_err(|e| {
-        let Some(start) = e.span().map(|span| span.start).filter(|start| *start < text.len()) else {
-            return Error::config(e.message().to_string());
-        };
-        let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
-        let line = text[..start].matches('\n').count() + 1;
-        let key = text[line_start..].lines().next().and_then(|l| l.split_once('=')).map(|(key, _)| key.trim());
-        match key {
-            Some(key) if !key.is_empty() => Error::config(format!("{key} (line {line}): {}", e.message())),
-            _ => Error::config(format!("line {line}: {}", e.message())),
+/// Reading the configuration file again on SIGHUP, for `run` and `watch`, which call
+/// [`Reload::take`] between cycles, never within one: a batch or a file is done under the
+/// configuration it started with.
+///
+/// A new configuration replaces the one in use only if it is valid and leaves the settings
+/// named `fixed` as they were: those (the slave's name, the spool) name what the process holds
+/// locks and state for, and change only with a restart. Otherwise the error is logged and the
+/// process goes on with the configuration in use.
+pub struct Reload {
+    path: PathBuf,
+    requested: Arc<AtomicBool>,
+    /// The text of the configuration in use, to say which settings a reload changes.
+    text: String,
+    fixed: &'static [&'static str],
+}
+
+impl Reload {
+    /// Starts from the configuration file at `path` as it is now; `requested` is the flag
+    /// SIGHUP sets ([`crate::signals::reload_flag`]).
+    pub fn new(path: &Path, requested: Arc<AtomicBool>, fixed: &'static [&'static str]) -> Result<Self, Error> {
+        let text = read(path)?;
+        Ok(Self { path: path.to_owned(), requested, text, fixed })
+    }
+
+    /// The flag SIGHUP sets, for pauses that should end early when a reload is asked for.
+    pub fn requested(&self) -> &AtomicBool {
+        &self.requested
+    }
+
+    /// If SIGHUP arrived since the last call: the configuration file read again and checked
+    /// with `parse`, when it is valid and leaves the fixed settings alone; logs what changed,
+    /// or why the configuration in use is kept.
+    pub fn take<T>(&mut self, parse: impl FnOnce(&str) -> Result<T, Error>) -> Option<T> {
+        if !self.requested.swap(false, Ordering::Relaxed) {
+            return None;
         }
+        let not_reloaded = |e: Error| {
+            log::error(
+                &e.context(&format!(
+                    "configuration file \"{}\" was not reloaded, the configuration in use is kept",
+                    self.path.display()
+                ))
+                .to_string(),
+            );
+            None
+        };
+        let text = match read(&self.path) {
+            Ok(text) => text,
+            Err(e) => return not_reloaded(e),
+        };
+        let config = match parse(&text) {
+            Ok(config) => config,
+            Err(e) => return not_reloaded(e),
+        };
+        let changed = changed_settings(&self.text, &text);
+        if let Some(fixed) = changed.iter().find(|key| self.fixed.contains(&key.as_str())) {
+            return not_reloaded(Error::config(format!("{fixed} cannot change while running")).with_hint(format!(
+                "Restart to use the new {fixed}, or put the old value back; a reload changes any setting but {}.",
+                self.fixed.join(", ")
+            )));
+        }
+        log::info(&match changed.is_empty() {
+            true => format!("reloaded configuration file \"{}\": no setting changed", self.path.display()),
+            false => format!("reloaded configuration file \"{}\": changed {}", self.path.display(), changed.join(", ")),
+        });
+        self.text = text;
+        Some(config)
+    }
+}
+
+/// The names of the settings whose values differ between two configuration texts (set,
+/// removed, or given another value), in name order; never their values, which may hold
+/// passwords.
+fn changed_settings(old: &str, new: &str) -> Vec<String> {
+    let table = |text: &str| text.parse::<toml::Table>().unwrap_or_default();
+    let (old, new) = (table(old), table(new));
+    let mut keys: Vec<String> =
+        old.keys().chain(new.keys()).filter(|key| old.get(*key) != new.get(*key)).cloned().collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+fn read(path: &Path) -> Result<String, Error> {
+    std::fs::read_to_string(path).map_err(|e| {
+        Error::caused_by(Kind::Config, &format!("could not read configuration file \"{}\"", path.display()), e)
     })
+}
+
+/// Deserialises TOML, refusing unknown keys where the raw type says so. An error names the
+/// line and, where the line sets one, the key, in the words of the file (`a number`, not
+/// serde's `f64`), with a hint where one helps.
+pub fn from_toml<T: DeserializeOwned>(text: &str) -> Result<T, Error> {
+    toml::from_str(text).map_err(|e| toml_error(text, e.message(), e.span().map(|span| span.start)))
+}
+
+/// The error for `message` about the text at byte `start`, if known.
+fn toml_error(text: &str, message: &str, start: Option<usize>) -> Error {
+    let message = plain_types(message);
+    let hint = if message.contains("unknown field") {
+        Some("Check the spelling of the key; the message lists the keys this tool knows.".to_string())
+    } else {
+        None
+    };
+    let Some(start) = start.filter(|start| *start <= text.len() && text.is_char_boundary(*start)) else {
+        let error = Error::config(message);
+        return match hint {
+            Some(hint) => error.with_hint(hint),
+            None => error,
+        };
+    };
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[..start].matches('\n').count() + 1;
+    let key = text[line_start..]
+        .lines()
+        .next()
+        .and_then(|l| l.split_once('='))
+        .map(|(key, _)| key.trim())
+        .filter(|key| !key.is_empty() && !key.starts_with('#'));
+    let error = match key {
+        Some(key) => Error::config(format!("line {line}, key \"{key}\": {message}")),
+        None => Error::config(format!("line {line}: {message}")),
+    };
+    let hint = hint.or_else(|| {
+        let key = key?;
+        message.contains("expected a number").then(|| format!("Write the number without quotes, as in {key} = 10."))
+    });
+    match hint {
+        Some(hint) => error.with_hint(hint),
+        None => error,
+    }
+}
+
+/// serde's message with Rust's type names in the words of the file: `expected f64` is
+/// `expected a number`.
+fn plain_types(message: &str) -> String {
+    let mut plain = message.trim_end().to_string();
+    for rust in ["f64", "usize", "u64", "u32", "i64"] {
+        plain = plain.replace(&format!("expected {rust}"), "expected a number");
+    }
+    plain
 }
 
 /// Longest slave name accepted, in bytes. The name is written into every file's header as a
@@ -193,6 +320,78 @@ mod tests {
         assert_eq!(seconds("x", Some(86_400.0), 1.0, RANGE).unwrap(), Duration::from_secs(86_400));
         assert_eq!(seconds("x", None, 2.5, RANGE).unwrap(), Duration::from_millis(2500));
         assert_eq!(seconds("x", Some(0.0), 1.0, Range { least: 0.0, most: DAY }).unwrap(), Duration::ZERO);
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Sample {
+        slave_name: String,
+        sleep_interval: Option<f64>,
+        batch_size: Option<usize>,
+    }
+
+    /// Prevents errors that name neither key nor line (`invalid type: string "10s", expected
+    /// f64`): each names both, in the file's words, with a hint where one helps.
+    #[test]
+    fn toml_errors_name_the_line_and_the_key() {
+        let err = from_toml::<Sample>("slave_name = \"s\"\n# a comment\nsleep_interval = \"10s\"\n").unwrap_err();
+        assert_eq!(err.kind(), Kind::Config);
+        assert_eq!(
+            err.to_string(),
+            "line 3, key \"sleep_interval\": invalid type: string \"10s\", expected a number\n\
+             HINT:  Write the number without quotes, as in sleep_interval = 10."
+        );
+        let err = from_toml::<Sample>("slave_name = \"s\"\nbatch_size = 1.5\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("line 2, key \"batch_size\": invalid type: floating point `1.5`, expected a number"),
+            "{err}"
+        );
+        let err = from_toml::<Sample>("slave_name = \"s\"\n\nsleep_intervall = 3\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("line 3, key \"sleep_intervall\": unknown field `sleep_intervall`, expected one of"),
+            "{err}"
+        );
+        assert_eq!(err.hint(), Some("Check the spelling of the key; the message lists the keys this tool knows."));
+        let err = from_toml::<Sample>("slave_name = \"s\"\nsleep_interval = \n").unwrap_err();
+        assert!(err.to_string().starts_with("line 2, key \"sleep_interval\": "), "{err}");
+        let err = from_toml::<Sample>("sleep_interval = 1\n").unwrap_err();
+        assert!(err.to_string().contains("missing field `slave_name`"), "{err}");
+        let err = from_toml::<Sample>("[table\n").unwrap_err();
+        assert!(err.to_string().starts_with("line 1: "), "{err}");
+    }
+
+    #[test]
+    fn a_reload_names_the_settings_it_changes_never_their_values() {
+        let old = "slave_name = \"s\"\nmaster = \"password=old\"\nsleep_interval = 10\n";
+        let new = "slave_name = \"s\"\n# a comment\nmaster = \"password=new\"\nbatch_size = 5\n";
+        assert_eq!(changed_settings(old, new), ["batch_size", "master", "sleep_interval"]);
+        assert!(changed_settings(old, old).is_empty());
+    }
+
+    /// SIGHUP is a reload only when asked for, and a file that does not parse, or changes a
+    /// setting that needs a restart, leaves the configuration in use.
+    #[test]
+    fn a_reload_takes_a_valid_file_and_keeps_the_old_one_otherwise() {
+        let dir = std::env::temp_dir().join(format!("dbmirror-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "slave_name = \"s\"\nsleep_interval = 10\n").unwrap();
+        let flag = Arc::new(AtomicBool::new(false));
+        let mut reload = Reload::new(&path, Arc::clone(&flag), &["slave_name"]).unwrap();
+        let parse = |text: &str| from_toml::<toml::Table>(text);
+        assert!(reload.take(parse).is_none(), "no SIGHUP, no reload");
+        std::fs::write(&path, "slave_name = \"s\"\nsleep_interval = 2\n").unwrap();
+        flag.store(true, Ordering::Relaxed);
+        assert_eq!(reload.take(parse).unwrap()["sleep_interval"].as_integer(), Some(2));
+        for bad in ["slave_name = \"s\"\nsleep_interval = \n", "slave_name = \"t\"\nsleep_interval = 2\n"] {
+            std::fs::write(&path, bad).unwrap();
+            flag.store(true, Ordering::Relaxed);
+            assert!(reload.take(parse).is_none(), "{bad}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub enum Kind {
     /// The master's state does not continue the stream written so far (it was restored from a
     /// dump or an older copy).
     Diverged,
+    /// The database refused the configured role: a wrong password, an unknown role or database,
+    /// or privileges missing. Like [`Kind::Config`], only an operator can cure it, so `run` and
+    /// `watch` stop instead of retrying; unlike it, the file may be right and the database not.
+    Access,
 }
 
 impl Kind {
@@ -39,6 +43,7 @@ impl Kind {
             Kind::BadFile => 5,
             Kind::Differs => 6,
             Kind::Diverged => 7,
+            Kind::Access => 8,
         }
     }
 }
@@ -171,19 +176,45 @@ impl std::error::Error for Error {
     }
 }
 
+/// What the database's refusal of the configured role means to an operator: for each SQLSTATE
+/// that no retry can cure (PostgreSQL's Appendix A, classes 28, 3D and 42501), the hint that
+/// says what to fix. Everything else a database reports may pass, and is [`Kind::Runtime`].
+fn access_hint(code: &postgres::error::SqlState) -> Option<&'static str> {
+    use postgres::error::SqlState;
+    Some(match *code {
+        SqlState::INVALID_PASSWORD => {
+            "Check the password of the connection string in the configuration (or in the .pgpass file of the user the tool runs as)."
+        }
+        SqlState::INVALID_AUTHORIZATION_SPECIFICATION => {
+            "Check the user of the connection string in the configuration: the role must exist and pg_hba.conf must let it in."
+        }
+        SqlState::INVALID_CATALOG_NAME => {
+            "Check dbname in the connection string of the configuration: the database does not exist on that server."
+        }
+        SqlState::INSUFFICIENT_PRIVILEGE => {
+            "Grant the configured role what it needs on the dbmirror tables (the README's quick start lists it for the exporter; sql/applier_role.sql makes the applier's role), or connect as another role."
+        }
+        _ => return None,
+    })
+}
+
 impl From<postgres::Error> for Error {
     fn from(e: postgres::Error) -> Self {
-        let (message, hint) = match e.as_db_error() {
-            Some(db) => (
-                match db.detail() {
+        let (kind, message, hint) = match e.as_db_error() {
+            Some(db) => {
+                let message = match db.detail() {
                     Some(detail) => format!("{}\nDETAIL:  {detail}", db.message()),
                     None => db.message().to_string(),
-                },
-                db.hint().map(str::to_string),
-            ),
-            None => (format!("database connection: {e}"), None),
+                };
+                match access_hint(db.code()) {
+                    // The server's own hint, if it gave one, says more than ours.
+                    Some(hint) => (Kind::Access, message, Some(db.hint().unwrap_or(hint).to_string())),
+                    None => (Kind::Runtime, message, db.hint().map(str::to_string)),
+                }
+            }
+            None => (Kind::Runtime, format!("database connection: {e}"), None),
         };
-        Error { kind: Kind::Runtime, message, hint, source: Some(Box::new(e)) }
+        Error { kind, message, hint, source: Some(Box::new(e)) }
     }
 }
 

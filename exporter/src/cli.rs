@@ -35,6 +35,10 @@ pub const EXIT_CODES: &[Exit] = &[
         Kind::Diverged,
         "the master's state does not continue this stream: restored from a dump or an older copy",
     ),
+    Exit::failure(
+        Kind::Access,
+        "the database refused the configured role: wrong password, unknown role or database, or missing privileges",
+    ),
 ];
 
 #[derive(Debug, Parser)]

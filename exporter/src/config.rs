@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use dbmirror_cli::configuration::{self, Range};
 use dbmirror_cli::conninfo::Connection;
+use dbmirror_cli::log;
 
 use crate::error::Error;
 
@@ -37,6 +38,7 @@ struct RawConfig {
     alert_command: Option<String>,
     batch_size: Option<usize>,
     signing_key: Option<PathBuf>,
+    log_format: Option<log::Format>,
 }
 
 /// Where exported transactions go.
@@ -59,6 +61,8 @@ pub struct Config {
     pub sleep_interval: Duration,
     pub alert_command: Option<String>,
     pub batch_size: usize,
+    /// How log lines are written: `text` (the default) or `json`.
+    pub log_format: log::Format,
 }
 
 impl Config {
@@ -139,6 +143,7 @@ impl Config {
                 command => command.filter(|c| !c.trim().is_empty()),
             },
             batch_size,
+            log_format: raw.log_format.unwrap_or_default(),
         })
     }
 }
@@ -247,6 +252,7 @@ mod tests {
             "alert_command",
             "batch_size",
             "signing_key",
+            "log_format",
         ] {
             for value in values {
                 let text: String =

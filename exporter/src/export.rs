@@ -23,6 +23,7 @@ use crate::fault;
 use crate::master::{Assigned, CaptureProblem, Identity, Master};
 use crate::outbox;
 use crate::sql::FileWriter;
+use dbmirror_cli::configuration::Reload;
 use dbmirror_cli::{log, signals};
 
 /// What one `once` did.
@@ -329,24 +330,35 @@ fn outbox_failure(e: Error, directory: &Path, name: &TransactionFileName) -> Err
 }
 
 /// `run`: exports, sleeps `sleep_interval` when idle, retries failures that retrying may cure
-/// with a growing pause (alerting each one), and stops between batches on SIGTERM or SIGINT.
-pub fn run(config: &Config, stop: &AtomicBool, alert: &dyn Fn(&Error)) -> Result<(), Error> {
+/// with a growing pause (alerting each one), reloads the configuration between batches on
+/// SIGHUP, and stops between batches on SIGTERM or SIGINT.
+pub fn run(
+    mut config: Config,
+    reload: &mut Reload,
+    stop: &AtomicBool,
+    alert: &dyn Fn(&Config, &Error),
+) -> Result<(), Error> {
     let mut failures = 0u32;
     let mut problems = CaptureProblems::default();
     while !stop.load(Ordering::Relaxed) {
-        match once(config, stop, &mut problems, alert) {
+        if let Some(reloaded) = reload.take(Config::parse) {
+            config = reloaded;
+            log::configure(config.log_format, &config.slave_name);
+        }
+        match once(&config, stop, &mut problems, &|e| alert(&config, e)) {
             Ok(summary) => {
                 failures = 0;
                 if summary.transactions == 0 {
-                    signals::sleep(config.sleep_interval, stop);
+                    signals::sleep_unless(config.sleep_interval, &[stop, reload.requested()]);
                 }
             }
             Err(e) if e.kind() == Kind::Runtime => {
                 failures += 1;
                 let pause = Duration::from_secs(1u64 << failures.min(8)).min(Duration::from_secs(300));
-                log::error(&format!("{e}\n(attempt {failures}; retrying in {}s)", pause.as_secs()));
-                alert(&e);
-                signals::sleep(pause, stop);
+                log::retrying(&e.to_string(), failures, pause.as_secs());
+                alert(&config, &e);
+                // A reload may cure what failed (a wrong host, say), so it ends the pause too.
+                signals::sleep_unless(pause, &[stop, reload.requested()]);
             }
             Err(e) => return Err(e),
         }

@@ -22,9 +22,14 @@ mod status;
 mod verify;
 
 use config::Config;
+use dbmirror_cli::configuration::Reload;
 use dbmirror_cli::log;
 use dbmirror_export::{Cli, Command};
 use error::Error;
+
+/// The settings that a reload on SIGHUP does not change: they name the stream that `run`
+/// exports and the place it writes to, which the outbox's state and the master's lock belong to.
+const RESTART_ONLY: &[&str] = &["slave_name", "transaction_file_directory", "slave"];
 
 fn main() -> ExitCode {
     log::report_panics();
@@ -49,8 +54,11 @@ fn run(cli: Cli, alert_command: &mut Option<String>) -> Result<(), Error> {
     };
     let path = cli.configuration.path()?;
     let config = Config::load(&path)?;
+    log::configure(config.log_format, &config.slave_name);
     alert_command.clone_from(&config.alert_command);
     let stop = dbmirror_cli::signals::stop_flag()?;
+    // Before any work: SIGHUP must not end a command, whichever it is.
+    let reload = dbmirror_cli::signals::reload_flag()?;
     match command {
         Command::Keygen { .. } => unreachable!("keygen needs no configuration and returned above"),
         Command::Once => {
@@ -68,12 +76,13 @@ fn run(cli: Cli, alert_command: &mut Option<String>) -> Result<(), Error> {
         }
         Command::Run => {
             log::startup(env!("CARGO_PKG_VERSION"), &path, &config.slave_name, &serves(&config));
-            let alert_each = |e: &Error| {
+            let mut reload = Reload::new(&path, reload, RESTART_ONLY)?;
+            let alert_each = |config: &Config, e: &Error| {
                 if let Some(command) = &config.alert_command {
                     alert(command, e);
                 }
             };
-            export::run(&config, &stop, &alert_each)
+            export::run(config, &mut reload, &stop, &alert_each)
         }
         Command::Snapshot { file_size, table, schema_file } => {
             snapshot::snapshot(&config, file_size, &table, schema_file.as_deref(), &stop)?;

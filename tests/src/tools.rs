@@ -170,6 +170,32 @@ impl Running {
         let _ = child.wait();
     }
 
+    /// Sends `signal` (a name `kill` knows, such as `HUP`) and leaves the process running.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("a running tool has its process").id().to_string();
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(&pid).status().expect("kill runs");
+        assert!(status.success(), "kill -{signal} {pid} failed");
+    }
+
+    /// Waits for the process to end by itself; returns what it printed.
+    pub fn wait(mut self) -> Output {
+        self.child
+            .take()
+            .expect("a running tool has its process")
+            .wait_with_output()
+            .expect("the process can be waited for")
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .expect("a running tool has its process")
+            .try_wait()
+            .expect("the process can be polled")
+            .is_none()
+    }
+
     /// Sends SIGTERM and waits for the process to end; returns what it printed.
     pub fn terminate(mut self) -> Output {
         let child = self.child.take().expect("a running tool has its process");

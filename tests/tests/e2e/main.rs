@@ -13,6 +13,7 @@ mod faults;
 mod fidelity;
 mod golden;
 mod history;
+mod hygiene;
 mod order;
 mod package;
 mod snapshot;

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use dbmirror_cli::configuration::{self, Range};
 use dbmirror_cli::error::Error;
+use dbmirror_cli::metrics::DEFAULT_METRICS_INTERVAL;
 
 /// Seconds a file must have been left alone before a checksum mismatch counts as damage rather
 /// than a copy in progress, unless configured.
@@ -17,7 +18,7 @@ pub const DEFAULT_SETTLE_SECONDS: f64 = 60.0;
 pub const DEFAULT_POLL_INTERVAL: f64 = 5.0;
 /// `settle_seconds` may be zero (a mismatch is damage at once) and at most a day.
 const SETTLE_RANGE: Range = Range { least: 0.0, most: configuration::DAY };
-/// `poll_interval` must leave the loop some rest, and rescan at least daily.
+/// `poll_interval` (and `metrics_interval`) must leave the loop some rest, and come at least daily.
 const POLL_RANGE: Range = Range { least: configuration::SHORTEST_PAUSE, most: configuration::DAY };
 
 #[derive(Debug, Deserialize)]
@@ -33,6 +34,8 @@ struct RawConfig {
     poll_interval: Option<f64>,
     public_key: Option<PathBuf>,
     ddl: Option<String>,
+    metrics_file: Option<PathBuf>,
+    metrics_interval: Option<f64>,
 }
 
 /// A checked configuration.
@@ -56,6 +59,9 @@ pub struct Config {
     /// What DDL files may carry. The slave sessions get it as `dbmirror.ddl` too (see
     /// [`Config::slave`]), so that the slave holds the DDL it runs to the same policy.
     pub ddl: DdlPolicy,
+    /// Where `watch` writes its Prometheus metrics (a node_exporter textfile), if anywhere.
+    pub metrics_file: Option<PathBuf>,
+    pub metrics_interval: Duration,
 }
 
 impl Config {
@@ -104,6 +110,13 @@ impl Config {
                 .transpose()
                 .map_err(|e| Error::config(e.to_string()))?,
             ddl,
+            metrics_file: raw.metrics_file,
+            metrics_interval: configuration::seconds(
+                "metrics_interval",
+                raw.metrics_interval,
+                DEFAULT_METRICS_INTERVAL,
+                POLL_RANGE,
+            )?,
         })
     }
 }
@@ -265,6 +278,7 @@ mod tests {
             ("poll_interval = 1e-300", "poll_interval must be a number of seconds"),
             ("poll_interval = 1.7976931348623157e308", "poll_interval must be a number of seconds"),
             ("poll_interval = -inf", "poll_interval must be a number of seconds"),
+            ("metrics_interval = 0", "metrics_interval must be a number of seconds from 0.01 to 86400"),
             ("master = \"99999999999999999999\"", "master must be a system identifier"),
             ("master = \"-1\"", "master must be a system identifier"),
             ("master = \"\"", "master must be a system identifier"),
@@ -319,6 +333,8 @@ mod tests {
             "poll_interval",
             "public_key",
             "ddl",
+            "metrics_file",
+            "metrics_interval",
         ] {
             for value in values {
                 let text = format!("slave_name = \"s\"\nslave = \"host=/tmp\"\nspool = \"{d}\"\n")

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use dbmirror_apply::{Cli, Command, SnapshotOptions};
 use dbmirror_cli::error::Error;
+use dbmirror_cli::health::Level;
 use dbmirror_cli::log;
 
 mod apply;
@@ -26,16 +27,19 @@ fn with_snapshot_options(mut config: Config, snapshot: &SnapshotOptions) -> Conf
 fn main() -> ExitCode {
     log::report_panics();
     let cli = Cli::parse();
+    // `status` answers in a Nagios plugin's codes: whatever keeps it from telling is UNKNOWN.
+    let checking = matches!(cli.command, Command::Status { .. });
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             log::error(&e.to_string());
-            ExitCode::from(e.kind().exit_code())
+            ExitCode::from(if checking { Level::Unknown.exit_code() } else { e.kind().exit_code() })
         }
     }
 }
 
-fn run(cli: Cli) -> Result<(), Error> {
+/// Runs the command; returns the exit code of a success (for `status`, its verdict).
+fn run(cli: Cli) -> Result<u8, Error> {
     let path = cli.configuration.path()?;
     let config = Config::load(&path)?;
     let stop = dbmirror_cli::signals::stop_flag()?;
@@ -43,7 +47,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Init => {
             apply::init(&config)?;
             log::info("slave prepared");
-            Ok(())
+            Ok(0)
         }
         Command::Once { snapshot } => {
             let summary = apply::once(&with_snapshot_options(config, &snapshot), &stop)?;
@@ -51,7 +55,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             if let Some(reason) = summary.waiting {
                 log::info(&reason);
             }
-            Ok(())
+            Ok(0)
         }
         Command::Watch { snapshot } => {
             let serves = format!(
@@ -62,8 +66,8 @@ fn run(cli: Cli) -> Result<(), Error> {
                 config.quarantine.display()
             );
             log::startup(env!("CARGO_PKG_VERSION"), &path, &config.slave_name, &serves);
-            apply::watch(&with_snapshot_options(config, &snapshot), &stop)
+            apply::watch(&with_snapshot_options(config, &snapshot), &stop).map(|()| 0)
         }
-        Command::Status { json } => status::show(&config, json),
+        Command::Status { json, lag, gap_age } => Ok(status::show(&config, json, &lag, gap_age)?.exit_code()),
     }
 }

@@ -7,6 +7,7 @@ use dbmirror_spool::SigningKey;
 use serde::Deserialize;
 
 use dbmirror_cli::configuration::{self, Range};
+use dbmirror_cli::metrics::DEFAULT_METRICS_INTERVAL;
 
 use crate::error::Error;
 
@@ -34,6 +35,8 @@ struct RawConfig {
     alert_command: Option<String>,
     batch_size: Option<usize>,
     signing_key: Option<PathBuf>,
+    metrics_file: Option<PathBuf>,
+    metrics_interval: Option<f64>,
 }
 
 /// Where exported transactions go.
@@ -56,6 +59,9 @@ pub struct Config {
     pub sleep_interval: Duration,
     pub alert_command: Option<String>,
     pub batch_size: usize,
+    /// Where `run` writes its Prometheus metrics (a node_exporter textfile), if anywhere.
+    pub metrics_file: Option<PathBuf>,
+    pub metrics_interval: Duration,
 }
 
 impl Config {
@@ -136,6 +142,13 @@ impl Config {
                 command => command.filter(|c| !c.trim().is_empty()),
             },
             batch_size,
+            metrics_file: raw.metrics_file,
+            metrics_interval: configuration::seconds(
+                "metrics_interval",
+                raw.metrics_interval,
+                DEFAULT_METRICS_INTERVAL,
+                SLEEP_RANGE,
+            )?,
         })
     }
 }
@@ -244,6 +257,8 @@ mod tests {
             "alert_command",
             "batch_size",
             "signing_key",
+            "metrics_file",
+            "metrics_interval",
         ] {
             for value in values {
                 let text: String =

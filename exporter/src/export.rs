@@ -23,6 +23,8 @@ use crate::fault;
 use crate::master::{Assigned, CaptureProblem, Identity, Master};
 use crate::outbox;
 use crate::sql::FileWriter;
+use crate::status;
+use dbmirror_cli::metrics::MetricsFile;
 use dbmirror_cli::{log, signals};
 
 /// What one `once` did.
@@ -42,7 +44,7 @@ pub struct CaptureProblems {
 
 impl CaptureProblems {
     /// Logs (and alerts) the master's capture problems if they differ from the last report.
-    fn report(&mut self, master: &mut Master, alert: &dyn Fn(&Error)) -> Result<(), Error> {
+    fn report(&mut self, master: &mut Master, alert: &dyn Fn(&str)) -> Result<(), Error> {
         let problems = master.capture_problems()?;
         if self.last.as_ref() == Some(&problems) {
             return Ok(());
@@ -54,7 +56,7 @@ impl CaptureProblems {
             let error = Error::new(Kind::Runtime, format!("capture is incomplete: {}", problem.problem))
                 .with_hint(problem.hint.clone().unwrap_or_default());
             log::error(&error.to_string());
-            alert(&error);
+            alert(&error.to_string());
         }
         self.last = Some(problems);
         Ok(())
@@ -66,7 +68,7 @@ pub fn once(
     config: &Config,
     stop: &AtomicBool,
     problems: &mut CaptureProblems,
-    alert: &dyn Fn(&Error),
+    alert: &dyn Fn(&str),
 ) -> Result<Summary, Error> {
     let mut master = Master::connect(&config.master, &config.slave_name)?;
     master.lock()?;
@@ -329,14 +331,20 @@ fn outbox_failure(e: Error, directory: &Path, name: &TransactionFileName) -> Err
 }
 
 /// `run`: exports, sleeps `sleep_interval` when idle, retries failures that retrying may cure
-/// with a growing pause (alerting each one), and stops between batches on SIGTERM or SIGINT.
-pub fn run(config: &Config, stop: &AtomicBool, alert: &dyn Fn(&Error)) -> Result<(), Error> {
+/// with a growing pause (alerting when the failure starts or changes, and when it ends), writes
+/// its metrics, and stops between batches on SIGTERM or SIGINT.
+pub fn run(config: &Config, stop: &AtomicBool, alert: &dyn Fn(&str)) -> Result<(), Error> {
     let mut failures = 0u32;
     let mut problems = CaptureProblems::default();
+    let mut failing = Failing::default();
+    let mut metrics = config.metrics_file.clone().map(|path| MetricsFile::new(path, config.metrics_interval));
     while !stop.load(Ordering::Relaxed) {
-        match once(config, stop, &mut problems, alert) {
+        let result = once(config, stop, &mut problems, alert);
+        write_metrics(config, metrics.as_mut(), result.is_ok(), false);
+        match result {
             Ok(summary) => {
                 failures = 0;
+                failing.recovered(alert);
                 if summary.transactions == 0 {
                     signals::sleep(config.sleep_interval, stop);
                 }
@@ -345,14 +353,58 @@ pub fn run(config: &Config, stop: &AtomicBool, alert: &dyn Fn(&Error)) -> Result
                 failures += 1;
                 let pause = Duration::from_secs(1u64 << failures.min(8)).min(Duration::from_secs(300));
                 log::error(&format!("{e}\n(attempt {failures}; retrying in {}s)", pause.as_secs()));
-                alert(&e);
+                failing.failed(&e, alert);
                 signals::sleep(pause, stop);
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                write_metrics(config, metrics.as_mut(), false, true);
+                return Err(e);
+            }
         }
     }
+    write_metrics(config, metrics.as_mut(), true, true);
     log::info("stopping on signal");
     Ok(())
+}
+
+/// The failure `run` is retrying, if any, so that `alert_command` hears of a change of state
+/// (failing, failing for another reason, recovered) and not of every retry.
+#[derive(Debug, Default)]
+struct Failing {
+    /// The first line of the failure's message: what it is, without the hint.
+    reason: Option<String>,
+}
+
+impl Failing {
+    fn failed(&mut self, e: &Error, alert: &dyn Fn(&str)) {
+        let text = e.to_string();
+        let reason = text.lines().next().unwrap_or_default().to_string();
+        if self.reason.as_ref() != Some(&reason) {
+            alert(&text);
+            self.reason = Some(reason);
+        }
+    }
+
+    fn recovered(&mut self, alert: &dyn Fn(&str)) {
+        if let Some(reason) = self.reason.take() {
+            let text = format!("recovered: exporting again after failing with: {reason}");
+            log::info(&text);
+            alert(&text);
+        }
+    }
+}
+
+/// Writes `run`'s metrics when `metrics_interval` has passed (or at the end, `last`), reading
+/// the figures on a connection of their own; `up` says whether the last pass succeeded. A
+/// failure to write them is logged, never fatal: monitoring must not stop the exporting.
+fn write_metrics(config: &Config, file: Option<&mut MetricsFile>, up: bool, last: bool) {
+    let Some(file) = file.filter(|file| last || file.due()) else {
+        return;
+    };
+    let figures = Master::connect(&config.master, &config.slave_name).and_then(|mut master| master.status()).ok();
+    if let Err(e) = file.write(&config.slave_name, &status::gauges(figures.as_ref(), up)) {
+        log::warning(&e.to_string());
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ mod faults;
 mod fidelity;
 mod golden;
 mod history;
+mod monitoring;
 mod order;
 mod package;
 mod snapshot;

@@ -10,7 +10,7 @@
 pub const STATUS_EXIT_CODES: &str = "Exit codes of status (as a Nagios plugin):
   0  OK: nothing needs a person
   1  WARNING: lag over --warn-lag
-  2  CRITICAL: lag over --crit-lag, a quarantined file, or a gap older than --gap-age
+  2  CRITICAL: lag over --crit-lag, a quarantined file, a gap older than --gap-age, or incomplete capture
   3  UNKNOWN: cannot tell (database unreachable, bad configuration)";
 
 /// Default of `--warn-lag`: an hour.

@@ -58,8 +58,12 @@ impl MetricsFile {
     pub fn write(&mut self, slave: &str, gauges: &[Gauge]) -> Result<(), Error> {
         self.next = Instant::now() + self.interval;
         replace(&self.path, render(slave, gauges).as_bytes()).map_err(|e| {
-            Error::caused_by(crate::Kind::Runtime, &format!("could not write metrics_file \"{}\"", self.path.display()), e)
-                .with_hint("Check that the directory of metrics_file exists and that this user may write to it.")
+            Error::caused_by(
+                crate::Kind::Runtime,
+                &format!("could not write metrics_file \"{}\"", self.path.display()),
+                e,
+            )
+            .with_hint("Check that the directory of metrics_file exists and that this user may write to it.")
         })
     }
 }

@@ -157,6 +157,33 @@ REVOKE ALL ON dbmirror_SlaveTable FROM PUBLIC;
 REVOKE ALL ON dbmirror_MirrorHost, dbmirror_Pending, dbmirror_PendingData, dbmirror_PendingData_0,
     dbmirror_PendingData_1, dbmirror_Shape, dbmirror_MirroredTransaction, dbmirror_commit_seq FROM PUBLIC;
 
+-- Monitoring, for dashboards that read SQL: one row per slave with what `dbmirror-export status
+-- --json` reports of it. Waiting transactions were captured and not yet assigned a number for
+-- the slave (those its snapshot holds do not count). The master records no commit time of its
+-- own, so the oldest waiting transaction's commit time is known only with
+-- track_commit_timestamp = on (pg_xact_commit_timestamp(); NULL otherwise, and for transactions
+-- that committed before it was turned on). Readers other than the owner need
+-- GRANT SELECT ON dbmirror_status.
+CREATE VIEW dbmirror_status AS
+SELECT h.SlaveName AS slave_name,
+       h.last_number,
+       w.waiting_transactions,
+       w.oldest_waiting_committed_at,
+       extract(epoch FROM pg_catalog.now() - w.oldest_waiting_committed_at)::double precision
+           AS oldest_waiting_age_seconds
+  FROM @extschema@.dbmirror_MirrorHost h
+ CROSS JOIN LATERAL (
+       SELECT count(*) AS waiting_transactions,
+              -- Inside the aggregate, so that the function is never called with the setting
+              -- off (it raises an error then).
+              min(CASE WHEN pg_catalog.current_setting('track_commit_timestamp')::boolean
+                       THEN pg_catalog.pg_xact_commit_timestamp((p.xid % 4294967296)::text::xid) END)
+                  AS oldest_waiting_committed_at
+         FROM @extschema@.dbmirror_Pending p
+        WHERE NOT EXISTS (SELECT 1 FROM @extschema@.dbmirror_MirroredTransaction m
+                           WHERE m.SlaveName = h.SlaveName AND m.xid = p.xid)
+          AND NOT coalesce(pg_catalog.pg_visible_in_snapshot(p.xid::text::xid8, h.snapshot), false)) w;
+
 -- pg_dump keeps the list of slaves with the database, and nothing of the capture state: the
 -- captured changes and their transaction ids belong to this cluster (a restored copy in another
 -- cluster would reuse those ids), and a restored master starts a new stream (see

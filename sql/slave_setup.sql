@@ -57,6 +57,21 @@ CREATE TABLE IF NOT EXISTS dbmirror.applied_file (
     CONSTRAINT applied_file_pkey PRIMARY KEY (slave_name, number)
 );
 
+-- Monitoring, for dashboards that read SQL: per slave name, the last applied file and how far
+-- behind the master it is. The lag is counted from when the master assigned the last applied
+-- file its number (its exported-at, a moment after the master transaction committed when the
+-- exporter runs continuously): an idle master makes it grow too. Files waiting in the spool,
+-- gaps and quarantined files are on disk, not in the database: `dbmirror-apply status --json`
+-- reports them.
+CREATE OR REPLACE VIEW dbmirror.status AS
+SELECT s.slave_name,
+       s.last_number AS last_applied,
+       s.applied_at,
+       a.exported_at AS last_exported_at,
+       extract(epoch FROM pg_catalog.now() - a.exported_at)::double precision AS lag_seconds
+  FROM dbmirror.slave_state s
+  LEFT JOIN dbmirror.applied_file a ON a.slave_name = s.slave_name AND a.number = s.last_number;
+
 -- A slave prepared by an earlier version knows only its last applied file: that one starts the
 -- history. Harmless when the row is there already.
 INSERT INTO dbmirror.applied_file (slave_name, number, xid, exported_at, sha256, applied_at)

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use dbmirror_cli::configuration::Reload;
 use dbmirror_cli::error::{Error, Kind};
+use dbmirror_cli::metrics::MetricsFile;
 use dbmirror_cli::{log, signals};
 use dbmirror_replay::grammar::DdlPolicy;
 use dbmirror_replay::replay::{replay, ReplayError};
@@ -26,6 +27,7 @@ use postgres::Client;
 use crate::config::Config;
 use crate::inbox::{quarantine, Inbox, Next, Refusal, SetAside, Verified};
 use crate::retention;
+use crate::status;
 
 /// Name of the lock file in the spool that keeps a second applier away (dot-files are not part
 /// of the spool).
@@ -303,6 +305,7 @@ pub fn watch(
     let mut client: Option<Client> = None;
     let mut failures = 0u32;
     let mut said: Option<String> = None;
+    let mut metrics = Metrics::new(&config);
     log::info(&format!("watching \"{}\" for slave \"{}\"", config.spool.display(), config.slave_name));
     while !stop.load(Ordering::Relaxed) {
         if let Some(reloaded) = reload.take(parse) {
@@ -311,6 +314,7 @@ pub fn watch(
             // The slave's connection string or ddl setting may have changed: connect anew.
             client = None;
             said = None;
+            metrics = Metrics::new(&config);
         }
         let result = match client.as_mut().filter(|c| !c.is_closed()) {
             Some(client) => pass(&config, client, stop),
@@ -320,6 +324,7 @@ pub fn watch(
                 result
             }),
         };
+        metrics.after_pass(&config, client.as_mut(), result.is_ok(), false);
         match result {
             Ok(summary) => {
                 failures = 0;
@@ -341,11 +346,40 @@ pub fn watch(
                 signals::sleep_unless(pause, &[stop, reload.requested()]);
                 while arrived.try_recv().is_ok() {}
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                metrics.after_pass(&config, client.as_mut(), false, true);
+                return Err(e);
+            }
         }
     }
+    metrics.after_pass(&config, client.as_mut(), true, true);
     log::info("stopping on signal");
     Ok(())
+}
+
+/// `watch`'s metrics file (`metrics_file`), written when a pass ends and `metrics_interval` has
+/// passed since the last write, and when `watch` ends. A failure to write it is logged, never
+/// fatal: monitoring must not stop the applying.
+struct Metrics(Option<MetricsFile>);
+
+impl Metrics {
+    fn new(config: &Config) -> Self {
+        Self(config.metrics_file.clone().map(|path| MetricsFile::new(path, config.metrics_interval)))
+    }
+
+    /// `up` says whether the pass succeeded; `last` forces the write at the end.
+    fn after_pass(&mut self, config: &Config, client: Option<&mut Client>, up: bool, last: bool) {
+        let Some(file) = self.0.as_mut().filter(|file| last || file.due()) else {
+            return;
+        };
+        let gauges = match client.filter(|c| !c.is_closed()).map(|c| status::gather(config, c)) {
+            Some(Ok(status)) => status.gauges(up),
+            Some(Err(_)) | None => status::gauges_when_down(config),
+        };
+        if let Err(e) = file.write(&config.slave_name, &gauges) {
+            log::warning(&e.to_string());
+        }
+    }
 }
 
 /// Whether a file-system event in the spool may mean something new to apply: a file created,

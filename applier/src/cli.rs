@@ -5,6 +5,7 @@
 use clap::{Parser, Subcommand};
 use dbmirror_cli::configuration::Location;
 use dbmirror_cli::error::{Exit, Kind};
+use dbmirror_cli::health::{LagThresholds, DEFAULT_GAP_AGE, STATUS_EXIT_CODES};
 
 /// The exit codes of `dbmirror-apply`: `--help` shows them, and a test holds the README's
 /// table to them.
@@ -59,11 +60,18 @@ pub enum Command {
         #[command(flatten)]
         snapshot: SnapshotOptions,
     },
-    /// Show the last applied file, what the spool holds, gaps and quarantined files
+    /// Show the last applied file, the lag, what the spool holds, gaps and quarantined files;
+    /// the exit code is a Nagios plugin's (see below)
+    #[command(after_help = STATUS_EXIT_CODES)]
     Status {
         /// Print JSON instead of text
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        lag: LagThresholds,
+        /// Seconds a gap may hold up files that arrived after it before status says CRITICAL
+        #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_GAP_AGE)]
+        gap_age: f64,
     },
 }
 

@@ -13,6 +13,7 @@ use dbmirror_cli::error::Error;
 use dbmirror_cli::log;
 
 use crate::retention::Retention;
+use dbmirror_cli::metrics::DEFAULT_METRICS_INTERVAL;
 
 /// Seconds a file must have been left alone before a checksum mismatch counts as damage rather
 /// than a copy in progress, unless configured.
@@ -23,7 +24,7 @@ pub const DEFAULT_POLL_INTERVAL: f64 = 5.0;
 const SETTLE_RANGE: Range = Range { least: 0.0, most: configuration::DAY };
 /// Longest `archive_keep_days`: a century; longer would only hide a misplaced unit.
 const MAX_KEEP_DAYS: f64 = 36_500.0;
-/// `poll_interval` must leave the loop some rest, and rescan at least daily.
+/// `poll_interval` (and `metrics_interval`) must leave the loop some rest, and come at least daily.
 const POLL_RANGE: Range = Range { least: configuration::SHORTEST_PAUSE, most: configuration::DAY };
 
 #[derive(Debug, Deserialize)]
@@ -44,6 +45,8 @@ struct RawConfig {
     log_format: Option<log::Format>,
     archive_keep_files: Option<u64>,
     archive_keep_days: Option<f64>,
+    metrics_file: Option<PathBuf>,
+    metrics_interval: Option<f64>,
 }
 
 /// A checked configuration.
@@ -71,6 +74,9 @@ pub struct Config {
     pub log_format: log::Format,
     /// How much of the archive to keep (`archive_keep_files`, `archive_keep_days`).
     pub retention: Retention,
+    /// Where `watch` writes its Prometheus metrics (a node_exporter textfile), if anywhere.
+    pub metrics_file: Option<PathBuf>,
+    pub metrics_interval: Duration,
 }
 
 impl Config {
@@ -139,6 +145,13 @@ impl Config {
                     keep => keep,
                 },
             },
+            metrics_file: raw.metrics_file,
+            metrics_interval: configuration::seconds(
+                "metrics_interval",
+                raw.metrics_interval,
+                DEFAULT_METRICS_INTERVAL,
+                POLL_RANGE,
+            )?,
         })
     }
 }
@@ -300,6 +313,7 @@ mod tests {
             ("poll_interval = 1e-300", "poll_interval must be a number of seconds"),
             ("poll_interval = 1.7976931348623157e308", "poll_interval must be a number of seconds"),
             ("poll_interval = -inf", "poll_interval must be a number of seconds"),
+            ("metrics_interval = 0", "metrics_interval must be a number of seconds from 0.01 to 86400"),
             ("master = \"99999999999999999999\"", "master must be a system identifier"),
             ("master = \"-1\"", "master must be a system identifier"),
             ("master = \"\"", "master must be a system identifier"),
@@ -362,6 +376,8 @@ mod tests {
             "log_format",
             "archive_keep_files",
             "archive_keep_days",
+            "metrics_file",
+            "metrics_interval",
         ] {
             for value in values {
                 let text = format!("slave_name = \"s\"\nslave = \"host=/tmp\"\nspool = \"{d}\"\n")

@@ -7,6 +7,7 @@ use clap::Parser;
 use dbmirror_apply::{Cli, Command, SnapshotOptions};
 use dbmirror_cli::configuration::Reload;
 use dbmirror_cli::error::Error;
+use dbmirror_cli::health::Level;
 use dbmirror_cli::log;
 
 mod apply;
@@ -32,16 +33,19 @@ const RESTART_ONLY: &[&str] = &["slave_name", "spool"];
 fn main() -> ExitCode {
     log::report_panics();
     let cli = Cli::parse();
+    // `status` answers in a Nagios plugin's codes: whatever keeps it from telling is UNKNOWN.
+    let checking = matches!(cli.command, Command::Status { .. });
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             log::error(&e.to_string());
-            ExitCode::from(e.kind().exit_code())
+            ExitCode::from(if checking { Level::Unknown.exit_code() } else { e.kind().exit_code() })
         }
     }
 }
 
-fn run(cli: Cli) -> Result<(), Error> {
+/// Runs the command; returns the exit code of a success (for `status`, its verdict).
+fn run(cli: Cli) -> Result<u8, Error> {
     let path = cli.configuration.path()?;
     let config = Config::load(&path)?;
     log::configure(config.log_format, &config.slave_name);
@@ -52,7 +56,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Init => {
             apply::init(&config)?;
             log::info("slave prepared");
-            Ok(())
+            Ok(0)
         }
         Command::Once { snapshot } => {
             let summary = apply::once(&with_snapshot_options(config, &snapshot), &stop)?;
@@ -60,7 +64,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             if let Some(reason) = summary.waiting {
                 log::info(&reason);
             }
-            Ok(())
+            Ok(0)
         }
         Command::Watch { snapshot } => {
             let serves = format!(
@@ -73,8 +77,8 @@ fn run(cli: Cli) -> Result<(), Error> {
             log::startup(env!("CARGO_PKG_VERSION"), &path, &config.slave_name, &serves);
             let mut reload = Reload::new(&path, reload, RESTART_ONLY)?;
             let parse = |text: &str| Config::parse(text).map(|config| with_snapshot_options(config, &snapshot));
-            apply::watch(with_snapshot_options(config, &snapshot), &mut reload, &parse, &stop)
+            apply::watch(with_snapshot_options(config, &snapshot), &mut reload, &parse, &stop).map(|()| 0)
         }
-        Command::Status { json } => status::show(&config, json),
+        Command::Status { json, lag, gap_age } => Ok(status::show(&config, json, &lag, gap_age)?.exit_code()),
     }
 }

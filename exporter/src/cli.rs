@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use dbmirror_cli::configuration::Location;
 use dbmirror_cli::error::{Exit, Kind};
+use dbmirror_cli::health::{LagThresholds, STATUS_EXIT_CODES};
 
 /// The exit codes of `dbmirror-export`: `--help` shows them, and a test holds the README's
 /// table to them.
@@ -83,11 +84,15 @@ pub enum Command {
     },
     /// Purge captured changes that every slave has been sent (the seed's clean_pending.pl)
     Clean,
-    /// Show what has been exported and what is waiting
+    /// Show what has been exported, what is waiting and for how long; the exit code is a
+    /// Nagios plugin's (see below)
+    #[command(after_help = STATUS_EXIT_CODES)]
     Status {
         /// Print JSON instead of text
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        lag: LagThresholds,
     },
     /// Make an Ed25519 key pair for signing manifests: PREFIX.key (secret: the exporter's
     /// signing_key) and PREFIX.pub (public: the applier's public_key); never replaces a file

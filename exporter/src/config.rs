@@ -9,6 +9,7 @@ use serde::Deserialize;
 use dbmirror_cli::configuration::{self, Range};
 use dbmirror_cli::conninfo::Connection;
 use dbmirror_cli::log;
+use dbmirror_cli::metrics::DEFAULT_METRICS_INTERVAL;
 
 use crate::error::Error;
 
@@ -39,6 +40,8 @@ struct RawConfig {
     batch_size: Option<usize>,
     signing_key: Option<PathBuf>,
     log_format: Option<log::Format>,
+    metrics_file: Option<PathBuf>,
+    metrics_interval: Option<f64>,
 }
 
 /// Where exported transactions go.
@@ -63,6 +66,9 @@ pub struct Config {
     pub batch_size: usize,
     /// How log lines are written: `text` (the default) or `json`.
     pub log_format: log::Format,
+    /// Where `run` writes its Prometheus metrics (a node_exporter textfile), if anywhere.
+    pub metrics_file: Option<PathBuf>,
+    pub metrics_interval: Duration,
 }
 
 impl Config {
@@ -144,6 +150,13 @@ impl Config {
             },
             batch_size,
             log_format: raw.log_format.unwrap_or_default(),
+            metrics_file: raw.metrics_file,
+            metrics_interval: configuration::seconds(
+                "metrics_interval",
+                raw.metrics_interval,
+                DEFAULT_METRICS_INTERVAL,
+                SLEEP_RANGE,
+            )?,
         })
     }
 }
@@ -253,6 +266,8 @@ mod tests {
             "batch_size",
             "signing_key",
             "log_format",
+            "metrics_file",
+            "metrics_interval",
         ] {
             for value in values {
                 let text: String =

@@ -23,7 +23,9 @@ use crate::fault;
 use crate::master::{Assigned, CaptureProblem, Identity, Master};
 use crate::outbox;
 use crate::sql::FileWriter;
+use crate::status;
 use dbmirror_cli::configuration::Reload;
+use dbmirror_cli::metrics::MetricsFile;
 use dbmirror_cli::{log, signals};
 
 /// What one `once` did.
@@ -43,7 +45,7 @@ pub struct CaptureProblems {
 
 impl CaptureProblems {
     /// Logs (and alerts) the master's capture problems if they differ from the last report.
-    fn report(&mut self, master: &mut Master, alert: &dyn Fn(&Error)) -> Result<(), Error> {
+    fn report(&mut self, master: &mut Master, alert: &dyn Fn(&str)) -> Result<(), Error> {
         let problems = master.capture_problems()?;
         if self.last.as_ref() == Some(&problems) {
             return Ok(());
@@ -55,7 +57,7 @@ impl CaptureProblems {
             let error = Error::new(Kind::Runtime, format!("capture is incomplete: {}", problem.problem))
                 .with_hint(problem.hint.clone().unwrap_or_default());
             log::error(&error.to_string());
-            alert(&error);
+            alert(&error.to_string());
         }
         self.last = Some(problems);
         Ok(())
@@ -67,7 +69,7 @@ pub fn once(
     config: &Config,
     stop: &AtomicBool,
     problems: &mut CaptureProblems,
-    alert: &dyn Fn(&Error),
+    alert: &dyn Fn(&str),
 ) -> Result<Summary, Error> {
     let mut master = Master::connect(&config.master, &config.slave_name)?;
     master.lock()?;
@@ -330,24 +332,34 @@ fn outbox_failure(e: Error, directory: &Path, name: &TransactionFileName) -> Err
 }
 
 /// `run`: exports, sleeps `sleep_interval` when idle, retries failures that retrying may cure
-/// with a growing pause (alerting each one), reloads the configuration between batches on
-/// SIGHUP, and stops between batches on SIGTERM or SIGINT.
+/// with a growing pause (alerting when the failure starts or changes, and when it ends), writes
+/// its metrics, reloads the configuration between batches on SIGHUP, and stops between batches
+/// on SIGTERM or SIGINT. `alert` gets the configuration in force, a reloaded one included.
 pub fn run(
     mut config: Config,
     reload: &mut Reload,
     stop: &AtomicBool,
-    alert: &dyn Fn(&Config, &Error),
+    alert: &dyn Fn(&Config, &str),
 ) -> Result<(), Error> {
     let mut failures = 0u32;
     let mut problems = CaptureProblems::default();
+    let mut failing = Failing::default();
+    let metrics_file =
+        |config: &Config| config.metrics_file.clone().map(|path| MetricsFile::new(path, config.metrics_interval));
+    let mut metrics = metrics_file(&config);
     while !stop.load(Ordering::Relaxed) {
         if let Some(reloaded) = reload.take(Config::parse) {
             config = reloaded;
             log::configure(config.log_format, &config.slave_name);
+            metrics = metrics_file(&config);
         }
-        match once(&config, stop, &mut problems, &|e| alert(&config, e)) {
+        let alert_now = |text: &str| alert(&config, text);
+        let result = once(&config, stop, &mut problems, &alert_now);
+        write_metrics(&config, metrics.as_mut(), result.is_ok(), false);
+        match result {
             Ok(summary) => {
                 failures = 0;
+                failing.recovered(&alert_now);
                 if summary.transactions == 0 {
                     signals::sleep_unless(config.sleep_interval, &[stop, reload.requested()]);
                 }
@@ -356,15 +368,59 @@ pub fn run(
                 failures += 1;
                 let pause = Duration::from_secs(1u64 << failures.min(8)).min(Duration::from_secs(300));
                 log::retrying(&e.to_string(), failures, pause.as_secs());
-                alert(&config, &e);
+                failing.failed(&e, &alert_now);
                 // A reload may cure what failed (a wrong host, say), so it ends the pause too.
                 signals::sleep_unless(pause, &[stop, reload.requested()]);
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                write_metrics(&config, metrics.as_mut(), false, true);
+                return Err(e);
+            }
         }
     }
+    write_metrics(&config, metrics.as_mut(), true, true);
     log::info("stopping on signal");
     Ok(())
+}
+
+/// The failure `run` is retrying, if any, so that `alert_command` hears of a change of state
+/// (failing, failing for another reason, recovered) and not of every retry.
+#[derive(Debug, Default)]
+struct Failing {
+    /// The first line of the failure's message: what it is, without the hint.
+    reason: Option<String>,
+}
+
+impl Failing {
+    fn failed(&mut self, e: &Error, alert: &dyn Fn(&str)) {
+        let text = e.to_string();
+        let reason = text.lines().next().unwrap_or_default().to_string();
+        if self.reason.as_ref() != Some(&reason) {
+            alert(&text);
+            self.reason = Some(reason);
+        }
+    }
+
+    fn recovered(&mut self, alert: &dyn Fn(&str)) {
+        if let Some(reason) = self.reason.take() {
+            let text = format!("recovered: exporting again after failing with: {reason}");
+            log::info(&text);
+            alert(&text);
+        }
+    }
+}
+
+/// Writes `run`'s metrics when `metrics_interval` has passed (or at the end, `last`), reading
+/// the figures on a connection of their own; `up` says whether the last pass succeeded. A
+/// failure to write them is logged, never fatal: monitoring must not stop the exporting.
+fn write_metrics(config: &Config, file: Option<&mut MetricsFile>, up: bool, last: bool) {
+    let Some(file) = file.filter(|file| last || file.due()) else {
+        return;
+    };
+    let figures = Master::connect(&config.master, &config.slave_name).and_then(|mut master| master.status()).ok();
+    if let Err(e) = file.write(&config.slave_name, &status::gauges(figures.as_ref(), up)) {
+        log::warning(&e.to_string());
+    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ mod verify;
 
 use config::Config;
 use dbmirror_cli::configuration::Reload;
+use dbmirror_cli::health::Level;
 use dbmirror_cli::log;
 use dbmirror_export::{Cli, Command};
 use error::Error;
@@ -35,21 +36,24 @@ fn main() -> ExitCode {
     log::report_panics();
     let cli = Cli::parse();
     let mut alert_command = None;
+    // `status` answers in a Nagios plugin's codes: whatever keeps it from telling is UNKNOWN.
+    let checking = matches!(cli.command, Command::Status { .. });
     match run(cli, &mut alert_command) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             log::error(&e.to_string());
-            if let Some(command) = alert_command {
-                alert(&command, &e);
+            if let Some(command) = alert_command.filter(|_| !checking) {
+                alert(&command, &e.to_string());
             }
-            ExitCode::from(e.kind().exit_code())
+            ExitCode::from(if checking { Level::Unknown.exit_code() } else { e.kind().exit_code() })
         }
     }
 }
 
-fn run(cli: Cli, alert_command: &mut Option<String>) -> Result<(), Error> {
+/// Runs the command; returns the exit code of a success (for `status`, its verdict).
+fn run(cli: Cli, alert_command: &mut Option<String>) -> Result<u8, Error> {
     let command = match cli.command {
-        Command::Keygen { prefix } => return keygen(&prefix),
+        Command::Keygen { prefix } => return keygen(&prefix).map(|()| 0),
         command => command,
     };
     let path = cli.configuration.path()?;
@@ -62,9 +66,9 @@ fn run(cli: Cli, alert_command: &mut Option<String>) -> Result<(), Error> {
     match command {
         Command::Keygen { .. } => unreachable!("keygen needs no configuration and returned above"),
         Command::Once => {
-            let alert_each = |e: &Error| {
+            let alert_each = |text: &str| {
                 if let Some(command) = &config.alert_command {
-                    alert(command, e);
+                    alert(command, text);
                 }
             };
             let summary = export::once(&config, &stop, &mut export::CaptureProblems::default(), &alert_each)?;
@@ -72,29 +76,29 @@ fn run(cli: Cli, alert_command: &mut Option<String>) -> Result<(), Error> {
                 "done: {} transactions ({} changes) exported for slave \"{}\", {} purged",
                 summary.transactions, summary.changes, config.slave_name, summary.purged
             ));
-            Ok(())
+            Ok(0)
         }
         Command::Run => {
             log::startup(env!("CARGO_PKG_VERSION"), &path, &config.slave_name, &serves(&config));
             let mut reload = Reload::new(&path, reload, RESTART_ONLY)?;
-            let alert_each = |config: &Config, e: &Error| {
+            let alert_each = |config: &Config, text: &str| {
                 if let Some(command) = &config.alert_command {
-                    alert(command, e);
+                    alert(command, text);
                 }
             };
-            export::run(config, &mut reload, &stop, &alert_each)
+            export::run(config, &mut reload, &stop, &alert_each).map(|()| 0)
         }
         Command::Snapshot { file_size, table, schema_file } => {
             snapshot::snapshot(&config, file_size, &table, schema_file.as_deref(), &stop)?;
-            Ok(())
+            Ok(0)
         }
         Command::Clean => {
             let mut master = master::Master::connect(&config.master, &config.slave_name)?;
             let purged = master.clean()?;
             log::info(&format!("purged {purged} transactions that every slave has been sent"));
-            Ok(())
+            Ok(0)
         }
-        Command::Status { json } => status::show(&config, json),
+        Command::Status { json, lag } => Ok(status::show(&config, json, &lag)?.exit_code()),
         Command::Verify { slave, json } => {
             let slave = match (slave, &config.output) {
                 (Some(text), _) => dbmirror_cli::configuration::connection("--slave", &text)?,
@@ -106,7 +110,7 @@ fn run(cli: Cli, alert_command: &mut Option<String>) -> Result<(), Error> {
             };
             let mut master = master::Master::connect(&config.master, &config.slave_name)?;
             let comparisons = verify::compare(&mut master, &slave)?;
-            verify::report(&comparisons, &master.capture_problems()?, json)
+            verify::report(&comparisons, &master.capture_problems()?, json).map(|()| 0)
         }
     }
 }
@@ -149,13 +153,13 @@ fn keygen(prefix: &std::path::Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// Runs the configured alert command with the error on its standard input, as the seed
-/// e-mailed its errors. A failing alert is reported, never fatal.
-fn alert(command: &str, error: &Error) {
+/// Runs the configured alert command with `text` (an error, or the news of a recovery) on its
+/// standard input, as the seed e-mailed its errors. A failing alert is reported, never fatal.
+fn alert(command: &str, text: &str) {
     let spawned = std::process::Command::new("/bin/sh").arg("-c").arg(command).stdin(Stdio::piped()).spawn().and_then(
         |mut child| {
             if let Some(mut stdin) = child.stdin.take() {
-                writeln!(stdin, "dbmirror-export: {error}")?;
+                writeln!(stdin, "dbmirror-export: {text}")?;
             }
             child.wait()
         },

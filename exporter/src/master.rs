@@ -120,7 +120,18 @@ pub struct MasterStatus {
     pub unwritten: i64,
     pub waiting_transactions: i64,
     pub waiting_changes: i64,
+    /// Commit time of the oldest waiting transaction, known only with track_commit_timestamp
+    /// = on (the master records no commit time of its own).
+    pub oldest_waiting_committed_at: Option<String>,
+    /// Seconds since then.
+    pub oldest_waiting_age_seconds: Option<f64>,
 }
+
+/// The commit time of dbmirror_Pending row `p`, as the view dbmirror_status has it (see
+/// sql/master_setup.sql): NULL unless track_commit_timestamp is on, since
+/// pg_xact_commit_timestamp() raises an error when it is off.
+const COMMITTED_AT: &str = "CASE WHEN pg_catalog.current_setting('track_commit_timestamp')::boolean \
+     THEN pg_catalog.pg_xact_commit_timestamp((p.xid % 4294967296)::text::xid) END";
 
 pub struct Master {
     client: Client,
@@ -628,8 +639,11 @@ impl Master {
         let row = self.client.query_one(
             &format!(
                 "SELECT (SELECT count(*) FROM {s}.dbmirror_MirroredTransaction WHERE SlaveName = $1 AND sha256 IS NULL), \
-                        count(*), coalesce(sum(p.changes), 0)::bigint \
+                        count(*), coalesce(sum(p.changes), 0)::bigint, \
+                        to_char(min(t.committed_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+                        extract(epoch FROM pg_catalog.now() - min(t.committed_at))::double precision \
                    FROM {s}.dbmirror_Pending p \
+                   CROSS JOIN LATERAL (SELECT {COMMITTED_AT} AS committed_at) t \
                   WHERE NOT EXISTS (SELECT 1 FROM {s}.dbmirror_MirroredTransaction m WHERE m.SlaveName = $1 AND m.xid = p.xid) \
                     AND NOT coalesce(pg_catalog.pg_visible_in_snapshot(p.xid::text::xid8, $2::text::pg_snapshot), false)"
             ),
@@ -654,6 +668,8 @@ impl Master {
             unwritten: row.get(0),
             waiting_transactions: row.get(1),
             waiting_changes: row.get(2),
+            oldest_waiting_committed_at: row.get(3),
+            oldest_waiting_age_seconds: row.get(4),
             seeding: host.get(1),
             snapshot: host.get(2),
         })

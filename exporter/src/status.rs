@@ -1,5 +1,9 @@
-//! `status`: what has been exported for the slave, what waits, and what the outbox holds.
+//! `status`: what has been exported for the slave, what waits and for how long, and what the
+//! outbox holds; and the verdict of all that as a monitoring check (see
+//! [`dbmirror_cli::health`]). `run` writes the same figures as metrics.
 
+use dbmirror_cli::health::{Health, LagThresholds, Level};
+use dbmirror_cli::metrics::Gauge;
 use dbmirror_spool::Entry;
 
 use crate::config::{Config, Output};
@@ -14,6 +18,7 @@ struct Status {
     outbox: Option<Outbox>,
     /// What keeps mirrored tables from being captured completely; empty when all is well.
     capture_problems: Vec<CaptureProblem>,
+    health: Health,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -25,7 +30,58 @@ struct Outbox {
     unrecognized: usize,
 }
 
-pub fn show(config: &Config, json: bool) -> Result<(), Error> {
+/// The verdict: a capture problem is CRITICAL (changes are being lost), the age of the oldest
+/// waiting transaction is judged by `lag` when it is known.
+fn health(master: &MasterStatus, problems: &[CaptureProblem], lag: &LagThresholds) -> Health {
+    let mut health = Health::default();
+    for problem in problems {
+        health.raise(Level::Critical, format!("capture is incomplete: {}", problem.problem));
+    }
+    if let Some(seconds) = master.oldest_waiting_age_seconds {
+        health.lag("the oldest waiting transaction's age", seconds, lag);
+    }
+    health
+}
+
+/// The figures of `master` as Prometheus gauges, with `up` saying whether the last pass
+/// succeeded; without figures (the master cannot be read), only that.
+pub fn gauges(master: Option<&MasterStatus>, up: bool) -> Vec<Gauge> {
+    let up = Gauge {
+        name: "dbmirror_export_up",
+        help: "1 when the last pass of dbmirror-export run succeeded, 0 when it failed.",
+        value: f64::from(u8::from(up)),
+    };
+    let Some(master) = master else {
+        return vec![up];
+    };
+    let mut gauges = vec![
+        up,
+        Gauge {
+            name: "dbmirror_export_last_file_number",
+            help: "Number of the last file assigned for the slave.",
+            value: master.last_number as f64,
+        },
+        Gauge {
+            name: "dbmirror_export_waiting_transactions",
+            help: "Transactions captured on the master and not yet exported for the slave.",
+            value: master.waiting_transactions as f64,
+        },
+    ];
+    // Known only with track_commit_timestamp = on, or when nothing waits: otherwise an absent
+    // series, not a made-up figure.
+    let none_waits = (master.waiting_transactions == 0).then_some(0.0);
+    if let Some(seconds) = master.oldest_waiting_age_seconds.or(none_waits) {
+        gauges.push(Gauge {
+            name: "dbmirror_export_oldest_waiting_age_seconds",
+            help: "Seconds since the oldest waiting transaction committed (0 when none waits).",
+            value: seconds,
+        });
+    }
+    gauges
+}
+
+/// Prints the status, and returns its verdict.
+pub fn show(config: &Config, json: bool, lag: &LagThresholds) -> Result<Level, Error> {
     let mut master = Master::connect(&config.master, &config.slave_name)?;
     let outbox = match &config.output {
         Output::Files { directory, .. } => {
@@ -41,16 +97,20 @@ pub fn show(config: &Config, json: bool) -> Result<(), Error> {
         }
         Output::Direct { .. } => None,
     };
+    let figures = master.status()?;
+    let capture_problems = master.capture_problems()?;
     let status = Status {
         slave: config.slave_name.clone(),
-        master: master.status()?,
+        health: health(&figures, &capture_problems, lag),
+        master: figures,
         outbox,
-        capture_problems: master.capture_problems()?,
+        capture_problems,
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&status).expect("status always serialises"));
-        return Ok(());
+        return Ok(status.health.level);
     }
+    println!("health:                {}", status.health.summary());
     // A slave name is a channel: every slave database that applies its files follows it, each
     // with its applied state of its own.
     println!("slave (channel):       {}", status.slave);
@@ -73,6 +133,13 @@ pub fn show(config: &Config, json: bool) -> Result<(), Error> {
         "waiting:               {} transactions, {} changes",
         status.master.waiting_transactions, status.master.waiting_changes
     );
+    match (&status.master.oldest_waiting_committed_at, status.master.oldest_waiting_age_seconds) {
+        (Some(at), Some(seconds)) => println!("oldest waiting:        committed at {at}, {seconds:.0}s ago"),
+        _ if status.master.waiting_transactions > 0 => {
+            println!("oldest waiting:        commit time unknown (track_commit_timestamp is off)")
+        }
+        _ => {}
+    }
     if let Some(outbox) = &status.outbox {
         println!(
             "outbox:                {} ({} files, {} manifests, {} temporary, {} unrecognized)",
@@ -88,5 +155,5 @@ pub fn show(config: &Config, json: bool) -> Result<(), Error> {
             println!("                       HINT: {hint}");
         }
     }
-    Ok(())
+    Ok(status.health.level)
 }

@@ -14,6 +14,7 @@ mod fidelity;
 mod golden;
 mod history;
 mod hygiene;
+mod monitoring;
 mod order;
 mod package;
 mod snapshot;

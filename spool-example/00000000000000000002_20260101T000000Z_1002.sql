@@ -7,7 +7,8 @@
 -- xid: 1002
 -- changes: 52
 -- exported-at: 2026-01-01T00:00:00.000000Z
--- previous-sha256: 316e6bea440bab6673091fd0cd466ec90efc2abae0d5cc21146cc464ab719cee
+-- committed-at: 2026-01-01T00:00:00.000000Z
+-- previous-sha256: 58de0232eec4e02ee596dd888e8b25c518738a12ffb8be8336143e3d67408e31
 \set ON_ERROR_STOP on
 SET client_encoding = 'UTF8';
 SET standard_conforming_strings = 'on';
@@ -20,7 +21,7 @@ SET LOCAL bytea_output = 'hex';
 SET LOCAL lc_monetary = 'C';
 SET LOCAL xmloption = 'content';
 SET LOCAL session_replication_role = 'replica';
-SELECT dbmirror.guard('slave1', '7000000000000000001', 2, 1002, '316e6bea440bab6673091fd0cd466ec90efc2abae0d5cc21146cc464ab719cee', '2026-01-01T00:00:00.000000Z');
+SELECT dbmirror.guard('slave1', '7000000000000000001', 2, 1002, '58de0232eec4e02ee596dd888e8b25c518738a12ffb8be8336143e3d67408e31', '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z');
 SELECT dbmirror.check_table('"public"."item"', ARRAY['"id" integer', '"name" text', '"price" numeric(10,2)', '"tags" text[]', '"seen" timestamp with time zone'], ARRAY['"id"']);
 COPY "public"."item" ("id", "name", "price", "tags", "seen") FROM STDIN;
 2	bulk 1	1.00	\N	\N

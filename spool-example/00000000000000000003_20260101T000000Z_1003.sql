@@ -7,7 +7,8 @@
 -- xid: 1003
 -- changes: 17
 -- exported-at: 2026-01-01T00:00:00.000000Z
--- previous-sha256: 5513db690cfd8b4a88fb3aac2eb66fe1cac7f44219f7c58e76a84a2ddd67d763
+-- committed-at: 2026-01-01T00:00:00.000000Z
+-- previous-sha256: 99460b70b1b930f04a3f4ef7ac7bf8816ab0ea955ba4c762f0851c6314e40660
 \set ON_ERROR_STOP on
 SET client_encoding = 'UTF8';
 SET standard_conforming_strings = 'on';
@@ -20,7 +21,7 @@ SET LOCAL bytea_output = 'hex';
 SET LOCAL lc_monetary = 'C';
 SET LOCAL xmloption = 'content';
 SET LOCAL session_replication_role = 'replica';
-SELECT dbmirror.guard('slave1', '7000000000000000001', 3, 1003, '5513db690cfd8b4a88fb3aac2eb66fe1cac7f44219f7c58e76a84a2ddd67d763', '2026-01-01T00:00:00.000000Z');
+SELECT dbmirror.guard('slave1', '7000000000000000001', 3, 1003, '99460b70b1b930f04a3f4ef7ac7bf8816ab0ea955ba4c762f0851c6314e40660', '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z');
 SELECT dbmirror.check_table('"public"."item"', ARRAY['"id" integer', '"name" text', '"price" numeric(10,2)', '"tags" text[]', '"seen" timestamp with time zone'], ARRAY['"id"']);
 WITH m AS (UPDATE ONLY "public"."item" SET "price" = '3.00', "tags" = NULL WHERE "id" = '1' RETURNING 1) SELECT dbmirror.one_row(count(*), 'update of "public"."item"') FROM m;
 WITH m AS (UPDATE ONLY "public"."item" SET "price" = '2.00' WHERE "id" = '2' RETURNING 1) SELECT dbmirror.one_row(count(*), 'update of "public"."item"') FROM m;

@@ -59,7 +59,10 @@ CREATE TABLE dbmirror_Pending (
     -- Number of captured changes (rows of dbmirror_PendingData) of the transaction.
     changes         bigint NOT NULL CHECK (changes > 0),
     -- Mirrored tables the transaction changed (for the sequences the exporter mirrors).
-    relids          oid[] NOT NULL
+    relids          oid[] NOT NULL,
+    -- The master's clock just before the transaction commits (GetCurrentTimestamp() at
+    -- pre-commit): its commit time for monitoring, carried to the slave in each file.
+    committed_at    timestamptz NOT NULL
 );
 
 CREATE SEQUENCE dbmirror_commit_seq AS bigint;
@@ -159,11 +162,9 @@ REVOKE ALL ON dbmirror_MirrorHost, dbmirror_Pending, dbmirror_PendingData, dbmir
 
 -- Monitoring, for dashboards that read SQL: one row per slave with what `dbmirror-export status
 -- --json` reports of it. Waiting transactions were captured and not yet assigned a number for
--- the slave (those its snapshot holds do not count). The master records no commit time of its
--- own, so the oldest waiting transaction's commit time is known only with
--- track_commit_timestamp = on (pg_xact_commit_timestamp(); NULL otherwise, and for transactions
--- that committed before it was turned on). Readers other than the owner need
--- GRANT SELECT ON dbmirror_status.
+-- the slave (those its snapshot holds do not count); the oldest one's commit time is the
+-- committed_at capture recorded with it (NULL when nothing is waiting). Readers other than the
+-- owner need GRANT SELECT ON dbmirror_status.
 CREATE VIEW dbmirror_status AS
 SELECT h.SlaveName AS slave_name,
        h.last_number,
@@ -174,11 +175,7 @@ SELECT h.SlaveName AS slave_name,
   FROM @extschema@.dbmirror_MirrorHost h
  CROSS JOIN LATERAL (
        SELECT count(*) AS waiting_transactions,
-              -- Inside the aggregate, so that the function is never called with the setting
-              -- off (it raises an error then).
-              min(CASE WHEN pg_catalog.current_setting('track_commit_timestamp')::boolean
-                       THEN pg_catalog.pg_xact_commit_timestamp((p.xid % 4294967296)::text::xid) END)
-                  AS oldest_waiting_committed_at
+              min(p.committed_at) AS oldest_waiting_committed_at
          FROM @extschema@.dbmirror_Pending p
         WHERE NOT EXISTS (SELECT 1 FROM @extschema@.dbmirror_MirroredTransaction m
                            WHERE m.SlaveName = h.SlaveName AND m.xid = p.xid)

@@ -7,10 +7,11 @@
 -- prepared by an earlier version in place, keeping what that slave has applied.
 --
 -- Every transaction file runs, in its own transaction, first
---     SELECT dbmirror.guard(slave, master, number, xid, previous_sha256, exported_at);
+--     SELECT dbmirror.guard(slave, master, number, xid, previous_sha256, exported_at, committed_at);
 -- which aborts the file unless it is the next one for that slave and records it, so a file
 -- is applied exactly once and in order, by the applier or by hand with psql. (Files written
--- before the guard took `exported_at` call it with the first five arguments only.)
+-- before the guard took `committed_at` call it with six arguments, and files written before it
+-- took `exported_at` with the first five only.)
 --
 -- Among its changes, a file may call
 --     SELECT dbmirror.check_table(table, columns, key);
@@ -56,19 +57,25 @@ CREATE TABLE IF NOT EXISTS dbmirror.applied_file (
     applied_at      timestamptz NOT NULL,
     CONSTRAINT applied_file_pkey PRIMARY KEY (slave_name, number)
 );
+-- The master's commit time of the file's transaction (the header's committed-at); NULL for
+-- files written before the master recorded it. Added apart so that slaves prepared earlier get
+-- it too.
+ALTER TABLE dbmirror.applied_file ADD COLUMN IF NOT EXISTS committed_at timestamptz;
 
 -- Monitoring, for dashboards that read SQL: per slave name, the last applied file and how far
--- behind the master it is. The lag is counted from when the master assigned the last applied
--- file its number (its exported-at, a moment after the master transaction committed when the
--- exporter runs continuously): an idle master makes it grow too. Files waiting in the spool,
--- gaps and quarantined files are on disk, not in the database: `dbmirror-apply status --json`
--- reports them.
+-- behind the master it is. The lag is counted from the master commit time of the last applied
+-- transaction (last_committed_at; for files written before the master recorded it, from when
+-- the master assigned the file its number, its exported-at): an idle master makes it grow too.
+-- Files waiting in the spool, gaps and quarantined files are on disk, not in the database:
+-- `dbmirror-apply status --json` reports them. last_committed_at comes last so that CREATE OR
+-- REPLACE upgrades the view of a slave prepared earlier.
 CREATE OR REPLACE VIEW dbmirror.status AS
 SELECT s.slave_name,
        s.last_number AS last_applied,
        s.applied_at,
        a.exported_at AS last_exported_at,
-       extract(epoch FROM pg_catalog.now() - a.exported_at)::double precision AS lag_seconds
+       extract(epoch FROM pg_catalog.now() - coalesce(a.committed_at, a.exported_at))::double precision AS lag_seconds,
+       a.committed_at AS last_committed_at
   FROM dbmirror.slave_state s
   LEFT JOIN dbmirror.applied_file a ON a.slave_name = s.slave_name AND a.number = s.last_number;
 
@@ -86,8 +93,12 @@ ON CONFLICT (slave_name, number) DO NOTHING;
 --   DM003  another master        DM004  does not follow the file applied before it
 --   DM006  a file with this number was applied, but it carried another master transaction or
 --          export time: the master's history diverged
+-- committed_at, the master's commit time, is recorded for monitoring only. The six-argument
+-- guard of earlier versions is dropped first: beside this one, whose last argument has a
+-- default, a call with six arguments would be ambiguous.
+DROP FUNCTION IF EXISTS dbmirror.guard(text, text, bigint, bigint, text, timestamptz);
 CREATE OR REPLACE FUNCTION dbmirror.guard(slave text, master text, number bigint, xid bigint, previous_sha256 text,
-                                          exported_at timestamptz)
+                                          exported_at timestamptz, committed_at timestamptz DEFAULT NULL)
 RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     state dbmirror.slave_state%ROWTYPE;
@@ -102,10 +113,11 @@ BEGIN
         END IF;
         INSERT INTO dbmirror.slave_state (slave_name, master, last_number, last_xid, applied_at, last_sha256)
         VALUES (guard.slave, guard.master, guard.number, guard.xid, pg_catalog.clock_timestamp(), NULL);
-        INSERT INTO dbmirror.applied_file (slave_name, number, xid, exported_at, sha256, applied_at)
-        VALUES (guard.slave, guard.number, guard.xid, guard.exported_at, NULL, pg_catalog.clock_timestamp())
+        INSERT INTO dbmirror.applied_file (slave_name, number, xid, exported_at, committed_at, sha256, applied_at)
+        VALUES (guard.slave, guard.number, guard.xid, guard.exported_at, guard.committed_at, NULL, pg_catalog.clock_timestamp())
         ON CONFLICT ON CONSTRAINT applied_file_pkey DO UPDATE
-           SET xid = excluded.xid, exported_at = excluded.exported_at, sha256 = NULL, applied_at = excluded.applied_at;
+           SET xid = excluded.xid, exported_at = excluded.exported_at, committed_at = excluded.committed_at,
+               sha256 = NULL, applied_at = excluded.applied_at;
         RETURN;
     END IF;
     IF state.master <> guard.master THEN
@@ -144,10 +156,11 @@ BEGIN
        SET last_number = guard.number, last_xid = guard.xid, applied_at = pg_catalog.clock_timestamp(), last_sha256 = NULL
      WHERE s.slave_name = guard.slave;
     -- A row left from before the slave's state was reset describes a file of another life.
-    INSERT INTO dbmirror.applied_file (slave_name, number, xid, exported_at, sha256, applied_at)
-    VALUES (guard.slave, guard.number, guard.xid, guard.exported_at, NULL, pg_catalog.clock_timestamp())
+    INSERT INTO dbmirror.applied_file (slave_name, number, xid, exported_at, committed_at, sha256, applied_at)
+    VALUES (guard.slave, guard.number, guard.xid, guard.exported_at, guard.committed_at, NULL, pg_catalog.clock_timestamp())
     ON CONFLICT ON CONSTRAINT applied_file_pkey DO UPDATE
-       SET xid = excluded.xid, exported_at = excluded.exported_at, sha256 = NULL, applied_at = excluded.applied_at;
+       SET xid = excluded.xid, exported_at = excluded.exported_at, committed_at = excluded.committed_at,
+           sha256 = NULL, applied_at = excluded.applied_at;
 END
 $fn$;
 
@@ -155,7 +168,7 @@ $fn$;
 -- the xid alone telling two exports of one number apart.
 CREATE OR REPLACE FUNCTION dbmirror.guard(slave text, master text, number bigint, xid bigint, previous_sha256 text)
 RETURNS void LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT dbmirror.guard(slave, master, number, xid, previous_sha256, NULL::timestamptz);
+    SELECT dbmirror.guard(slave, master, number, xid, previous_sha256, NULL::timestamptz, NULL::timestamptz);
 $fn$;
 
 -- Prepares the tables a snapshot fills: they must be empty, unless the session sets
@@ -214,10 +227,12 @@ BEGIN
     -- The history of the stream this one replaces stays: its numbers are below this one (the
     -- exporter never numbers a snapshot at or below a number its outbox has seen), and a row
     -- left under a number of this stream describes a file of another life.
-    INSERT INTO dbmirror.applied_file (slave_name, number, xid, exported_at, sha256, applied_at)
-    VALUES (slave, number, xid, exported_at, NULL, pg_catalog.clock_timestamp())
+    -- The snapshot's data is as of its export time: that is its commit time for monitoring.
+    INSERT INTO dbmirror.applied_file (slave_name, number, xid, exported_at, committed_at, sha256, applied_at)
+    VALUES (slave, number, xid, exported_at, exported_at, NULL, pg_catalog.clock_timestamp())
     ON CONFLICT ON CONSTRAINT applied_file_pkey DO UPDATE
-       SET xid = excluded.xid, exported_at = excluded.exported_at, sha256 = NULL, applied_at = excluded.applied_at;
+       SET xid = excluded.xid, exported_at = excluded.exported_at, committed_at = excluded.committed_at,
+           sha256 = NULL, applied_at = excluded.applied_at;
 END
 $fn$;
 

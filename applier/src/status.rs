@@ -21,10 +21,12 @@ pub struct Status {
     last_applied: Option<i64>,
     last_xid: Option<i64>,
     applied_at: Option<String>,
-    /// When the master assigned the last applied file its number (its exported-at): the lag is
-    /// counted from it.
+    /// When the master assigned the last applied file its number (its exported-at).
     last_exported_at: Option<String>,
-    /// Seconds since `last_exported_at`.
+    /// The master commit time of the last applied transaction (its committed-at): the lag is
+    /// counted from it. `None` for files written before the master recorded it.
+    last_committed_at: Option<String>,
+    /// Seconds since `last_committed_at`, or since `last_exported_at` without it.
     lag_seconds: Option<f64>,
     master: Option<String>,
     next: u64,
@@ -64,16 +66,17 @@ pub fn gather(config: &Config, client: &mut Client) -> Result<Status, Error> {
             "SELECT s.last_number, s.last_xid, \
                     to_char(s.applied_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), s.master, \
                     to_char(a.exported_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
-                    extract(epoch FROM pg_catalog.now() - a.exported_at)::double precision \
+                    extract(epoch FROM pg_catalog.now() - coalesce(a.committed_at, a.exported_at))::double precision, \
+                    to_char(a.committed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
                FROM {SLAVE_STATE_TABLE} s \
                LEFT JOIN {APPLIED_FILE_TABLE} a ON a.slave_name = s.slave_name AND a.number = s.last_number \
               WHERE s.slave_name = $1"
         ),
         &[&config.slave_name],
     )?;
-    let (last_applied, last_xid, applied_at, master, last_exported_at, lag_seconds) = match &row {
-        Some(r) => (Some(r.get(0)), Some(r.get(1)), Some(r.get(2)), Some(r.get(3)), r.get(4), r.get(5)),
-        None => (None, None, None, None, None, None),
+    let (last_applied, last_xid, applied_at, master, last_exported_at, lag_seconds, last_committed_at) = match &row {
+        Some(r) => (Some(r.get(0)), Some(r.get(1)), Some(r.get(2)), Some(r.get(3)), r.get(4), r.get(5), r.get(6)),
+        None => (None, None, None, None, None, None, None),
     };
     let next = last_applied.map_or(1, |n: i64| n as u64 + 1);
     let inbox = Inbox::scan(config, true)?;
@@ -99,6 +102,7 @@ pub fn gather(config: &Config, client: &mut Client) -> Result<Status, Error> {
         last_xid,
         applied_at,
         last_exported_at,
+        last_committed_at,
         lag_seconds,
         master,
         next,
@@ -178,7 +182,7 @@ impl Status {
         if let Some(seconds) = self.lag_seconds {
             gauges.push(Gauge {
                 name: "dbmirror_apply_lag_seconds",
-                help: "Seconds since the master assigned the last applied file its number.",
+                help: "Seconds since the last applied transaction committed on the master.",
                 value: seconds,
             });
         }
@@ -222,8 +226,14 @@ pub fn show(config: &Config, json: bool, lag: &LagThresholds, gap_age: f64) -> R
         }
         _ => println!("last applied:  none yet"),
     }
-    if let (Some(at), Some(seconds)) = (&status.last_exported_at, status.lag_seconds) {
-        println!("lag:           {seconds:.0}s (the last applied file was exported at {at})");
+    match (&status.last_committed_at, &status.last_exported_at, status.lag_seconds) {
+        (Some(at), _, Some(seconds)) => {
+            println!("lag:           {seconds:.0}s (the last applied transaction committed on the master at {at})")
+        }
+        (None, Some(at), Some(seconds)) => {
+            println!("lag:           {seconds:.0}s (the last applied file was exported at {at})")
+        }
+        _ => {}
     }
     println!("next file:     {}", status.next);
     println!("in the spool:  {} files, {} manifests", status.files_in_spool.len(), status.manifests_in_spool);

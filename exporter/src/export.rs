@@ -140,6 +140,7 @@ fn header(identity: &Identity, config: &Config, assigned: &Assigned, previous: O
         xid: assigned.xid as u64,
         changes: assigned.changes as u64,
         exported_at: assigned.assigned_at,
+        committed_at: Some(assigned.committed_at),
         previous_sha256: previous,
     }
 }
@@ -437,6 +438,7 @@ mod tests {
             xid: 1000 + number,
             number,
             assigned_at: chrono::Utc.with_ymd_and_hms(2026, 12, 1, 1, 2, 3).unwrap(),
+            committed_at: chrono::Utc.with_ymd_and_hms(2026, 12, 1, 1, 2, 1).unwrap(),
             changes: 1,
             sequences: Vec::new(),
         }

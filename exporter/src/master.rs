@@ -102,6 +102,8 @@ pub struct Assigned {
     pub xid: i64,
     pub number: i64,
     pub assigned_at: DateTime<Utc>,
+    /// The master's commit time of the transaction, as capture recorded it.
+    pub committed_at: DateTime<Utc>,
     pub changes: i64,
     pub sequences: Vec<SequenceValue>,
 }
@@ -120,18 +122,12 @@ pub struct MasterStatus {
     pub unwritten: i64,
     pub waiting_transactions: i64,
     pub waiting_changes: i64,
-    /// Commit time of the oldest waiting transaction, known only with track_commit_timestamp
-    /// = on (the master records no commit time of its own).
+    /// Commit time of the oldest waiting transaction, as capture recorded it (`None` when
+    /// nothing is waiting).
     pub oldest_waiting_committed_at: Option<String>,
     /// Seconds since then.
     pub oldest_waiting_age_seconds: Option<f64>,
 }
-
-/// The commit time of dbmirror_Pending row `p`, as the view dbmirror_status has it (see
-/// sql/master_setup.sql): NULL unless track_commit_timestamp is on, since
-/// pg_xact_commit_timestamp() raises an error when it is off.
-const COMMITTED_AT: &str = "CASE WHEN pg_catalog.current_setting('track_commit_timestamp')::boolean \
-     THEN pg_catalog.pg_xact_commit_timestamp((p.xid % 4294967296)::text::xid) END";
 
 pub struct Master {
     client: Client,
@@ -388,7 +384,7 @@ impl Master {
     /// came between assignment and the end of writing. They are written first, again.
     pub fn unwritten(&mut self) -> Result<Vec<Assigned>, Error> {
         let query = format!(
-            "SELECT m.xid, m.number, m.assigned_at, m.sequences, p.changes \
+            "SELECT m.xid, m.number, m.assigned_at, m.sequences, p.changes, p.committed_at \
                FROM {} m JOIN {} p ON p.xid = m.xid \
               WHERE m.SlaveName = $1 AND m.sha256 IS NULL ORDER BY m.number",
             self.table("dbmirror_MirroredTransaction"),
@@ -416,7 +412,7 @@ impl Master {
         let now = DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
         let rows = tx.query(
             &format!(
-                "SELECT p.xid, p.relids, p.changes FROM {0}.dbmirror_Pending p \
+                "SELECT p.xid, p.relids, p.changes, p.committed_at FROM {0}.dbmirror_Pending p \
                   WHERE p.xid >= $2 AND NOT EXISTS (SELECT 1 FROM {0}.dbmirror_MirroredTransaction m \
                                                      WHERE m.SlaveName = $1 AND m.xid = p.xid) \
                     AND NOT coalesce((SELECT pg_catalog.pg_visible_in_snapshot(p.xid::text::xid8, h.snapshot) \
@@ -446,6 +442,7 @@ impl Master {
                 xid: row.get(0),
                 number: last_number + 1 + i as i64,
                 assigned_at: now,
+                committed_at: row.get(3),
                 changes: row.get(2),
                 sequences: values,
             });
@@ -640,10 +637,9 @@ impl Master {
             &format!(
                 "SELECT (SELECT count(*) FROM {s}.dbmirror_MirroredTransaction WHERE SlaveName = $1 AND sha256 IS NULL), \
                         count(*), coalesce(sum(p.changes), 0)::bigint, \
-                        to_char(min(t.committed_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
-                        extract(epoch FROM pg_catalog.now() - min(t.committed_at))::double precision \
+                        to_char(min(p.committed_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+                        extract(epoch FROM pg_catalog.now() - min(p.committed_at))::double precision \
                    FROM {s}.dbmirror_Pending p \
-                   CROSS JOIN LATERAL (SELECT {COMMITTED_AT} AS committed_at) t \
                   WHERE NOT EXISTS (SELECT 1 FROM {s}.dbmirror_MirroredTransaction m WHERE m.SlaveName = $1 AND m.xid = p.xid) \
                     AND NOT coalesce(pg_catalog.pg_visible_in_snapshot(p.xid::text::xid8, $2::text::pg_snapshot), false)"
             ),
@@ -703,6 +699,7 @@ fn assigned(row: &postgres::Row) -> Result<Assigned, Error> {
         sequences: serde_json::from_value(sequences)
             .map_err(|e| Error::caused_by(Kind::Runtime, "dbmirror_MirroredTransaction.sequences is malformed", e))?,
         changes: row.get(4),
+        committed_at: row.get(5),
     })
 }
 

@@ -474,6 +474,9 @@ impl Chunk {
             xid: xid as u64,
             changes: 0,
             exported_at,
+            // The data is as of the snapshot: the slave is as current as the master was when
+            // the snapshot was taken.
+            committed_at: Some(exported_at),
             previous_sha256: previous,
         };
         let temporary = tempfile::tempfile_in(directory).map_err(|e| {
@@ -490,7 +493,14 @@ impl Chunk {
             }
             Opening::Next(_) => FileWriter::begin(out, &header)?,
         };
-        let assigned = Assigned { xid, number, assigned_at: exported_at, changes: 0, sequences: Vec::new() };
+        let assigned = Assigned {
+            xid,
+            number,
+            assigned_at: exported_at,
+            committed_at: exported_at,
+            changes: 0,
+            sequences: Vec::new(),
+        };
         Ok(Self { provisional: header.render().len(), assigned, header, writer })
     }
 

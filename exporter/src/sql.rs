@@ -193,12 +193,15 @@ impl<W: Write> FileWriter<W> {
         let previous = header.previous_sha256.map_or_else(|| "NULL".to_string(), |c| quote_literal(&c.to_string()));
         // The assignment time, as the header gives it (microseconds, UTC): it tells two exports
         // of one number apart even where a master restored from an older copy reuses the xid,
-        // and a file written again after a crash keeps it.
+        // and a file written again after a crash keeps it. The master's commit time follows,
+        // for the slave's lag.
+        let time = |t: &chrono::DateTime<chrono::Utc>| quote_literal(&t.to_rfc3339_opts(SecondsFormat::Micros, true));
         writeln!(
             out,
-            "SELECT {GUARD_FUNCTION}({}, {previous}, {});",
+            "SELECT {GUARD_FUNCTION}({}, {previous}, {}, {});",
             file_identity(header),
-            quote_literal(&header.exported_at.to_rfc3339_opts(SecondsFormat::Micros, true)),
+            time(&header.exported_at),
+            header.committed_at.as_ref().map_or_else(|| "NULL".to_string(), time),
         )?;
         Ok(Self { out, run: None, truncates: Vec::new(), checked: Vec::new(), line: Vec::new() })
     }
@@ -522,6 +525,7 @@ mod tests {
             xid: 900,
             changes: 0,
             exported_at: Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
+            committed_at: Some(Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 1).unwrap()),
             previous_sha256: Some(Checksum::of(b"1")),
         }
     }
@@ -592,6 +596,14 @@ mod tests {
         assert!(!body(vec![Change::Truncate { table: table() }]).contains("check_table"));
     }
 
+    /// The guard of a file written without the master's commit time passes NULL in its place.
+    #[test]
+    fn guard_passes_null_without_a_commit_time() {
+        let header = Header { committed_at: None, ..header() };
+        let text = String::from_utf8(FileWriter::begin(Vec::new(), &header).unwrap().finish(&[]).unwrap()).unwrap();
+        assert!(text.contains("'2026-01-02T03:04:05.000000Z', NULL);\n"), "{text}");
+    }
+
     #[test]
     fn preamble_sets_canonical_settings_and_guards() {
         let mut writer = FileWriter::begin(Vec::new(), &header()).unwrap();
@@ -604,7 +616,7 @@ mod tests {
              SET LOCAL DateStyle = 'ISO, YMD';\nSET LOCAL IntervalStyle = 'postgres';\nSET LOCAL TimeZone = 'UTC';\n\
              SET LOCAL extra_float_digits = '3';\nSET LOCAL bytea_output = 'hex';\nSET LOCAL lc_monetary = 'C';\n\
              SET LOCAL xmloption = 'content';\nSET LOCAL session_replication_role = 'replica';\n\
-             SELECT dbmirror.guard('o''brien', '7', 2, 900, '6b86b273ff34fce19d6b804eff5a3f5747ada4eaa22f1d49c01e52ddb7875b4b', '2026-01-02T03:04:05.000000Z');\n\
+             SELECT dbmirror.guard('o''brien', '7', 2, 900, '6b86b273ff34fce19d6b804eff5a3f5747ada4eaa22f1d49c01e52ddb7875b4b', '2026-01-02T03:04:05.000000Z', '2026-01-02T03:04:01.000000Z');\n\
              TRUNCATE ONLY \"public\".\"My \"\"T\"\"\";\nCOMMIT;\n"
         );
     }

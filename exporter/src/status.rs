@@ -31,7 +31,7 @@ struct Outbox {
 }
 
 /// The verdict: a capture problem is CRITICAL (changes are being lost), the age of the oldest
-/// waiting transaction is judged by `lag` when it is known.
+/// waiting transaction (when one waits) is judged by `lag`.
 fn health(master: &MasterStatus, problems: &[CaptureProblem], lag: &LagThresholds) -> Health {
     let mut health = Health::default();
     for problem in problems {
@@ -67,8 +67,7 @@ pub fn gauges(master: Option<&MasterStatus>, up: bool) -> Vec<Gauge> {
             value: master.waiting_transactions as f64,
         },
     ];
-    // Known only with track_commit_timestamp = on, or when nothing waits: otherwise an absent
-    // series, not a made-up figure.
+    // 0 when nothing waits; otherwise the age of the commit time capture recorded.
     let none_waits = (master.waiting_transactions == 0).then_some(0.0);
     if let Some(seconds) = master.oldest_waiting_age_seconds.or(none_waits) {
         gauges.push(Gauge {
@@ -133,12 +132,10 @@ pub fn show(config: &Config, json: bool, lag: &LagThresholds) -> Result<Level, E
         "waiting:               {} transactions, {} changes",
         status.master.waiting_transactions, status.master.waiting_changes
     );
-    match (&status.master.oldest_waiting_committed_at, status.master.oldest_waiting_age_seconds) {
-        (Some(at), Some(seconds)) => println!("oldest waiting:        committed at {at}, {seconds:.0}s ago"),
-        _ if status.master.waiting_transactions > 0 => {
-            println!("oldest waiting:        commit time unknown (track_commit_timestamp is off)")
-        }
-        _ => {}
+    if let (Some(at), Some(seconds)) =
+        (&status.master.oldest_waiting_committed_at, status.master.oldest_waiting_age_seconds)
+    {
+        println!("oldest waiting:        committed at {at}, {seconds:.0}s ago");
     }
     if let Some(outbox) = &status.outbox {
         println!(

@@ -11,7 +11,8 @@
 //! file      := session* BEGIN ; local* guard change* sequence* COMMIT ;
 //! session   := SET name = 'value' ;              -- only the session settings files use
 //! local     := SET LOCAL name = 'value' ;        -- only the canonical and apply settings
-//! guard     := SELECT dbmirror.guard('text', 'text', int, int, 'text' | NULL [, 'text']) ;
+//! guard     := SELECT dbmirror.guard('text', 'text', int, int, 'text' | NULL
+//!                                    [, 'text' [, 'text' | NULL]]) ;
 //!                                   -- the export time; files written before it was added lack it
 //!            | SELECT dbmirror.start_stream('text', 'text', int, int, 'text', ARRAY['table', ...]) ;
 //!                                   -- the first file of a snapshot
@@ -564,9 +565,15 @@ impl Checker {
                 p.function(GUARD_FUNCTION)?;
                 p.file_identity()?;
                 p.value()?;
+                // Files written before the guard took the export time, then the master's commit
+                // time, have five or six arguments.
                 if p.is_punct(',') {
                     p.next();
                     p.text()?;
+                    if p.is_punct(',') {
+                        p.next();
+                        p.value()?;
+                    }
                 }
                 p.punct(')')?;
                 (Stage::Changes, Kind::Other)
@@ -948,7 +955,8 @@ mod tests {
             (5, "SELECT dbmirror.guard('a', 'b', 1, 2, now());", "expected a string literal or NULL"),
             (5, "SELECT dbmirror.guard('a', 'b', 1, 2, NULL, now());", "expected a string literal, found now"),
             (5, "SELECT dbmirror.guard('a', 'b', 1, 2, NULL, NULL);", "expected a string literal, found NULL"),
-            (5, "SELECT dbmirror.guard('a', 'b', 1, 2, NULL, '2026-01-01T00:00:00Z', 'x');", "expected \")\", found \",\""),
+            (5, "SELECT dbmirror.guard('a', 'b', 1, 2, NULL, '2026-01-01T00:00:00Z', now());", "expected a string literal or NULL"),
+            (5, "SELECT dbmirror.guard('a', 'b', 1, 2, NULL, '2026-01-01T00:00:00Z', 'x', 'y');", "expected \")\", found \",\""),
             (5, "SELECT dbmirror.guard('a', 'b', 1, 2, NULL, );", "expected a string literal, found \")\""),
             (13, "COMMIT; SELECT 1;", "unexpected SELECT"),
             (13, "ROLLBACK;", "ROLLBACK is not allowed here"),
@@ -970,11 +978,13 @@ mod tests {
         assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     }
 
-    /// The guard as the exporter writes it now (with the export time), and as files written
-    /// before that have it.
+    /// The guard as the exporter writes it now (with the export time and the master's commit
+    /// time), and as files written before either have it.
     #[test]
-    fn accepts_the_guard_with_and_without_the_export_time() {
+    fn accepts_the_guard_with_five_six_or_seven_arguments() {
         for guard in [
+            "SELECT dbmirror.guard('o''brien', '7', 2, 900, '6b86', '2026-01-02T03:04:05.000000Z', '2026-01-02T03:04:01.000000Z');",
+            "SELECT dbmirror.guard('o''brien', '7', 1, 900, NULL, '2026-01-02T03:04:05.000000Z', NULL);",
             "SELECT dbmirror.guard('o''brien', '7', 2, 900, '6b86', '2026-01-02T03:04:05.000000Z');",
             "SELECT dbmirror.guard('o''brien', '7', 1, 900, NULL, '2026-01-02T03:04:05.000000Z');",
             "SELECT dbmirror.guard('o''brien', '7', 2, 900, '6b86');",

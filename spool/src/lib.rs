@@ -47,11 +47,16 @@
 //! -- xid: 7731
 //! -- changes: 3
 //! -- exported-at: 2026-12-01T01:02:03.123456Z
+//! -- committed-at: 2026-12-01T01:01:59.000007Z
 //! -- previous-sha256: 3a7b…  (or none for file 1)
 //! ```
 //!
 //! `master` is the master cluster's system identifier, `database` and `slave` are JSON
-//! strings, `changes` the number of captured changes, and `previous-sha256` the sha256 of the
+//! strings, `changes` the number of captured changes, `exported-at` the time the master
+//! assigned the file its number and `committed-at` the master's commit time of the transaction
+//! (the start of the snapshot, in a snapshot's files), both RFC 3339 with microseconds in UTC.
+//! `committed-at` is always written; files written before it existed lack the line and still
+//! read. `previous-sha256` is the sha256 of the
 //! SQL text (uncompressed) of the file numbered one less, which chains the files together. The
 //! statements that follow are described in the exporter's documentation (docs/format.md).
 

@@ -24,13 +24,13 @@ pub const SLAVE_SCHEMA: &str = "dbmirror";
 pub const SLAVE_STATE_TABLE: &str = "dbmirror.slave_state";
 /// Table with one row per applied file: its number, master xid, export time and checksum.
 pub const APPLIED_FILE_TABLE: &str = "dbmirror.applied_file";
-/// `guard(slave, master, number, xid, previous_sha256, exported_at)`: aborts a file unless it
-/// is the next one, and records it. Files written before the guard took `exported_at` call it
-/// with the first five arguments.
+/// `guard(slave, master, number, xid, previous_sha256, exported_at, committed_at)`: aborts a
+/// file unless it is the next one, and records it. Files written before the guard took
+/// `committed_at` call it with six arguments, and before it took `exported_at` with five.
 pub const GUARD_FUNCTION: &str = "dbmirror.guard";
 /// The current guard's signature, as `to_regprocedure` reads it: a slave without it was
 /// prepared by an earlier version and needs `sql/slave_setup.sql` run again.
-pub const GUARD_SIGNATURE: &str = "dbmirror.guard(text, text, bigint, bigint, text, timestamptz)";
+pub const GUARD_SIGNATURE: &str = "dbmirror.guard(text, text, bigint, bigint, text, timestamptz, timestamptz)";
 /// `start_stream(slave, master, number, xid, exported_at, tables)`: takes the guard's place in
 /// the first file of a snapshot; the slave follows the master from that file on, into empty
 /// tables (or emptied ones, with [`REPLACE_SETTING`] on).

@@ -314,8 +314,11 @@ fn finish_capture() {
             true,
             pg_sys::TYPALIGN_INT as _,
         );
-        let mut values = [Datum::from(xid), commit_seq, Datum::from(changes), Datum::from(relids)];
-        let mut nulls = [false; 4];
+        // The time just before commit, as the master's commit time of the transaction: taken
+        // once per transaction, and carried to the slave, which measures its lag from it.
+        let committed_at = Datum::from(pg_sys::GetCurrentTimestamp());
+        let mut values = [Datum::from(xid), commit_seq, Datum::from(changes), Datum::from(relids), committed_at];
+        let mut nulls = [false; 5];
         insert(objects.pending, objects.pending_key, &mut values, &mut nulls, 1);
     }
 }

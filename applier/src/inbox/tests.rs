@@ -49,6 +49,7 @@ fn header(number: u64) -> Header {
         xid: 1000 + number,
         changes: 1,
         exported_at: exported_at(number),
+        committed_at: Some(exported_at(number) - chrono::Duration::seconds(1)),
         previous_sha256: None,
     }
 }

@@ -331,15 +331,17 @@ fn status_reports_the_state_of_slave_and_spool() {
     assert!(text.contains("next file:     2"), "{text}");
 }
 
-/// A file rewritten as dbmirror-export wrote it before the guard took the export time (five
-/// arguments) and before files checked table shapes: such files are in the field and must keep
-/// working.
+/// A file rewritten as dbmirror-export wrote it before the guard took the export time and the
+/// commit time (five arguments) and before files checked table shapes: such files are in the
+/// field and must keep working.
 fn with_five_argument_guard(sql: &str) -> String {
     sql.lines()
         .filter(|line| !line.starts_with("SELECT dbmirror.check_table("))
         .map(|line| match line.strip_prefix("SELECT dbmirror.guard(") {
             Some(_) => {
+                // The last two arguments, the commit time and the export time, are literals.
                 let cut = line.rfind(", '").expect("the guard's last argument is a literal");
+                let cut = line[..cut].rfind(", '").expect("the guard's export time is a literal");
                 format!("{});\n", &line[..cut])
             }
             None => format!("{line}\n"),

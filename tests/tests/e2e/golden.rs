@@ -34,6 +34,7 @@ fn normalise(outbox: &Path) -> Vec<(String, Vec<u8>)> {
             master: FIXED_MASTER,
             xid: 1000 + header.number,
             exported_at: time,
+            committed_at: Some(time),
             previous_sha256: previous,
             ..header
         };
@@ -43,12 +44,12 @@ fn normalise(outbox: &Path) -> Vec<(String, Vec<u8>)> {
             if line.starts_with(&format!("SELECT {GUARD_FUNCTION}(")) {
                 let previous = previous.map_or_else(|| "NULL".to_string(), |c| quote_literal(&c.to_string()));
                 text.push_str(&format!(
-                    "SELECT {GUARD_FUNCTION}({}, {}, {}, {}, {previous}, {});\n",
+                    "SELECT {GUARD_FUNCTION}({}, {}, {}, {}, {previous}, {at}, {at});\n",
                     quote_literal(&header.slave),
                     quote_literal(&FIXED_MASTER.to_string()),
                     header.number,
                     header.xid,
-                    quote_literal(&time.to_rfc3339_opts(SecondsFormat::Micros, true))
+                    at = quote_literal(&time.to_rfc3339_opts(SecondsFormat::Micros, true))
                 ));
             } else {
                 text.push_str(&line);

@@ -14,9 +14,9 @@ use dbmirror_tests::{describe, Cluster};
 
 use crate::export::SCHEMA;
 
-/// A master with the extension, `item` mirrored and slave `slave1` registered, keeping commit
-/// times (track_commit_timestamp) so that the age of waiting transactions is known; a prepared
-/// slave; an outbox and an inbound spool.
+/// A master with the extension, `item` mirrored and slave `slave1` registered (capture records
+/// each transaction's commit time, with no setting of the master's); a prepared slave; an
+/// outbox and an inbound spool.
 struct Sites {
     master: Cluster,
     slave: Cluster,
@@ -28,7 +28,7 @@ struct Sites {
 }
 
 fn sites(export_extra: &str, apply_extra: &str) -> Sites {
-    let master = Cluster::start_with("master", &["track_commit_timestamp = on"]);
+    let master = Cluster::start("master");
     master.create_extension();
     master.execute(SCHEMA);
     master
@@ -108,6 +108,36 @@ fn master_status_counts_waiting_transactions_and_judges_their_age() {
     // The text form has the verdict first.
     let text = export_command(&s.export, &["status", "--crit-lag", "0"]).output().unwrap();
     assert!(String::from_utf8_lossy(&text.stdout).starts_with("health:                OK\n"), "{}", describe(&text));
+}
+
+/// The slave's lag is counted from the master commit time of the last applied transaction,
+/// not from when the exporter got to it: a transaction exported late shows its true age.
+#[test]
+fn slave_lag_is_measured_from_the_master_commit_time() {
+    let s = sites("", "settle_seconds = 0");
+    insert(&s.master, 1);
+    let time = |column: &str| format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')");
+    let committed_at = s.master.query_value(&format!("SELECT {} FROM dbmirror_Pending", time("committed_at")));
+    std::thread::sleep(Duration::from_secs(2));
+    export_once(&s.export);
+    transfer(&s.outbox, &s.inbound);
+    assert!(apply(&s.apply, &["once"]).status.success());
+    let (code, json) = apply_status(&s, &[]);
+    assert_eq!((code, &json["last_applied"]), (0, &1.into()), "{json}");
+    assert_eq!(json["last_committed_at"], committed_at.as_str(), "{json}");
+    assert_ne!(json["last_exported_at"], json["last_committed_at"], "{json}");
+    let lag = json["lag_seconds"].as_f64().unwrap();
+    assert!(lag >= 2.0, "{json}");
+    // The view and the metrics say the same; the header carried it.
+    assert_eq!(
+        s.slave.query_value(&format!(
+            "SELECT format('%s %s', {}, lag_seconds >= 2) FROM dbmirror.status",
+            time("last_committed_at")
+        )),
+        format!("{committed_at} t")
+    );
+    let file = std::fs::read_to_string(&transaction_files(&s.outbox)[0]).unwrap();
+    assert!(file.contains(&format!("\n-- committed-at: {}", &committed_at[..committed_at.len() - 1])), "{file}");
 }
 
 /// Prevents a monitoring system from reading "cannot tell" as a verdict on the stream: an

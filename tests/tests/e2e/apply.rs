@@ -408,6 +408,64 @@ fn a_slave_prepared_by_an_earlier_version_is_upgraded_in_place_and_old_files_sti
     assert_tables_equal(&master, &slave, &["item"]);
 }
 
+/// Regression test: a slave prepared before the guard took the master's commit time (a guard
+/// of six arguments) is upgraded in place by `init`, which must replace that guard (beside the
+/// new one, whose seventh argument has a default, a six-argument call would be ambiguous); files
+/// written then, with six arguments, still apply, and record no commit time.
+#[test]
+fn a_slave_prepared_before_commit_times_is_upgraded_and_six_argument_files_still_apply() {
+    let master = Cluster::start("master");
+    master.create_extension();
+    master.execute(SCHEMA);
+    master.execute("SELECT dbmirror_mirror_table('item'); INSERT INTO dbmirror_MirrorHost VALUES ('slave1');");
+    let slave = Cluster::start("slave");
+    slave.execute(SCHEMA);
+    let old_setup = dbmirror_tests::repository().join("tests/fixtures/slave_setup-before-commit-time.sql");
+    let output = slave.psql(&["-v", "ON_ERROR_STOP=1", "-f", &old_setup.display().to_string()]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let work = Workdir::new("upgrade-commit-time");
+    let (outbox, inbound) = (work.dir("outbox"), work.dir("inbound"));
+    for name in ["one", "two", "three"] {
+        master.execute(&format!("INSERT INTO item (name) VALUES ('{name}')"));
+    }
+    export_once(&export_config(&work, &master, "slave1", &outbox, ""));
+    let files = transaction_files(&outbox);
+    let six_arguments = |i: usize| {
+        let sql = std::fs::read_to_string(&files[i]).unwrap();
+        let sql: String = sql
+            .lines()
+            .map(|line| match line.strip_prefix("SELECT dbmirror.guard(") {
+                Some(_) => format!("{});\n", &line[..line.rfind(", '").expect("the commit time is a literal")]),
+                None => format!("{line}\n"),
+            })
+            .collect();
+        let path = work.path().join(format!("six-arguments-{i}.sql"));
+        std::fs::write(&path, sql).unwrap();
+        path
+    };
+    let output = dbmirror_tests::tools::psql_file(&slave, &six_arguments(0));
+    assert!(output.status.success(), "{}", describe(&output));
+
+    transfer(&outbox, &inbound);
+    let config = apply_config(&work, &slave, "slave1", &inbound, "");
+    let outdated = apply(&config, &["once"]);
+    assert_eq!(outdated.status.code(), Some(3), "{}", describe(&outdated));
+    ok(apply(&config, &["init"]));
+    ok(apply(&config, &["init"]));
+    let output = dbmirror_tests::tools::psql_file(&slave, &six_arguments(1));
+    assert!(output.status.success(), "{}", describe(&output));
+    let stderr = ok(apply(&config, &["once"]));
+    assert!(stderr.contains("applied 1 files; last applied: 3"), "{stderr}");
+    assert_eq!(
+        slave.query_value(
+            "SELECT string_agg(format('%s %s', number, committed_at IS NOT NULL), ', ' ORDER BY number) \
+               FROM dbmirror.applied_file"
+        ),
+        "1 f, 2 f, 3 t"
+    );
+    assert_tables_equal(&master, &slave, &["item"]);
+}
+
 /// Regression test: an archive or quarantine on another file system than the spool was
 /// accepted, the first file applied, and every later run failed with "Invalid cross-device
 /// link". Files now move across file systems (copied, synced, renamed into place, then

@@ -31,7 +31,7 @@ SELECT format('CREATE ROLE %I LOGIN', :'role')
 
 GRANT USAGE ON SCHEMA dbmirror TO :"role";
 GRANT SELECT, INSERT, UPDATE ON dbmirror.slave_state, dbmirror.applied_file TO :"role";
-GRANT EXECUTE ON FUNCTION dbmirror.guard(text, text, bigint, bigint, text, timestamptz),
+GRANT EXECUTE ON FUNCTION dbmirror.guard(text, text, bigint, bigint, text, timestamptz, timestamptz),
                           dbmirror.guard(text, text, bigint, bigint, text),
                           dbmirror.start_stream(text, text, bigint, bigint, timestamptz, text[]),
                           dbmirror.snapshot_tables(text[]),

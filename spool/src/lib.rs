@@ -54,11 +54,11 @@
 //! `master` is the master cluster's system identifier, `database` and `slave` are JSON
 //! strings, `changes` the number of captured changes, `exported-at` the time the master
 //! assigned the file its number and `committed-at` the master's commit time of the transaction
-//! (the start of the snapshot, in a snapshot's files), both RFC 3339 with microseconds in UTC.
-//! `committed-at` is always written; files written before it existed lack the line and still
-//! read. `previous-sha256` is the sha256 of the
-//! SQL text (uncompressed) of the file numbered one less, which chains the files together. The
-//! statements that follow are described in the exporter's documentation (docs/format.md).
+//! (the time the snapshot was taken, in a snapshot's files), both RFC 3339 with microseconds in
+//! UTC. `committed-at` is always written; files written before it existed lack the line and
+//! still read. `previous-sha256` is the sha256 of the SQL text (uncompressed) of the file numbered one
+//! less, which chains the files together. The statements that follow are described in the
+//! exporter's documentation (docs/format.md).
 
 mod atomic;
 mod checksum;

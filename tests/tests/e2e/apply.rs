@@ -331,22 +331,48 @@ fn status_reports_the_state_of_slave_and_spool() {
     assert!(text.contains("next file:     2"), "{text}");
 }
 
-/// A file rewritten as dbmirror-export wrote it before the guard took the export time and the
-/// commit time (five arguments) and before files checked table shapes: such files are in the
-/// field and must keep working.
-fn with_five_argument_guard(sql: &str) -> String {
+/// A file rewritten as dbmirror-export wrote it before: its guard cut to its first `arguments`
+/// (five before the guard took the export time, six before it took the commit time; the
+/// arguments cut are literals), and without the shape checks files lacked then. Such files are
+/// in the field and must keep working.
+fn as_written_before(sql: &str, arguments: usize, shape_checks: bool) -> String {
     sql.lines()
-        .filter(|line| !line.starts_with("SELECT dbmirror.check_table("))
+        .filter(|line| shape_checks || !line.starts_with("SELECT dbmirror.check_table("))
         .map(|line| match line.strip_prefix("SELECT dbmirror.guard(") {
             Some(_) => {
-                // The last two arguments, the commit time and the export time, are literals.
-                let cut = line.rfind(", '").expect("the guard's last argument is a literal");
-                let cut = line[..cut].rfind(", '").expect("the guard's export time is a literal");
+                let mut cut = line.len() - ");".len();
+                for _ in arguments..7 {
+                    cut = line[..cut].rfind(", '").expect("the guard's last arguments are literals");
+                }
                 format!("{});\n", &line[..cut])
             }
             None => format!("{line}\n"),
         })
         .collect()
+}
+
+/// A master with `item` mirrored for slave1 and three transactions exported from it, and a
+/// slave prepared by the earlier version's setup script `fixture`. Returns the master, the
+/// slave, the work directory, the inbound spool and the exported files.
+fn slave_of_an_earlier_version(fixture: &str, name: &str) -> (Cluster, Cluster, Workdir, PathBuf, Vec<PathBuf>) {
+    let master = Cluster::start("master");
+    master.create_extension();
+    master.execute(SCHEMA);
+    master.execute("SELECT dbmirror_mirror_table('item'); INSERT INTO dbmirror_MirrorHost VALUES ('slave1');");
+    let slave = Cluster::start("slave");
+    slave.execute(SCHEMA);
+    let old_setup = dbmirror_tests::repository().join("tests/fixtures").join(fixture);
+    let output = slave.psql(&["-v", "ON_ERROR_STOP=1", "-f", &old_setup.display().to_string()]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let work = Workdir::new(name);
+    let (outbox, inbound) = (work.dir("outbox"), work.dir("inbound"));
+    for name in ["one", "two", "three"] {
+        master.execute(&format!("INSERT INTO item (name) VALUES ('{name}')"));
+    }
+    export_once(&export_config(&work, &master, "slave1", &outbox, ""));
+    let files = transaction_files(&outbox);
+    transfer(&outbox, &inbound);
+    (master, slave, work, inbound, files)
 }
 
 /// Regression test: a slave prepared by an earlier version (no history of applied files, a
@@ -355,32 +381,17 @@ fn with_five_argument_guard(sql: &str) -> String {
 /// the earlier format still apply, by hand or with the applier.
 #[test]
 fn a_slave_prepared_by_an_earlier_version_is_upgraded_in_place_and_old_files_still_apply() {
-    let master = Cluster::start("master");
-    master.create_extension();
-    master.execute(SCHEMA);
-    master.execute("SELECT dbmirror_mirror_table('item'); INSERT INTO dbmirror_MirrorHost VALUES ('slave1');");
-    let slave = Cluster::start("slave");
-    slave.execute(SCHEMA);
-    let old_setup = dbmirror_tests::repository().join("tests/fixtures/slave_setup-before-history.sql");
-    let output = slave.psql(&["-v", "ON_ERROR_STOP=1", "-f", &old_setup.display().to_string()]);
-    assert!(output.status.success(), "{}", describe(&output));
-    let work = Workdir::new("upgrade");
-    let (outbox, inbound) = (work.dir("outbox"), work.dir("inbound"));
-    for name in ["one", "two", "three"] {
-        master.execute(&format!("INSERT INTO item (name) VALUES ('{name}')"));
-    }
-    export_once(&export_config(&work, &master, "slave1", &outbox, ""));
-    let files = transaction_files(&outbox);
+    let (master, slave, work, inbound, files) =
+        slave_of_an_earlier_version("slave_setup-before-history.sql", "upgrade");
     let old_format = |i: usize| {
         let path = work.path().join(format!("old-format-{i}.sql"));
-        std::fs::write(&path, with_five_argument_guard(&std::fs::read_to_string(&files[i]).unwrap())).unwrap();
+        std::fs::write(&path, as_written_before(&std::fs::read_to_string(&files[i]).unwrap(), 5, false)).unwrap();
         path
     };
     // File 1 as an earlier exporter wrote it, applied by hand on the slave as it was.
     let output = dbmirror_tests::tools::psql_file(&slave, &old_format(0));
     assert!(output.status.success(), "{}", describe(&output));
 
-    transfer(&outbox, &inbound);
     let config = apply_config(&work, &slave, "slave1", &inbound, "");
     let outdated = apply(&config, &["once"]);
     assert_eq!(outdated.status.code(), Some(3), "{}", describe(&outdated));
@@ -414,39 +425,16 @@ fn a_slave_prepared_by_an_earlier_version_is_upgraded_in_place_and_old_files_sti
 /// written then, with six arguments, still apply, and record no commit time.
 #[test]
 fn a_slave_prepared_before_commit_times_is_upgraded_and_six_argument_files_still_apply() {
-    let master = Cluster::start("master");
-    master.create_extension();
-    master.execute(SCHEMA);
-    master.execute("SELECT dbmirror_mirror_table('item'); INSERT INTO dbmirror_MirrorHost VALUES ('slave1');");
-    let slave = Cluster::start("slave");
-    slave.execute(SCHEMA);
-    let old_setup = dbmirror_tests::repository().join("tests/fixtures/slave_setup-before-commit-time.sql");
-    let output = slave.psql(&["-v", "ON_ERROR_STOP=1", "-f", &old_setup.display().to_string()]);
-    assert!(output.status.success(), "{}", describe(&output));
-    let work = Workdir::new("upgrade-commit-time");
-    let (outbox, inbound) = (work.dir("outbox"), work.dir("inbound"));
-    for name in ["one", "two", "three"] {
-        master.execute(&format!("INSERT INTO item (name) VALUES ('{name}')"));
-    }
-    export_once(&export_config(&work, &master, "slave1", &outbox, ""));
-    let files = transaction_files(&outbox);
+    let (master, slave, work, inbound, files) =
+        slave_of_an_earlier_version("slave_setup-before-commit-time.sql", "upgrade-commit-time");
     let six_arguments = |i: usize| {
-        let sql = std::fs::read_to_string(&files[i]).unwrap();
-        let sql: String = sql
-            .lines()
-            .map(|line| match line.strip_prefix("SELECT dbmirror.guard(") {
-                Some(_) => format!("{});\n", &line[..line.rfind(", '").expect("the commit time is a literal")]),
-                None => format!("{line}\n"),
-            })
-            .collect();
         let path = work.path().join(format!("six-arguments-{i}.sql"));
-        std::fs::write(&path, sql).unwrap();
+        std::fs::write(&path, as_written_before(&std::fs::read_to_string(&files[i]).unwrap(), 6, true)).unwrap();
         path
     };
     let output = dbmirror_tests::tools::psql_file(&slave, &six_arguments(0));
     assert!(output.status.success(), "{}", describe(&output));
 
-    transfer(&outbox, &inbound);
     let config = apply_config(&work, &slave, "slave1", &inbound, "");
     let outdated = apply(&config, &["once"]);
     assert_eq!(outdated.status.code(), Some(3), "{}", describe(&outdated));

@@ -42,6 +42,20 @@ struct RawConfig {
     log_format: Option<log::Format>,
     metrics_file: Option<PathBuf>,
     metrics_interval: Option<f64>,
+    sync_method: Option<String>,
+}
+
+/// How the files of a batch are made durable before they get their names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMethod {
+    /// Each file fsynced (on a few threads while the next ones are written): costs about the
+    /// same wherever the outbox is.
+    #[default]
+    Fsync,
+    /// One `syncfs(2)` of the outbox's file system per batch: much cheaper on a file system of
+    /// the outbox's own, and as durable; where busy files share the file system, it writes
+    /// theirs too. The name and the trade-off are PostgreSQL's `recovery_init_sync_method`.
+    Syncfs,
 }
 
 /// Where exported transactions go.
@@ -69,6 +83,8 @@ pub struct Config {
     /// Where `run` writes its Prometheus metrics (a node_exporter textfile), if anywhere.
     pub metrics_file: Option<PathBuf>,
     pub metrics_interval: Duration,
+    /// How a batch's files are made durable (file mode).
+    pub sync_method: SyncMethod,
 }
 
 impl Config {
@@ -85,6 +101,13 @@ impl Config {
             Some("zstd") => true,
             Some(other) => {
                 return Err(Error::config(format!("compression must be \"none\" or \"zstd\", not \"{other}\"")))
+            }
+        };
+        let sync_method = match raw.sync_method.as_deref() {
+            None | Some("fsync") => SyncMethod::Fsync,
+            Some("syncfs") => SyncMethod::Syncfs,
+            Some(other) => {
+                return Err(Error::config(format!("sync_method must be \"fsync\" or \"syncfs\", not \"{other}\"")))
             }
         };
         let output = match (raw.transaction_file_directory, raw.slave) {
@@ -115,6 +138,9 @@ impl Config {
                 }
                 if raw.compression.is_some() {
                     return Err(Error::config("compression applies to files, not to direct mode"));
+                }
+                if raw.sync_method.is_some() {
+                    return Err(Error::config("sync_method applies to files, not to direct mode"));
                 }
                 Output::Direct { slave: Box::new(configuration::connection("slave", &slave)?) }
             }
@@ -157,6 +183,7 @@ impl Config {
                 DEFAULT_METRICS_INTERVAL,
                 SLEEP_RANGE,
             )?,
+            sync_method,
         })
     }
 }
@@ -201,6 +228,8 @@ mod tests {
             ("slave_name = \"s\"\nmaster = \"host=x\"\n".to_string(), "set transaction_file_directory"),
             (format!("slave_name = \"s\"\nmaster = \"host=x\"\ntransaction_file_directory = \"{d}\"\nslave = \"host=y\"\n"), "not both"),
             (format!("slave_name = \"s\"\nmaster = \"host=x\"\ntransaction_file_directory = \"{d}\"\ncompression = \"gzip\"\n"), "compression must be"),
+            (format!("slave_name = \"s\"\nmaster = \"host=x\"\ntransaction_file_directory = \"{d}\"\nsync_method = \"fdatasync\"\n"), "sync_method must be"),
+            ("slave_name = \"s\"\nmaster = \"host=x\"\nslave = \"host=y\"\nsync_method = \"syncfs\"\n".to_string(), "sync_method applies to files"),
             ("slave_name = \"s\"\nmaster = \"host=x\"\ntransaction_file_directory = \"/nonexistent/dir\"\n".to_string(), "is not a directory"),
             (format!("slave_name = \"s\"\nmaster = \"host=x\"\ntransaction_file_directory = \"{d}\"\nsleep_interval = -1\n"), "sleep_interval"),
             (format!("slave_name = \"s\"\nmaster = \"host=x\"\ntransaction_file_directory = \"{d}\"\ncolour = 1\n"), "unknown field `colour`"),
@@ -268,6 +297,7 @@ mod tests {
             "log_format",
             "metrics_file",
             "metrics_interval",
+            "sync_method",
         ] {
             for value in values {
                 let text: String =

@@ -12,15 +12,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use dbmirror_spool::{
-    sync_dir, AtomicFile, Checksum, Header, Manifest, ManifestEntry, SigningKey, SqlWriter, Staged, Syncer,
-    TransactionFileName, FORMAT_VERSION,
+    sync_dir, sync_filesystem, AtomicFile, Checksum, Header, Manifest, ManifestEntry, SigningKey, SqlWriter, Staged,
+    Syncer, TransactionFileName, FORMAT_VERSION,
 };
 
-use crate::config::{Config, Output};
+use crate::config::{Config, Output, SyncMethod};
 use crate::direct::Direct;
 use crate::error::{Error, Kind};
 use crate::fault;
-use crate::master::{Assigned, CaptureProblem, Identity, Master};
+use crate::master::{Assigned, CaptureProblem, Identity, Master, Read};
 use crate::outbox;
 use crate::sql::FileWriter;
 use crate::status;
@@ -98,7 +98,7 @@ pub fn once(
         let previous = master.slave_row()?.last_sha256;
         let written = match (&config.output, direct.as_mut()) {
             (Output::Files { directory, compress, signing_key }, _) => {
-                let mut files = Files::new(directory, *compress, signing_key.as_deref());
+                let mut files = Files::new(directory, *compress, signing_key.as_deref(), config.sync_method);
                 export_batch(&mut master, config, &mut files, &batch, previous)?
             }
             (Output::Direct { .. }, Some(direct)) => export_batch(&mut master, config, direct, &batch, previous)?,
@@ -192,32 +192,57 @@ fn export_batch<D: Destination>(
         written.push((assigned.xid, sha));
         Ok::<_, Error>(sha)
     };
-    master.stream_batch(batch, |position, change| {
-        if open.as_ref().is_none_or(|o| o.position != position) {
-            if let Some(done) = open.take() {
-                previous = Some(close(done, destination, &mut written)?);
+    // Read physically first; if the rows lie out of order, drop the transaction that broke it
+    // (its file is not closed, so nothing of it stays) and read it and the rest sorted.
+    let mut read = master.next_read();
+    let mut start = 0;
+    loop {
+        let stopped = master.stream_batch(&batch[start..], read, |position, change| {
+            let position = start + position;
+            if open.as_ref().is_none_or(|o| o.position != position) {
+                if let Some(done) = open.take() {
+                    previous = Some(close(done, destination, &mut written)?);
+                }
+                if position != written.len() {
+                    return Err(missing(&batch[written.len()]));
+                }
+                let assigned = &batch[position];
+                let header = header(&identity, config, assigned, previous);
+                let writer = FileWriter::begin(destination.open(assigned)?, &header)
+                    .map_err(|e| destination.write_error(assigned, e.into()))?;
+                open = Some(Open { position, writer, changes: 0 });
             }
-            if position != written.len() {
-                return Err(missing(&batch[written.len()]));
+            let current = open.as_mut().expect("a transaction is open");
+            current.changes += 1;
+            // A table the slave takes from a copy of its own: the copy has this change, or is
+            // still to come.
+            if filter.leaves_out_change(&change, batch[current.position].xid) {
+                return Ok(());
             }
-            let assigned = &batch[position];
-            let header = header(&identity, config, assigned, previous);
-            let writer = FileWriter::begin(destination.open(assigned)?, &header)
-                .map_err(|e| destination.write_error(assigned, e.into()))?;
-            open = Some(Open { position, writer, changes: 0 });
+            if let Err(e) = current.writer.change(change) {
+                return Err(destination.write_error(&batch[current.position], e.into()));
+            }
+            Ok(())
+        })?;
+        let Some(broken) = stopped else { break };
+        let broken = start + broken;
+        if broken < written.len() {
+            // Its file was closed with all the changes dbmirror_Pending counts: another is one
+            // too many.
+            return Err(Error::runtime(format!(
+                "transaction {} has more captured changes than dbmirror_Pending says ({})",
+                batch[broken].xid, batch[broken].changes
+            )));
         }
-        let current = open.as_mut().expect("a transaction is open");
-        current.changes += 1;
-        // A table the slave takes from a copy of its own: the copy has this change, or is
-        // still to come.
-        if filter.leaves_out_change(&change, batch[current.position].xid) {
-            return Ok(());
+        if open.as_ref().is_some_and(|o| o.position == broken) {
+            drop(open.take());
         }
-        if let Err(e) = current.writer.change(change) {
-            return Err(destination.write_error(&batch[current.position], e.into()));
+        if let Some(done) = open.take() {
+            previous = Some(close(done, destination, &mut written)?);
         }
-        Ok(())
-    })?;
+        master.out_of_order();
+        (start, read) = (broken, Read::Sorted);
+    }
     if let Some(done) = open.take() {
         close(done, destination, &mut written)?;
     }
@@ -234,9 +259,11 @@ fn missing(assigned: &Assigned) -> Error {
 
 /// File mode: one file per transaction, and a manifest for the batch.
 ///
-/// A batch's files are written under temporary names while background threads fsync the ones
-/// done (concurrent fsyncs share journal commits); once all are durable they are renamed into
-/// place, the directory is fsynced, and the manifest follows the same way. Renaming never
+/// A batch's files are written under temporary names and made durable there: by background
+/// threads that fsync the ones done while the next are written (concurrent fsyncs share journal
+/// commits), or, with `sync_method = "syncfs"`, by one syncfs of the outbox's file system once
+/// all are written. Then they are renamed into place, the directory is fsynced, and the
+/// manifest follows the same way; only then is the batch recorded as written. Renaming never
 /// replaces a file: after a crash the same numbers are written again, and a file already
 /// carrying one must have the very same bytes (see [`Staged::publish`]).
 pub(crate) struct Files<'a> {
@@ -245,7 +272,10 @@ pub(crate) struct Files<'a> {
     signing_key: Option<&'a SigningKey>,
     entries: Vec<ManifestEntry>,
     staged: Vec<(TransactionFileName, Staged)>,
+    sync_method: SyncMethod,
     syncer: Option<Syncer>,
+    /// Files written since the file system was last synced (syncfs).
+    unsynced: bool,
 }
 
 impl<'a> Files<'a> {
@@ -254,11 +284,28 @@ impl<'a> Files<'a> {
         if let Some(syncer) = self.syncer.take() {
             syncer.finish()?;
         }
+        if std::mem::take(&mut self.unsynced) {
+            sync_filesystem(self.directory)?;
+        }
         Ok(())
     }
 
-    pub(crate) fn new(directory: &'a Path, compress: bool, signing_key: Option<&'a SigningKey>) -> Self {
-        Self { directory, compress, signing_key, entries: Vec::new(), staged: Vec::new(), syncer: None }
+    pub(crate) fn new(
+        directory: &'a Path,
+        compress: bool,
+        signing_key: Option<&'a SigningKey>,
+        sync_method: SyncMethod,
+    ) -> Self {
+        Self {
+            directory,
+            compress,
+            signing_key,
+            entries: Vec::new(),
+            staged: Vec::new(),
+            sync_method,
+            syncer: None,
+            unsynced: false,
+        }
     }
 
     fn name(&self, assigned: &Assigned) -> TransactionFileName {
@@ -283,7 +330,10 @@ impl Destination for Files<'_> {
         let (file, mut staged) =
             out.into_inner().finish().map_err(|e| outbox_failure(e.into(), self.directory, &name))?;
         if let Some((path, handle)) = staged.take_file() {
-            self.syncer.get_or_insert_with(Syncer::new).push(path, handle);
+            match self.sync_method {
+                SyncMethod::Fsync => self.syncer.get_or_insert_with(Syncer::new).push(path, handle),
+                SyncMethod::Syncfs => self.unsynced = true,
+            }
         }
         self.entries.push(ManifestEntry { checksum: file.stored_sha256, file: name.clone() });
         self.staged.push((name, staged));
@@ -295,9 +345,7 @@ impl Destination for Files<'_> {
     }
 
     fn end(&mut self) -> Result<(), Error> {
-        if let Some(syncer) = self.syncer.take() {
-            syncer.finish()?;
-        }
+        self.make_durable()?;
         fault::point("before-rename");
         for (name, staged) in self.staged.drain(..) {
             staged.publish().map_err(|e| match e.kind() {
@@ -445,7 +493,7 @@ mod tests {
     }
 
     fn files<'a>(directory: &'a Path, compress: bool, signing_key: Option<&'a SigningKey>) -> Files<'a> {
-        Files { directory, compress, signing_key, entries: Vec::new(), staged: Vec::new(), syncer: None }
+        Files::new(directory, compress, signing_key, SyncMethod::Fsync)
     }
 
     /// Writes a batch through the file destination as `export_batch` does: each transaction's

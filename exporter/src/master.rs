@@ -136,6 +136,8 @@ pub struct Master {
     slave: String,
     pub identity: Identity,
     tables: HashMap<i64, Rc<Table>>,
+    /// Batches still to read sorted after one whose rows lay out of order on disk.
+    sorted_batches: u32,
 }
 
 impl Master {
@@ -175,6 +177,7 @@ impl Master {
             slave: slave.to_string(),
             identity,
             tables: HashMap::new(),
+            sorted_batches: 0,
         })
     }
 
@@ -480,13 +483,23 @@ impl Master {
     /// Streams the changes of a batch of transactions in one query: transaction by transaction
     /// in batch order, and within a transaction in the order the changes happened. `sink` gets
     /// the position of the transaction in `batch` with each change.
+    ///
+    /// With [`Read::Physical`] the rows come as they lie on disk, unsorted: capture writes each
+    /// transaction's rows together and in capture order into partitions that are only ever
+    /// emptied whole, so they usually lie in batch and change order already, and the master
+    /// sends the first row at once instead of after sorting the batch. Every row is checked
+    /// against the order it must have; the first one out of place stops the stream, and the
+    /// position of its transaction is returned (`Some(p)`): every transaction before `p` went
+    /// to `sink` whole and in order, `p` partly (drop what it got), and the caller reads the
+    /// rest again with [`Read::Sorted`], which always returns `None`.
     pub fn stream_batch(
         &mut self,
         batch: &[Assigned],
+        read: Read,
         mut sink: impl FnMut(usize, Change<'_>) -> Result<(), Error>,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<usize>, Error> {
         let (Some(low), Some(high)) = (batch.iter().map(|a| a.xid).min(), batch.iter().map(|a| a.xid).max()) else {
-            return Ok(());
+            return Ok(None);
         };
         let xids: Vec<i64> = batch.iter().map(|a| a.xid).collect();
         let schema = self.schema.clone();
@@ -497,28 +510,46 @@ impl Master {
         load_shapes(&mut tx, &schema, &mut self.tables)?;
         let tables = &self.tables;
         // The planner takes the batch's xid array for 10 rows and, without this, joins it with
-        // a nested loop that compares every xid with every row; a hash join is what a batch
-        // needs. More sort memory keeps a batch of small transactions off the disk.
-        tx.batch_execute("SET LOCAL enable_nestloop = off; SET LOCAL work_mem = '64MB'")?;
-        // Sort the raw rows first and render after: the inner query's OFFSET 0 keeps the
-        // planner from rendering every value before the sort.
+        // a nested loop that compares every xid with every row; a hash join (built on the
+        // array, probed in the scan's order) is what a batch needs. More sort memory keeps a
+        // sorted batch of small transactions off the disk. A physical read must see the rows in
+        // the table's order: no scan started midway by another one, no parallel workers.
+        tx.batch_execute(
+            "SET LOCAL enable_nestloop = off; SET LOCAL work_mem = '64MB'; \
+             SET LOCAL synchronize_seqscans = off; SET LOCAL max_parallel_workers_per_gather = 0",
+        )?;
+        // Sorted: sort the raw rows first and render after (the inner query's OFFSET 0 keeps
+        // the planner from rendering every value before the sort).
+        let order = match read {
+            Read::Physical => "",
+            Read::Sorted => "ORDER BY b.position, d.cid, d.seq",
+        };
         let statement = tx.prepare(&format!(
             "SELECT s.position, s.op, s.shape, {schema}.dbmirror_values(s.shape, s.key, true), \
                     {schema}.dbmirror_values(s.shape, s.data, false), s.unchanged, \
-                    {schema}.dbmirror_values(s.shape, s.old, false) \
-               FROM (SELECT b.position, d.op, d.shape, d.key, d.data, d.unchanged, d.old \
+                    {schema}.dbmirror_values(s.shape, s.old, false), s.cid, s.seq \
+               FROM (SELECT b.position, d.op, d.shape, d.key, d.data, d.unchanged, d.old, d.cid, d.seq \
                        FROM unnest($1::bigint[]) WITH ORDINALITY AS b(xid, position) \
                        JOIN {schema}.dbmirror_PendingData d ON d.xid = b.xid \
                       WHERE d.xid BETWEEN $2 AND $3 \
-                      ORDER BY b.position, d.cid, d.seq OFFSET 0) s"
+                      {order} OFFSET 0) s"
         ))?;
         // One streamed result rather than pages of a portal: the server renders the next rows
         // while the exporter writes files, held back only by the socket's buffer, so memory
         // stays bounded and the two work at once.
         let params: [&(dyn postgres::types::ToSql + Sync); 3] = [&xids, &low, &high];
         let mut rows = tx.query_raw(&statement, params)?;
+        let mut order = ChangeOrder::new(batch);
         while let Some(row) = rows.next()? {
             let position = row.get::<_, i64>(0) as usize - 1;
+            if read == Read::Physical {
+                if let Err(broken) = order.next(position, row.get(7), row.get(8)) {
+                    // The rest of the result is not needed: ending the transaction discards it.
+                    drop(rows);
+                    drop(tx);
+                    return Ok(Some(broken));
+                }
+            }
             let op: i8 = row.get(1);
             let shape: i64 = row.get(2);
             let xid = batch[position].xid;
@@ -565,8 +596,31 @@ impl Master {
             sink(position, change)?;
         }
         drop(rows);
+        if read == Read::Physical {
+            if let Err(broken) = order.end() {
+                drop(tx);
+                return Ok(Some(broken));
+            }
+        }
         tx.commit()?;
-        Ok(())
+        Ok(None)
+    }
+
+    /// How to read the next batch: physically, unless a recent batch's rows lay out of order
+    /// (concurrent writers interleaving their transactions, free space reused), where sorting
+    /// at once costs less than reading twice.
+    pub fn next_read(&mut self) -> Read {
+        if self.sorted_batches == 0 {
+            return Read::Physical;
+        }
+        self.sorted_batches -= 1;
+        Read::Sorted
+    }
+
+    /// A physical read found rows out of order: read the next batches sorted.
+    pub fn out_of_order(&mut self) {
+        const SORTED_BATCHES: u32 = 10;
+        self.sorted_batches = SORTED_BATCHES;
     }
 
     /// Records a batch as durably written (with the checksums of the files' SQL), and purges
@@ -673,6 +727,65 @@ impl Master {
 }
 
 /// The values of a row of COPY text, which must be `expected` (the table's columns, or its key).
+/// How [`Master::stream_batch`] reads a batch's changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// In the order the rows lie on disk, checked as they come.
+    Physical,
+    /// Sorted by the master.
+    Sorted,
+}
+
+/// Checks that rows read in physical order come in the order of the file: transaction by
+/// transaction in batch order, each whole (as many rows as dbmirror_Pending counts) and in
+/// increasing (cid, seq).
+struct ChangeOrder<'a> {
+    batch: &'a [Assigned],
+    position: usize,
+    last: Option<(i64, i64)>,
+    rows: i64,
+}
+
+impl<'a> ChangeOrder<'a> {
+    fn new(batch: &'a [Assigned]) -> Self {
+        Self { batch, position: 0, last: None, rows: 0 }
+    }
+
+    /// Takes the next row; `Err(p)` if it is out of place, `p` being the first transaction
+    /// whose rows are not all in order before it (or, for a row of a transaction already whole,
+    /// that transaction: one row too many, which the caller reports).
+    fn next(&mut self, position: usize, cid: i64, seq: i64) -> Result<(), usize> {
+        if position != self.position {
+            // Moving on: the current transaction must be whole, and the next one must follow it.
+            if position < self.position || self.rows != self.batch[self.position].changes {
+                return Err(position.min(self.position));
+            }
+            if position != self.position + 1 {
+                return Err(self.position + 1);
+            }
+            self.position = position;
+            self.last = None;
+            self.rows = 0;
+        }
+        if self.last.is_some_and(|last| last >= (cid, seq)) {
+            return Err(position);
+        }
+        self.last = Some((cid, seq));
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// The stream ended: the last transaction must be whole, and the batch's last.
+    fn end(&self) -> Result<(), usize> {
+        let whole = self.rows == self.batch[self.position].changes;
+        match (whole, self.position + 1 == self.batch.len()) {
+            (true, true) => Ok(()),
+            (true, false) => Err(self.position + 1),
+            (false, _) => Err(self.position),
+        }
+    }
+}
+
 fn split<'a>(row: &'a str, expected: usize, xid: i64, table: &Table) -> Result<Values<'a>, Error> {
     let values = dbmirror_sql::copy_text::fields(row)
         .map_err(|e| Error::caused_by(Kind::Runtime, &format!("captured change of transaction {xid}"), e))?;
@@ -798,4 +911,60 @@ pub(crate) fn sequences_of(
         }
     }
     Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(changes: &[i64]) -> Vec<Assigned> {
+        changes
+            .iter()
+            .enumerate()
+            .map(|(i, &changes)| Assigned {
+                xid: 100 + i as i64,
+                number: 1 + i as i64,
+                assigned_at: DateTime::UNIX_EPOCH,
+                committed_at: DateTime::UNIX_EPOCH,
+                changes,
+                sequences: Vec::new(),
+            })
+            .collect()
+    }
+
+    /// Feeds (position, cid, seq) rows; the first out of place, or what the end says.
+    fn check(batch: &[Assigned], rows: &[(usize, i64, i64)]) -> Result<(), usize> {
+        let mut order = ChangeOrder::new(batch);
+        for &(position, cid, seq) in rows {
+            order.next(position, cid, seq)?;
+        }
+        order.end()
+    }
+
+    #[test]
+    fn rows_in_batch_and_change_order_pass() {
+        let b = batch(&[2, 1, 3]);
+        assert_eq!(check(&b, &[(0, 0, 1), (0, 0, 2), (1, 5, 1), (2, 0, 1), (2, 1, 2), (2, 1, 3)]), Ok(()));
+        // Command ids order before capture order.
+        assert_eq!(check(&batch(&[2]), &[(0, 0, 2), (0, 1, 1)]), Ok(()));
+    }
+
+    #[test]
+    fn the_first_transaction_out_of_place_is_named() {
+        let b = batch(&[2, 2, 1]);
+        // Within a transaction, a change captured earlier comes later.
+        assert_eq!(check(&b, &[(0, 0, 1), (0, 0, 2), (1, 0, 2), (1, 0, 1)]), Err(1));
+        // A later command id before an earlier one.
+        assert_eq!(check(&b, &[(0, 1, 1), (0, 0, 2)]), Err(0));
+        // Transactions interleaved: the first left unfinished is named.
+        assert_eq!(check(&b, &[(0, 0, 1), (1, 0, 1), (0, 0, 2)]), Err(0));
+        // A transaction skipped, its rows perhaps further on.
+        assert_eq!(check(&b, &[(0, 0, 1), (0, 0, 2), (2, 0, 1)]), Err(1));
+        // The stream ends early, inside a transaction or before the last one.
+        assert_eq!(check(&b, &[(0, 0, 1), (0, 0, 2), (1, 0, 1)]), Err(1));
+        assert_eq!(check(&b, &[(0, 0, 1), (0, 0, 2), (1, 0, 1), (1, 0, 2)]), Err(2));
+        assert_eq!(check(&b, &[]), Err(0));
+        // A row of a transaction already whole: one too many, named for the caller to report.
+        assert_eq!(check(&b, &[(0, 0, 1), (0, 0, 2), (1, 0, 1), (1, 0, 2), (0, 0, 3)]), Err(0));
+    }
 }

@@ -200,7 +200,7 @@ pub fn snapshot(
 
     // A copy for a running slave continues its stream: its first file follows the last one.
     let previous = copy_of.as_ref().and_then(|(_, _, previous)| *previous);
-    let mut files = Files::new(directory, *compress, signing_key.as_deref());
+    let mut files = Files::new(directory, *compress, signing_key.as_deref(), config.sync_method);
     let mut chunk = Chunk::new(
         directory,
         first,

@@ -299,6 +299,15 @@ fn copy_into(path: &Path, dir: &Path, name: &std::ffi::OsStr) -> Result<PathBuf,
     Ok(target)
 }
 
+/// Makes everything written to the file system that holds `dir` durable at once (`syncfs(2)`):
+/// the data of every file written there, by this process or any other, and their names. One
+/// call replaces an fsync per file, and costs what the file system has to write: little on a
+/// file system of the outbox's own, more where busy files share it (a database's, say).
+pub fn sync_filesystem(dir: &Path) -> Result<(), Error> {
+    let directory = File::open(dir).map_err(|e| Error::io(dir, "open", e))?;
+    rustix::fs::syncfs(&directory).map_err(|e| Error::io(dir, "syncfs", e.into()))
+}
+
 /// Makes the entries of `dir` (new names, renames) durable.
 pub fn sync_dir(dir: &Path) -> Result<(), Error> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, "fsync directory", e))

@@ -70,7 +70,7 @@ mod manifest;
 mod name;
 mod signature;
 
-pub use atomic::{move_into, sync_dir, AtomicFile, Staged, Syncer};
+pub use atomic::{move_into, sync_dir, sync_filesystem, AtomicFile, Staged, Syncer};
 pub use checksum::{sha256_of, Checksum, HashingReader, HashingWriter};
 pub use content::{open_sql, SqlWriter, Written};
 pub use directory::{scan, Entry};

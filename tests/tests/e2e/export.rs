@@ -487,3 +487,125 @@ fn status_shows_what_waits_and_what_was_written() {
         assert!(json.contains(expected), "{expected} missing from {json}");
     }
 }
+
+/// The order of the exporter's system calls, as strace records them: what a power cut at any
+/// moment could lose must never be recorded as written. Every file is synced under its temporary
+/// name before it gets its final name, and every final name is made durable (the directory
+/// fsynced) before the master records the batch as written.
+#[test]
+fn every_file_is_durable_before_it_is_named_and_named_durably_before_the_batch_is_recorded() {
+    for method in ["fsync", "syncfs"] {
+        durable_before_named_and_recorded(method);
+    }
+}
+
+fn durable_before_named_and_recorded(method: &str) {
+    let s = setup(&format!("batch_size = 3\nsync_method = \"{method}\""));
+    workload(&s.master);
+    let trace = s.work.path().join("export.strace");
+    let command = export_command(&s.config, &["once"]);
+    let program = command.get_program().to_owned();
+    let args: Vec<_> = command.get_args().map(|a| a.to_owned()).collect();
+    let output = Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-s",
+            "256",
+            "-e",
+            "trace=openat,close,fsync,fdatasync,syncfs,rename,renameat,renameat2,write,writev,sendto,sendmsg",
+            "-o",
+        ])
+        .arg(&trace)
+        .arg(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run strace ({e}): install it (scripts/install does: apt-get install strace)")
+        });
+    assert!(output.status.success(), "{}", describe(&output));
+    let trace = std::fs::read_to_string(&trace).unwrap();
+    let outbox = s.outbox.to_str().unwrap().to_string();
+
+    // Replay the trace: which path each descriptor names, and the events that matter.
+    // Threads share the descriptor table: a descriptor names the same file in every thread.
+    let mut fds: std::collections::HashMap<i32, String> = std::collections::HashMap::new();
+    let mut synced_since_created: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
+    let mut named_not_durable: Vec<String> = Vec::new();
+    let (mut renames, mut records) = (0, 0);
+    let quoted = |line: &str, n: usize| line.split('"').nth(2 * n + 1).map(str::to_string);
+    // A call that another thread interrupts is split in two lines ("<unfinished ...>", then
+    // "<... resumed>"): joined, it counts where it returned.
+    let mut unfinished: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    for line in trace.lines() {
+        let (pid, call) = line.split_once(' ').unwrap_or(("", line));
+        let call = call.trim_start();
+        if let Some(start) = call.strip_suffix("<unfinished ...>") {
+            unfinished.insert(pid.to_string(), start.to_string());
+            continue;
+        }
+        let joined;
+        let call = match (call.starts_with("<... "), call.split_once("resumed>")) {
+            (true, Some((_, rest))) => {
+                joined = format!("{}{rest}", unfinished.remove(pid).unwrap_or_default());
+                joined.as_str()
+            }
+            _ => call,
+        };
+        let line = call;
+        let result = line.rsplit_once("= ").and_then(|(_, r)| r.split_whitespace().next()).unwrap_or("");
+        let fd_arg = || {
+            call.split_once('(')
+                .and_then(|(_, rest)| rest.split([',', ')']).next())
+                .and_then(|f| f.trim().parse::<i32>().ok())
+        };
+        if call.starts_with("openat(") {
+            if let (Some(path), Ok(fd)) = (quoted(call, 0), result.parse::<i32>()) {
+                if call.contains("O_CREAT") {
+                    synced_since_created.insert(path.clone(), false);
+                }
+                fds.insert(fd, path);
+            }
+        } else if call.starts_with("close(") {
+            if let Some(fd) = fd_arg() {
+                fds.remove(&fd);
+            }
+        } else if call.starts_with("syncfs(") {
+            // Everything written to the file system, names included.
+            assert_eq!(result, "0", "a failed sync: {line}");
+            synced_since_created.values_mut().for_each(|synced| *synced = true);
+            named_not_durable.clear();
+        } else if call.starts_with("fsync(") || call.starts_with("fdatasync(") {
+            assert_eq!(result, "0", "a failed sync: {line}");
+            let path = fd_arg().and_then(|fd| fds.get(&fd).cloned()).unwrap_or_default();
+            if path == outbox {
+                named_not_durable.clear();
+            } else {
+                synced_since_created.insert(path, true);
+            }
+        } else if call.starts_with("rename") {
+            let (from, to) = (quoted(call, 0).unwrap(), quoted(call, 1).unwrap());
+            if to.starts_with(&outbox) && result == "0" {
+                assert_eq!(
+                    synced_since_created.get(&from),
+                    Some(&true),
+                    "{method}: {from} was renamed to {to} before its content was synced:\n{trace}"
+                );
+                named_not_durable.push(to);
+                renames += 1;
+            }
+        } else if call.contains("SET sha256 = u.sha") {
+            assert!(
+                named_not_durable.is_empty(),
+                "{method}: the batch was recorded as written while the outbox directory was not synced after {named_not_durable:?}:\n{trace}"
+            );
+            records += 1;
+        }
+    }
+    assert!(
+        renames >= 5 + 2,
+        "every transaction file and manifest was renamed into place ({renames} renames):\n{trace}"
+    );
+    assert_eq!(records, 2, "two batches of at most three transactions were recorded as written:\n{trace}");
+    assert!(named_not_durable.is_empty(), "names left without a directory fsync: {named_not_durable:?}");
+}

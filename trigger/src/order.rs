@@ -303,14 +303,11 @@ unsafe fn skip_order_triggers(estate: *mut pg_sys::EState) {
     // SAFETY: the result relations a started executor opened stay open until it ends, and
     // their trigger descriptors are the executor's own copies, in its query memory.
     unsafe {
-        if estate.is_null() || (*estate).es_opened_result_relations.is_null() {
+        if estate.is_null() {
             return;
         }
-        let list = &*(*estate).es_opened_result_relations;
-        let cells = std::slice::from_raw_parts(list.elements, list.length as usize);
         let mut skipped = Vec::new();
-        for cell in cells {
-            let info = cell.ptr_value as *mut pg_sys::ResultRelInfo;
+        for info in result_relations(estate) {
             let desc = (*info).ri_TrigDesc;
             if desc.is_null() {
                 continue;
@@ -358,6 +355,37 @@ unsafe fn skip_order_triggers(estate: *mut pg_sys::EState) {
         (*callback).arg = estate.cast();
         pg_sys::MemoryContextRegisterResetCallback((*estate).es_query_cxt, callback);
         SKIPPED.get().borrow_mut().extend(skipped);
+    }
+}
+
+/// The result relations a started executor opened (the partitions that tuple routing opens
+/// later are not among them, and keep the trigger).
+///
+/// # Safety
+/// `estate` must be a started executor's state.
+#[cfg(not(feature = "pg13"))]
+unsafe fn result_relations(estate: *mut pg_sys::EState) -> Vec<*mut pg_sys::ResultRelInfo> {
+    // SAFETY: the caller's contract; the list holds ResultRelInfo pointers.
+    unsafe {
+        let list = (*estate).es_opened_result_relations;
+        if list.is_null() {
+            return Vec::new();
+        }
+        std::slice::from_raw_parts((*list).elements, (*list).length as usize)
+            .iter()
+            .map(|c| c.ptr_value.cast())
+            .collect()
+    }
+}
+
+/// # Safety
+/// `estate` must be a started executor's state.
+#[cfg(feature = "pg13")]
+unsafe fn result_relations(estate: *mut pg_sys::EState) -> Vec<*mut pg_sys::ResultRelInfo> {
+    // SAFETY: the caller's contract; PostgreSQL 13 keeps the result relations in an array.
+    unsafe {
+        let first = (*estate).es_result_relations;
+        (0..(*estate).es_num_result_relations.max(0) as usize).map(|i| first.add(i)).collect()
     }
 }
 

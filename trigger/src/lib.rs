@@ -70,4 +70,5 @@ pub extern "C-unwind" fn _PG_init() {
     ddl::define_settings();
     pending::register_callbacks();
     relation::register_callbacks();
+    order::register_hooks();
 }

@@ -55,6 +55,16 @@ pub fn of_function(function: Oid) -> Rc<Objects> {
     of_schema(unsafe { pg_sys::get_func_namespace(function) })
 }
 
+/// The extension's objects if this backend has already found them (and no invalidation has
+/// arrived since): a cheap look for the executor hook of [`crate::order`], which must not read
+/// the catalogs for every statement.
+pub fn cached() -> Option<Rc<Objects>> {
+    if STALE.get().get() {
+        return None;
+    }
+    OBJECTS.get().borrow().clone()
+}
+
 /// The objects of the extension installed in `schema`.
 pub fn of_schema(schema: Oid) -> Rc<Objects> {
     if STALE.get().replace(false) {

@@ -24,7 +24,10 @@
 //! id above the statement's own snapshot's says: the common case pins nothing. An insert's pin
 //! is found among those of its table and values made at or after its statement's command id,
 //! the earliest first; two inserts of the same values into one table are the same change in the
-//! file, whichever pin each takes.
+//! file, whichever pin each takes. Where `dbmirror_before()` is the only BEFORE ROW trigger of a
+//! table, a statement does not even fire it until a change is captured during its execution
+//! (see [`executor_start`]): the trigger's mere presence would make every UPDATE and DELETE lock
+//! the old row first.
 //!
 //! TRUNCATE is captured BEFORE it happens, by the same function fired as the last BEFORE
 //! TRUNCATE trigger: its command id and capture order come after every change made before it,
@@ -222,5 +225,173 @@ pub unsafe extern "C-unwind" fn dbmirror_before(fcinfo: pg_sys::FunctionCallInfo
             pins.get_or_insert_with(Pins::default).rows.insert(ctid_key(relid, td.tg_trigtuple), (cid, level));
         }
         Datum::from(passed)
+    }
+}
+
+/// The BEFORE ROW flags of a running statement's result relation that [`executor_start`]
+/// turned off: `~dbmirror_order` was the only BEFORE ROW trigger of those events.
+struct Skipped {
+    /// The statement's executor state, whose query memory holds `desc`.
+    estate: usize,
+    /// The result relation's own copy of the trigger descriptor (each executor copies it).
+    desc: *mut pg_sys::TriggerDesc,
+    insert: bool,
+    update: bool,
+    delete: bool,
+}
+
+/// Result relations of running statements that do not fire `~dbmirror_order` for now.
+static SKIPPED: BackendLocal<RefCell<Vec<Skipped>>> = BackendLocal::new(RefCell::new(Vec::new()));
+
+static mut PREVIOUS_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
+
+/// Installs the executor hook (once per backend, from `_PG_init`).
+pub fn register_hooks() {
+    // SAFETY: called once from _PG_init, in the backend's only thread.
+    unsafe {
+        PREVIOUS_EXECUTOR_START = pg_sys::ExecutorStart_hook;
+        pg_sys::ExecutorStart_hook = Some(executor_start);
+    }
+}
+
+/// Lets the statements that are running fire `~dbmirror_order` again: a change was just
+/// captured, so a statement whose execution it happened in may need pins for its later rows.
+/// Called for every captured change.
+pub fn restore_skipped() {
+    let Ok(mut skipped) = SKIPPED.get().try_borrow_mut() else { return };
+    for s in skipped.drain(..) {
+        // SAFETY: the descriptor lives in the statement's query memory, and the entry is
+        // removed (by `forget_estate`) before that memory goes.
+        unsafe {
+            let desc = &mut *s.desc;
+            desc.trig_insert_before_row |= s.insert;
+            desc.trig_update_before_row |= s.update;
+            desc.trig_delete_before_row |= s.delete;
+        }
+    }
+}
+
+/// The executor's start: after the standard one, turns off `~dbmirror_order` for the
+/// statement's result relations where it is the only BEFORE ROW trigger.
+///
+/// The trigger only has work when a change was captured after the statement began (see the
+/// module's documentation), which in the common case never happens; but its mere presence
+/// costs every row: a BEFORE ROW UPDATE or DELETE trigger makes the executor lock the old row
+/// first (one more WAL record per row), and each row pays a trigger call. So the statement
+/// starts without it, and [`restore_skipped`] turns it back on the moment any change is
+/// captured, which happens before the statement changes its next row: a nested statement's
+/// changes are captured when that statement ends, inside the outer statement's execution.
+/// Rows changed before that needed no pin.
+#[pg_guard]
+unsafe extern "C-unwind" fn executor_start(query: *mut pg_sys::QueryDesc, eflags: std::ffi::c_int) {
+    // SAFETY: the hook's contract: chain to the previous hook or the standard start.
+    unsafe {
+        match PREVIOUS_EXECUTOR_START {
+            Some(previous) => previous(query, eflags),
+            None => pg_sys::standard_ExecutorStart(query, eflags),
+        }
+        skip_order_triggers((*query).estate);
+    }
+}
+
+/// # Safety
+/// `estate` must be a started executor's state (or null).
+unsafe fn skip_order_triggers(estate: *mut pg_sys::EState) {
+    // Without the extension's objects found yet (the backend's first capture), nothing is
+    // skipped: the trigger fires, and finds them.
+    let Some(objects) = objects::cached() else { return };
+    // SAFETY: the result relations a started executor opened stay open until it ends, and
+    // their trigger descriptors are the executor's own copies, in its query memory.
+    unsafe {
+        if estate.is_null() {
+            return;
+        }
+        let mut skipped = Vec::new();
+        for info in result_relations(estate) {
+            let desc = (*info).ri_TrigDesc;
+            if desc.is_null() {
+                continue;
+            }
+            let triggers = std::slice::from_raw_parts((*desc).triggers, (*desc).numtriggers as usize);
+            if !triggers.iter().any(|t| t.tgfoid == objects.before) {
+                continue;
+            }
+            // Only for a table whose capture is complete: otherwise `~dbmirror_order` is what
+            // refuses the write before it happens (the capture trigger may be disabled).
+            let rel = (*info).ri_RelationDesc;
+            if !relation::of(rel, &objects).exam.problems.is_empty() {
+                continue;
+            }
+            let only_ours = |event: u32| {
+                triggers
+                    .iter()
+                    .filter(|t| {
+                        let tgtype = t.tgtype as u32;
+                        tgtype & pg_sys::TRIGGER_TYPE_ROW != 0
+                            && tgtype & pg_sys::TRIGGER_TYPE_TIMING_MASK == pg_sys::TRIGGER_TYPE_BEFORE
+                            && tgtype & event != 0
+                    })
+                    .all(|t| t.tgfoid == objects.before)
+            };
+            let d = &mut *desc;
+            let insert = d.trig_insert_before_row && only_ours(pg_sys::TRIGGER_TYPE_INSERT);
+            let update = d.trig_update_before_row && only_ours(pg_sys::TRIGGER_TYPE_UPDATE);
+            let delete = d.trig_delete_before_row && only_ours(pg_sys::TRIGGER_TYPE_DELETE);
+            if !(insert || update || delete) {
+                continue;
+            }
+            d.trig_insert_before_row &= !insert;
+            d.trig_update_before_row &= !update;
+            d.trig_delete_before_row &= !delete;
+            skipped.push(Skipped { estate: estate as usize, desc, insert, update, delete });
+        }
+        if skipped.is_empty() {
+            return;
+        }
+        // Forgotten when the query memory goes, however the statement ends (an error too).
+        let callback = pg_sys::MemoryContextAlloc((*estate).es_query_cxt, size_of::<pg_sys::MemoryContextCallback>())
+            as *mut pg_sys::MemoryContextCallback;
+        (*callback).func = Some(forget_estate);
+        (*callback).arg = estate.cast();
+        pg_sys::MemoryContextRegisterResetCallback((*estate).es_query_cxt, callback);
+        SKIPPED.get().borrow_mut().extend(skipped);
+    }
+}
+
+/// The result relations a started executor opened (the partitions that tuple routing opens
+/// later are not among them, and keep the trigger).
+///
+/// # Safety
+/// `estate` must be a started executor's state.
+#[cfg(not(feature = "pg13"))]
+unsafe fn result_relations(estate: *mut pg_sys::EState) -> Vec<*mut pg_sys::ResultRelInfo> {
+    // SAFETY: the caller's contract; the list holds ResultRelInfo pointers.
+    unsafe {
+        let list = (*estate).es_opened_result_relations;
+        if list.is_null() {
+            return Vec::new();
+        }
+        std::slice::from_raw_parts((*list).elements, (*list).length as usize)
+            .iter()
+            .map(|c| c.ptr_value.cast())
+            .collect()
+    }
+}
+
+/// # Safety
+/// `estate` must be a started executor's state.
+#[cfg(feature = "pg13")]
+unsafe fn result_relations(estate: *mut pg_sys::EState) -> Vec<*mut pg_sys::ResultRelInfo> {
+    // SAFETY: the caller's contract; PostgreSQL 13 keeps the result relations in an array.
+    unsafe {
+        let first = (*estate).es_result_relations;
+        (0..(*estate).es_num_result_relations.max(0) as usize).map(|i| first.add(i)).collect()
+    }
+}
+
+/// Forgets the skipped triggers of an executor whose query memory is going.
+unsafe extern "C-unwind" fn forget_estate(arg: *mut std::ffi::c_void) {
+    if let Ok(mut skipped) = SKIPPED.get().try_borrow_mut() {
+        skipped.retain(|s| s.estate != arg as usize);
     }
 }

@@ -104,6 +104,7 @@ pub fn next_seq() -> i64 {
 /// Records one change with the capture-order number `seq` (taken with [`next_seq`]) or the
 /// next one; `also` are further tables it changes besides `change.relid`.
 pub fn record_at(objects: &Rc<Objects>, change: Change, seq: Option<i64>, also: &[Oid]) {
+    crate::order::restore_skipped();
     // SAFETY: called inside a transaction that is changing a table.
     let (xid, level) =
         unsafe { (pg_sys::GetTopFullTransactionId().value as i64, pg_sys::GetCurrentTransactionNestLevel()) };
@@ -212,10 +213,17 @@ fn write_buffer(level: i32) {
         );
         let index = pg_sys::index_open(objects.pending_data_index[part], lock);
         let info = pg_sys::BuildIndexInfo(index);
-        // The index is on xid, the first column, the same for every row of the transaction.
+        // The index is on xid, the first column, the same for every row of the transaction. A
+        // BRIN entry summarises a range of pages, so one insert per page the rows went to covers
+        // them all (rows fill pages in order: a page's rows are consecutive).
         let xid = Datum::from(xid as i64);
+        let mut last_block = None;
         for slot in &slots {
-            index_insert(index, &mut [xid], &mut [false], &mut (**slot).tts_tid, heap, false, info);
+            let tid = &mut (**slot).tts_tid;
+            let block = ((tid.ip_blkid.bi_hi as u32) << 16) | tid.ip_blkid.bi_lo as u32;
+            if last_block.replace(block) != Some(block) {
+                index_insert(index, &mut [xid], &mut [false], tid, heap, false, info);
+            }
         }
         pg_sys::index_close(index, pg_sys::NoLock as _);
         pg_sys::table_close(heap, pg_sys::NoLock as _);

@@ -204,3 +204,33 @@ fn functions_called_by_a_statement_replay_in_order() {
     );
     m.sync();
 }
+
+/// Regression test for the statement-level skip of `~dbmirror_order`: a statement starts without
+/// it, and gets it back when a change is captured during its execution. Here the nested change
+/// happens for a middle row only, in a table with no BEFORE trigger of its own: the rows before
+/// it need no pin, the rows after it must be ordered after it (row 3 takes the key that the
+/// nested statement freed while the UPDATE processed row 2; the INSERT's last row takes the
+/// key freed while its fourth row was made).
+#[test]
+fn a_change_nested_in_the_middle_of_a_statement_orders_the_rows_after_it() {
+    let mut m = Mirror::start(
+        "CREATE TABLE slot (k integer PRIMARY KEY, v text);
+         CREATE FUNCTION take(k integer) RETURNS text LANGUAGE plpgsql AS $$
+             BEGIN DELETE FROM slot WHERE slot.k = take.k; RETURN 'took ' || k; END $$;",
+        "SELECT dbmirror_mirror_table('slot')",
+        &[],
+    );
+    m.master.execute(
+        "INSERT INTO slot VALUES (1, 'a'), (2, 'b'), (3, 'c'), (12, 'd'), (25, 'e');
+         UPDATE slot SET k = CASE WHEN k = 3 THEN 12 ELSE k END,
+                         v = take(CASE WHEN k = 2 THEN 12 ELSE 0 END)
+          WHERE k IN (1, 2, 3);
+         INSERT INTO slot SELECT 20 + g, CASE WHEN g = 4 THEN take(25) ELSE 'new' END
+           FROM generate_series(1, 5) g;",
+    );
+    m.sync();
+    assert_eq!(
+        m.master.query_value("SELECT string_agg(k || '=' || v, ',' ORDER BY k) FROM slot"),
+        "1=took 0,2=took 12,12=took 0,21=new,22=new,23=new,24=took 25,25=new"
+    );
+}

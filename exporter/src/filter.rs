@@ -66,6 +66,12 @@ impl TableFilter {
         !relids.is_empty() && relids.iter().all(|&relid| self.leaves_out(relid, xid))
     }
 
+    /// Whether the slave takes every table from the stream: no change is ever left out of its
+    /// files, which are then the same as those of any other such slave (see [`crate::group`]).
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+
     /// Whether the slave awaits the copy of table `relid`.
     pub fn awaits(&self, relid: u32) -> bool {
         matches!(self.tables.get(&relid), Some(None))

@@ -6,8 +6,9 @@
 //! the master (with its lock), its batches (what a crash left unwritten, else an assignment),
 //! its outbox with its state file, and the record of what it was sent. What is shared is the
 //! reading and the rendering. Per batch, the slaves whose batches hold the same transactions,
-//! in the same order, and that take every table from the stream (no table filter: no
-//! `dbmirror-export snapshot --table` awaiting or leaving out a table) form a group: one of
+//! in the same order, and that leave none of their changes out (a slave given a copy of a
+//! table by `dbmirror-export snapshot --table` leaves out the changes its copy holds, and all
+//! of the table's while it awaits the copy) form a group: one of
 //! their sessions streams the changes, and each transaction's body is rendered once into a
 //! [`Tee`] over the slaves' files; the header and guard at its start and the sequences and
 //! COMMIT at its end, which differ between slaves, are written into each file on its own. Any
@@ -144,16 +145,18 @@ pub fn once(
 }
 
 /// The slaves with a batch, in groups (positions in `batches`) that share their transactions:
-/// the same xids in the same order, and no table filter. A slave that shares with none is a
-/// group of one.
+/// the same xids in the same order, and none of their changes left out by a table filter. A
+/// slave that shares with none is a group of one.
 fn groups(masters: &mut [Master], batches: &[Vec<Assigned>]) -> Result<Vec<Vec<usize>>, Error> {
     let same = |a: &[Assigned], b: &[Assigned]| a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.xid == b.xid);
     let mut groups: Vec<Vec<usize>> = Vec::new();
     let mut alone: Vec<Vec<usize>> = Vec::new();
     for (i, batch) in batches.iter().enumerate().filter(|(_, batch)| !batch.is_empty()) {
-        // A slave that takes a table from a copy of its own leaves some changes out of its
-        // files: it is exported alone.
-        if !masters[i].table_filter()?.is_empty() {
+        // A slave that takes a table from a copy of its own leaves the changes that the copy
+        // holds out of its files (or all of the table's, while it awaits the copy): while it
+        // may leave out any of this batch, it is exported alone.
+        let xids: Vec<i64> = batch.iter().map(|a| a.xid).collect();
+        if !masters[i].table_filter()?.keeps_all(&xids) {
             alone.push(vec![i]);
             continue;
         }
@@ -207,6 +210,11 @@ fn write_group(
             written: Vec::with_capacity(batches[i].len()),
         });
     }
+    let (first, last) = (batches[group[0]][0].xid, batches[group[0]].len());
+    log::info(&format!(
+        "rendering {last} transactions once for slaves {} (from xid {first})",
+        group.iter().map(|&i| format!("\"{}\"", configs[i].slave_name)).collect::<Vec<_>>().join(", ")
+    ));
     let streamer = &mut masters[group[0]];
     let identity = streamer.identity.clone();
     let batch = &batches[group[0]];

@@ -45,7 +45,7 @@ pub struct CaptureProblems {
 
 impl CaptureProblems {
     /// Logs (and alerts) the master's capture problems if they differ from the last report.
-    fn report(&mut self, master: &mut Master, alert: &dyn Fn(&str)) -> Result<(), Error> {
+    pub(crate) fn report(&mut self, master: &mut Master, alert: &dyn Fn(&str)) -> Result<(), Error> {
         let problems = master.capture_problems()?;
         if self.last.as_ref() == Some(&problems) {
             return Ok(());
@@ -71,7 +71,8 @@ pub fn once(
     problems: &mut CaptureProblems,
     alert: &dyn Fn(&str),
 ) -> Result<Summary, Error> {
-    let mut master = start(config, problems, alert)?;
+    let mut master = start(config)?;
+    problems.report(&mut master, alert)?;
     let mut direct = match &config.output {
         Output::Direct { slave } => Some(Direct::connect(slave, &config.slave_name)?),
         Output::Files { .. } => None,
@@ -99,8 +100,8 @@ pub fn once(
 
 /// Connects to the master for the slave of `config`, takes its lock, and checks that the
 /// slave's stream can go on: registered, no snapshot unfinished, the outbox (in file mode)
-/// continuing the master's record. Reports the master's capture problems.
-pub(crate) fn start(config: &Config, problems: &mut CaptureProblems, alert: &dyn Fn(&str)) -> Result<Master, Error> {
+/// continuing the master's record.
+pub(crate) fn start(config: &Config) -> Result<Master, Error> {
     let mut master = Master::connect(&config.master, &config.slave_name)?;
     master.lock()?;
     let stream = master.slave_row()?;
@@ -108,7 +109,6 @@ pub(crate) fn start(config: &Config, problems: &mut CaptureProblems, alert: &dyn
     if let Output::Files { directory, .. } = &config.output {
         outbox::check(directory, &master.identity, &config.slave_name, stream.last_number, stream.last_written())?;
     }
-    problems.report(&mut master, alert)?;
     Ok(master)
 }
 

@@ -73,15 +73,12 @@ pub fn check(configs: &[Config]) -> Result<(), Error> {
     Ok(())
 }
 
-/// A slave's session on the master, once it is checked to be the same master as the first's.
-fn connect_all(
-    configs: &[Config],
-    problems: &mut [CaptureProblems],
-    alert: &dyn Fn(&str),
-) -> Result<Vec<Master>, Error> {
+/// Each slave's session on the master, checked to reach the first one's master: the same
+/// cluster (system identifier) and database.
+fn connect_all(configs: &[Config]) -> Result<Vec<Master>, Error> {
     let mut masters: Vec<Master> = Vec::with_capacity(configs.len());
-    for (config, problems) in configs.iter().zip(problems.iter_mut()) {
-        let master = export::start(config, problems, alert)?;
+    for config in configs {
+        let master = export::start(config)?;
         if let Some(first) = masters.first() {
             let (a, b) = (&first.identity, &master.identity);
             if a.system_identifier != b.system_identifier || a.database != b.database {
@@ -104,15 +101,16 @@ fn connect_all(
 }
 
 /// Exports until nothing is pending for any of the slaves (or `stop` is set between batches).
-/// `problems` holds one report per slave.
+/// The master's capture problems are the same for every slave: they are reported once.
 pub fn once(
     configs: &[Config],
     stop: &AtomicBool,
-    problems: &mut [CaptureProblems],
+    problems: &mut CaptureProblems,
     alert: &dyn Fn(&str),
 ) -> Result<Summary, Error> {
     check(configs)?;
-    let mut masters = connect_all(configs, problems, alert)?;
+    let mut masters = connect_all(configs)?;
+    problems.report(&mut masters[0], alert)?;
     let batch_size = configs[0].batch_size;
     let mut summary = Summary::default();
     while !stop.load(Ordering::Relaxed) {
@@ -302,7 +300,7 @@ pub fn run(
     alert: &dyn Fn(&Config, &str),
 ) -> Result<(), Error> {
     let mut failures = 0u32;
-    let mut problems: Vec<CaptureProblems> = configs.iter().map(|_| CaptureProblems::default()).collect();
+    let mut problems = CaptureProblems::default();
     let mut failing = Failing::default();
     let metrics_file =
         |config: &Config| config.metrics_file.clone().map(|path| MetricsFile::new(path, config.metrics_interval));

@@ -146,8 +146,7 @@ fn several(command: Command, paths: &[PathBuf], alert_command: &mut Option<Strin
                     alert(command, text);
                 }
             };
-            let mut problems: Vec<export::CaptureProblems> = configs.iter().map(|_| Default::default()).collect();
-            let summary = group::once(&configs, &stop, &mut problems, &alert_each)?;
+            let summary = group::once(&configs, &stop, &mut export::CaptureProblems::default(), &alert_each)?;
             log::info(&format!(
                 "done: {} transactions ({} changes) exported for slaves {}, {} purged",
                 summary.transactions,

@@ -305,3 +305,48 @@ fn a_crash_at_any_point_with_several_slaves_loses_nothing_and_never_changes_a_wr
         }
     }
 }
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// `run` for several slaves exports each change for all of them as it comes, and one SIGHUP
+/// reloads every configuration: a valid change is taken, a change of what only a restart may
+/// change (a slave's name) is refused for that configuration alone, and the process goes on.
+#[test]
+fn run_serves_several_slaves_and_sighup_reloads_each_configuration() {
+    let master = master_with(&SLAVES);
+    let work = Workdir::new("slaves-run");
+    let all = slaves(&work, "s", &master.conninfo(), &SLAVES, |_| "sleep_interval = 0.2".to_string());
+    let log = work.path().join("run.log");
+    let mut exporter =
+        dbmirror_tests::tools::Running::start(export_all(&all, &["run"]).stderr(std::fs::File::create(&log).unwrap()));
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for("the exporter to start", || read().matches("starting version").count() == 3);
+    master.execute("INSERT INTO item (name) VALUES ('one')");
+    wait_for("the export", || all.iter().all(|s| transaction_files(&s.outbox).len() == 1));
+    assert!(read().contains("rendering 1 transactions once for slaves \"a\", \"b\", \"c\""), "{}", read());
+
+    let edit = |path: &Path, from: &str, to: &str| {
+        let text = std::fs::read_to_string(path).unwrap();
+        std::fs::write(path, text.replacen(from, to, 1)).unwrap();
+    };
+    edit(&all[0].config, "sleep_interval = 0.2", "sleep_interval = 0.3\nbatch_size = 7");
+    edit(&all[2].config, "slave_name = \"c\"", "slave_name = \"d\"");
+    exporter.signal("HUP");
+    wait_for("the reload", || read().contains("changed batch_size, sleep_interval"));
+    wait_for("the refused change", || read().contains("slave_name cannot change while running"));
+    master.execute("INSERT INTO item (name) VALUES ('two')");
+    wait_for("the export", || all.iter().all(|s| transaction_files(&s.outbox).len() == 2));
+    assert!(exporter.is_running(), "{}", read());
+    let output = exporter.terminate();
+    assert!(output.status.success(), "{}", read());
+    edit(&all[2].config, "slave_name = \"d\"", "slave_name = \"c\"");
+    for slave in &all {
+        apply_and_compare(&master, slave, &work, "", TABLES);
+    }
+}

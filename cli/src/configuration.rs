@@ -23,48 +23,74 @@ pub const DEFAULT_CONFIG_DIR: &str = "/etc/dbmirror";
 /// configuration elsewhere, and for tests, which cannot share `/etc`.
 pub const CONFIG_DIR_VARIABLE: &str = "DBMIRROR_CONFIG_DIR";
 
-/// Which configuration file a tool reads: the options both tools take for it.
+/// Which configuration files a tool reads: the options both tools take for them. Both options
+/// may be repeated, for `dbmirror-export once` and `run`, which serve several slaves of one
+/// master in one process; every other command takes exactly one ([`Location::path`]).
 #[derive(Debug, Clone, clap::Args)]
 pub struct Location {
-    /// Configuration file (TOML); used instead of --name when both are given
+    /// Configuration file (TOML); used instead of --name when both are given. `dbmirror-export
+    /// once` and `run` take several (one per slave of the same master)
     #[arg(long, short, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Read the configuration file NAME.toml in /etc/dbmirror (or in $DBMIRROR_CONFIG_DIR)
+    pub config: Vec<PathBuf>,
+    /// Read the configuration file NAME.toml in /etc/dbmirror (or in $DBMIRROR_CONFIG_DIR).
+    /// `dbmirror-export once` and `run` take several
     #[arg(long, short, value_name = "NAME")]
-    pub name: Option<String>,
+    pub name: Vec<String>,
 }
 
 impl Location {
     /// The configuration file's path: `--config FILE` as given, else `NAME.toml` in the
-    /// configuration directory. Neither option, or a name that is not a plain file name, is a
-    /// configuration error that says what to pass.
+    /// configuration directory. Neither option, more than one configuration, or a name that is
+    /// not a plain file name, is a configuration error that says what to pass.
     pub fn path(&self) -> Result<PathBuf, Error> {
+        let mut paths = self.paths()?;
+        if paths.len() > 1 {
+            return Err(Error::config(format!("this command takes one configuration, not {}", paths.len())).with_hint(
+                "Pass one --config FILE or --name NAME; only dbmirror-export once and run serve several slaves.",
+            ));
+        }
+        Ok(paths.remove(0))
+    }
+
+    /// Whether more than one configuration is given (the `--config` files if any, else the
+    /// `--name` ones).
+    pub fn several(&self) -> bool {
+        self.config.len() > 1 || (self.config.is_empty() && self.name.len() > 1)
+    }
+
+    /// Every configuration file's path, in the order given (at least one): the `--config`
+    /// files if any, else the `--name` ones.
+    pub fn paths(&self) -> Result<Vec<PathBuf>, Error> {
         self.resolve(std::env::var_os(CONFIG_DIR_VARIABLE))
     }
 
-    /// [`path`](Self::path) with the value of [`CONFIG_DIR_VARIABLE`] given; an empty one
+    /// [`paths`](Self::paths) with the value of [`CONFIG_DIR_VARIABLE`] given; an empty one
     /// counts as unset, as a directory named "" would mean the working directory by accident.
-    fn resolve(&self, variable: Option<OsString>) -> Result<PathBuf, Error> {
-        if let Some(path) = &self.config {
-            return Ok(path.clone());
+    fn resolve(&self, variable: Option<OsString>) -> Result<Vec<PathBuf>, Error> {
+        if !self.config.is_empty() {
+            return Ok(self.config.clone());
         }
         let dir =
             variable.filter(|dir| !dir.is_empty()).map_or_else(|| PathBuf::from(DEFAULT_CONFIG_DIR), PathBuf::from);
-        let Some(name) = &self.name else {
+        if self.name.is_empty() {
             return Err(Error::config("no configuration file given").with_hint(format!(
                 "Pass --name NAME to read \"{}\", or --config FILE.",
                 dir.join("NAME.toml").display()
             )));
-        };
-        // The name becomes a file name in the directory: a path, a hidden file or a name that
-        // leaves the directory (`..`) would read a file nobody meant to configure this.
-        if name.is_empty() || name.starts_with('.') || name.contains(['/', '\0']) {
-            return Err(Error::config(format!("--name \"{name}\" is not a configuration name")).with_hint(format!(
-                "A name is the file name of a configuration in \"{}\" without .toml; pass a path with --config FILE.",
-                dir.display()
-            )));
         }
-        Ok(dir.join(format!("{name}.toml")))
+        let mut paths = Vec::with_capacity(self.name.len());
+        for name in &self.name {
+            // The name becomes a file name in the directory: a path, a hidden file or a name
+            // that leaves the directory (`..`) would read a file nobody meant to configure this.
+            if name.is_empty() || name.starts_with('.') || name.contains(['/', '\0']) {
+                return Err(Error::config(format!("--name \"{name}\" is not a configuration name")).with_hint(format!(
+                    "A name is the file name of a configuration in \"{}\" without .toml; pass a path with --config FILE.",
+                    dir.display()
+                )));
+            }
+            paths.push(dir.join(format!("{name}.toml")));
+        }
+        Ok(paths)
     }
 }
 
@@ -110,6 +136,15 @@ impl Reload {
         if !self.requested.swap(false, Ordering::Relaxed) {
             return None;
         }
+        self.reread(parse)
+    }
+
+    /// Reads the configuration file again now, whether or not SIGHUP arrived, as [`take`]
+    /// does after one: for a process that serves several configurations from one SIGHUP flag,
+    /// which takes the flag once and then rereads each file.
+    ///
+    /// [`take`]: Self::take
+    pub fn reread<T>(&mut self, parse: impl FnOnce(&str) -> Result<T, Error>) -> Option<T> {
         let not_reloaded = |e: Error| {
             log::error(
                 &e.context(&format!(
@@ -397,10 +432,11 @@ mod tests {
     #[test]
     fn the_configuration_file_is_found_by_path_or_by_name() {
         let location = |config: Option<&str>, name: Option<&str>| Location {
-            config: config.map(PathBuf::from),
-            name: name.map(str::to_string),
+            config: config.map(PathBuf::from).into_iter().collect(),
+            name: name.map(str::to_string).into_iter().collect(),
         };
-        let path = |l: Location, variable: Option<&str>| l.resolve(variable.map(OsString::from));
+        let path =
+            |l: Location, variable: Option<&str>| l.resolve(variable.map(OsString::from)).map(|mut p| p.remove(0));
         assert_eq!(
             path(location(None, Some("backup_system")), None).unwrap(),
             Path::new("/etc/dbmirror/backup_system.toml")
@@ -422,6 +458,21 @@ mod tests {
             assert!(err.to_string().contains("is not a configuration name"), "{bad:?}: {err}");
             assert!(err.hint().is_some_and(|h| h.contains("--config FILE")), "{bad:?}");
         }
+    }
+
+    /// `dbmirror-export once` and `run` read several configurations, in the order given; every
+    /// other command refuses more than one with a configuration error, never picks one.
+    #[test]
+    fn several_configurations_are_read_in_order_and_refused_where_one_is_expected() {
+        let names = Location { config: Vec::new(), name: vec!["a".into(), "b".into()] };
+        assert_eq!(names.resolve(Some("/srv".into())).unwrap(), [Path::new("/srv/a.toml"), Path::new("/srv/b.toml")]);
+        let files = Location { config: vec!["x.toml".into(), "y.toml".into()], name: vec!["a".into()] };
+        assert_eq!(files.paths().unwrap(), [Path::new("x.toml"), Path::new("y.toml")]);
+        let err = files.path().unwrap_err();
+        assert_eq!(err.kind(), Kind::Config);
+        assert!(err.to_string().starts_with("this command takes one configuration, not 2\n"), "{err}");
+        let bad = Location { config: Vec::new(), name: vec!["a".into(), "../b".into()] };
+        assert!(bad.paths().unwrap_err().to_string().contains("\"../b\" is not a configuration name"));
     }
 
     #[test]

@@ -27,11 +27,28 @@ pub struct Gauge {
 /// The text of a metrics file: each gauge with its HELP and TYPE lines and one sample labelled
 /// with the slave's name.
 pub fn render(slave: &str, gauges: &[Gauge]) -> String {
-    let label = slave.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    render_several(&[(slave.to_string(), gauges.to_vec())])
+}
+
+/// The text of a metrics file of several slaves (one exporter serving them): each gauge with
+/// its HELP and TYPE lines once, as the text format requires, then one sample per slave that
+/// has it, labelled with the slave's name.
+pub fn render_several(slaves: &[(String, Vec<Gauge>)]) -> String {
+    let label = |slave: &str| slave.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    let mut names: Vec<(&str, &str)> = Vec::new();
+    for gauge in slaves.iter().flat_map(|(_, gauges)| gauges) {
+        if !names.iter().any(|(name, _)| *name == gauge.name) {
+            names.push((gauge.name, gauge.help));
+        }
+    }
     let mut text = String::new();
-    for gauge in gauges {
-        text.push_str(&format!("# HELP {} {}\n# TYPE {} gauge\n", gauge.name, gauge.help, gauge.name));
-        text.push_str(&format!("{}{{slave=\"{label}\"}} {}\n", gauge.name, gauge.value));
+    for (name, help) in names {
+        text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        for (slave, gauges) in slaves {
+            for gauge in gauges.iter().filter(|g| g.name == name) {
+                text.push_str(&format!("{name}{{slave=\"{}\"}} {}\n", label(slave), gauge.value));
+            }
+        }
     }
     text
 }
@@ -56,8 +73,13 @@ impl MetricsFile {
 
     /// Replaces the file with `gauges` of `slave`.
     pub fn write(&mut self, slave: &str, gauges: &[Gauge]) -> Result<(), Error> {
+        self.write_several(&[(slave.to_string(), gauges.to_vec())])
+    }
+
+    /// Replaces the file with the gauges of each of several slaves.
+    pub fn write_several(&mut self, slaves: &[(String, Vec<Gauge>)]) -> Result<(), Error> {
         self.next = Instant::now() + self.interval;
-        replace(&self.path, render(slave, gauges).as_bytes()).map_err(|e| {
+        replace(&self.path, render_several(slaves).as_bytes()).map_err(|e| {
             Error::caused_by(
                 crate::Kind::Runtime,
                 &format!("could not write metrics_file \"{}\"", self.path.display()),
@@ -106,6 +128,25 @@ mod tests {
             assert_eq!(series, format!("{name}{{slave=\"back\\\"up\"}}"));
             value.parse::<f64>().unwrap();
         }
+    }
+
+    /// One exporter serving several slaves writes one file: each gauge's HELP and TYPE once
+    /// (the text format refuses them twice), then a sample for each slave that has it.
+    #[test]
+    fn several_slaves_share_each_gauges_help_and_type_lines() {
+        let text = render_several(&[("a".into(), gauges()), ("b".into(), gauges()[..1].to_vec())]);
+        assert_eq!(text.matches("# HELP dbmirror_apply_lag_seconds ").count(), 1, "{text}");
+        assert!(
+            text.contains(
+                "dbmirror_apply_lag_seconds{slave=\"a\"} 12.5\ndbmirror_apply_lag_seconds{slave=\"b\"} 12.5\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("dbmirror_apply_gap{slave=\"a\"} 0\n") && !text.contains("dbmirror_apply_gap{slave=\"b\"}"),
+            "{text}"
+        );
+        assert_eq!(render_several(&[("s".into(), gauges())]), render("s", &gauges()));
     }
 
     #[test]

@@ -46,14 +46,21 @@ pub const EXIT_CODES: &[Exit] = &[
 #[command(
     name = "dbmirror-export",
     version,
-    about = "Export the changes captured on a PostgreSQL master for one slave",
+    about = "Export the changes captured on a PostgreSQL master for one slave, or for several",
     long_about = "Export the changes captured on a PostgreSQL master for one slave: one numbered, \
                   checksummed SQL file per master transaction in the slave's transaction_file_directory, \
-                  or, with `slave` in the configuration, straight into the slave database.",
+                  or, with `slave` in the configuration, straight into the slave database.\n\n\
+                  `once` and `run` take several configurations (--config or --name repeated), one per \
+                  slave of the same master database, all in file mode: each transaction is then read and \
+                  rendered once and written for every slave. slave_name, transaction_file_directory, \
+                  compression and signing_key are each slave's own; sleep_interval, batch_size, \
+                  alert_command, log_format, metrics_file and metrics_interval come from the first \
+                  configuration.",
     after_help = dbmirror_cli::error::help(EXIT_CODES)
 )]
 pub struct Cli {
-    // Every command but keygen reads a configuration file, one per slave.
+    // Every command but keygen reads a configuration file, one per slave; once and run may
+    // read several.
     #[command(flatten)]
     pub configuration: Location,
     #[command(subcommand)]
@@ -62,7 +69,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Export everything pending for the slave, then exit
+    /// Export everything pending for the slave (or for each slave configured), then exit
     Once,
     /// Export continuously, sleeping sleep_interval when idle; stop on SIGTERM or SIGINT
     Run,

@@ -45,7 +45,7 @@ pub struct CaptureProblems {
 
 impl CaptureProblems {
     /// Logs (and alerts) the master's capture problems if they differ from the last report.
-    fn report(&mut self, master: &mut Master, alert: &dyn Fn(&str)) -> Result<(), Error> {
+    pub(crate) fn report(&mut self, master: &mut Master, alert: &dyn Fn(&str)) -> Result<(), Error> {
         let problems = master.capture_problems()?;
         if self.last.as_ref() == Some(&problems) {
             return Ok(());
@@ -71,13 +71,7 @@ pub fn once(
     problems: &mut CaptureProblems,
     alert: &dyn Fn(&str),
 ) -> Result<Summary, Error> {
-    let mut master = Master::connect(&config.master, &config.slave_name)?;
-    master.lock()?;
-    let stream = master.slave_row()?;
-    stream.check_not_seeding(&config.slave_name)?;
-    if let Output::Files { directory, .. } = &config.output {
-        outbox::check(directory, &master.identity, &config.slave_name, stream.last_number, stream.last_written())?;
-    }
+    let mut master = start(config)?;
     problems.report(&mut master, alert)?;
     let mut direct = match &config.output {
         Output::Direct { slave } => Some(Direct::connect(slave, &config.slave_name)?),
@@ -86,15 +80,10 @@ pub fn once(
     let mut summary = Summary::default();
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
-        let mut batch = master.unwritten()?;
+        let batch = next_batch(&mut master, config.batch_size)?;
         if batch.is_empty() {
-            batch = master.assign(config.batch_size)?;
-            fault::point("after-assign");
-        }
-        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
             break;
-        };
-        let (first, last) = (first.number, last.number);
+        }
         let previous = master.slave_row()?.last_sha256;
         let written = match (&config.output, direct.as_mut()) {
             (Output::Files { directory, compress, signing_key }, _) => {
@@ -104,33 +93,80 @@ pub fn once(
             (Output::Direct { .. }, Some(direct)) => export_batch(&mut master, config, direct, &batch, previous)?,
             (Output::Direct { .. }, None) => unreachable!("direct mode always connects to the slave first"),
         };
-        fault::point("before-mark-written");
-        let purged = master.mark_written(&written)?;
-        if let (Output::Files { directory, .. }, Some((_, sha))) = (&config.output, written.last()) {
-            let state = outbox::Written {
-                master: master.identity.system_identifier.to_string(),
-                database: master.identity.database.clone(),
-                slave: config.slave_name.clone(),
-                number: last,
-                sql_sha256: sha.to_string(),
-            };
-            outbox::record(directory, &state)?;
-        }
-        let changes: i64 = batch.iter().map(|a| a.changes).sum();
-        summary.transactions += batch.len() as u64;
-        summary.changes += changes as u64;
-        summary.purged += purged;
-        log::info(&format!(
-            "exported files {first}-{last} for slave \"{}\": {} transactions, {changes} changes, {:.1}s",
-            config.slave_name,
-            batch.len(),
-            started.elapsed().as_secs_f64()
-        ));
+        record(&mut master, config, &batch, &written, started, &mut summary)?;
     }
     Ok(summary)
 }
 
-fn header(identity: &Identity, config: &Config, assigned: &Assigned, previous: Option<Checksum>) -> Header {
+/// Connects to the master for the slave of `config`, takes its lock, and checks that the
+/// slave's stream can go on: registered, no snapshot unfinished, the outbox (in file mode)
+/// continuing the master's record.
+pub(crate) fn start(config: &Config) -> Result<Master, Error> {
+    let mut master = Master::connect(&config.master, &config.slave_name)?;
+    master.lock()?;
+    let stream = master.slave_row()?;
+    stream.check_not_seeding(&config.slave_name)?;
+    if let Output::Files { directory, .. } = &config.output {
+        outbox::check(directory, &master.identity, &config.slave_name, stream.last_number, stream.last_written())?;
+    }
+    Ok(master)
+}
+
+/// The slave's next batch: what a crash left assigned and unwritten, else up to `batch_size`
+/// transactions assigned now. Empty when nothing is pending.
+pub(crate) fn next_batch(master: &mut Master, batch_size: usize) -> Result<Vec<Assigned>, Error> {
+    let batch = master.unwritten()?;
+    if !batch.is_empty() {
+        return Ok(batch);
+    }
+    let batch = master.assign(batch_size)?;
+    if !batch.is_empty() {
+        fault::point("after-assign");
+    }
+    Ok(batch)
+}
+
+/// Records a batch whose files are durable (or, in direct mode, applied): on the master, which
+/// purges what every slave now has, then in the outbox's state file; counts it in `summary`
+/// and logs it.
+pub(crate) fn record(
+    master: &mut Master,
+    config: &Config,
+    batch: &[Assigned],
+    written: &[(i64, Checksum)],
+    started: Instant,
+    summary: &mut Summary,
+) -> Result<(), Error> {
+    let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+        return Ok(());
+    };
+    let (first, last) = (first.number, last.number);
+    fault::point("before-mark-written");
+    let purged = master.mark_written(written)?;
+    if let (Output::Files { directory, .. }, Some((_, sha))) = (&config.output, written.last()) {
+        let state = outbox::Written {
+            master: master.identity.system_identifier.to_string(),
+            database: master.identity.database.clone(),
+            slave: config.slave_name.clone(),
+            number: last,
+            sql_sha256: sha.to_string(),
+        };
+        outbox::record(directory, &state)?;
+    }
+    let changes: i64 = batch.iter().map(|a| a.changes).sum();
+    summary.transactions += batch.len() as u64;
+    summary.changes += changes as u64;
+    summary.purged += purged;
+    log::info(&format!(
+        "exported files {first}-{last} for slave \"{}\": {} transactions, {changes} changes, {:.1}s",
+        config.slave_name,
+        batch.len(),
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+pub(crate) fn header(identity: &Identity, config: &Config, assigned: &Assigned, previous: Option<Checksum>) -> Header {
     Header {
         format: FORMAT_VERSION,
         master: identity.system_identifier,
@@ -163,7 +199,7 @@ pub trait Destination {
 /// Renders a batch into `destination`, streaming its changes from the master in one query, and
 /// checks that every transaction arrived with all its captured changes. Returns each
 /// transaction's xid with the checksum of its SQL.
-fn export_batch<D: Destination>(
+pub(crate) fn export_batch<D: Destination>(
     master: &mut Master,
     config: &Config,
     destination: &mut D,
@@ -253,7 +289,7 @@ fn export_batch<D: Destination>(
     Ok(written)
 }
 
-fn missing(assigned: &Assigned) -> Error {
+pub(crate) fn missing(assigned: &Assigned) -> Error {
     Error::runtime(format!("transaction {} has no captured changes in dbmirror_PendingData", assigned.xid))
 }
 
@@ -308,7 +344,7 @@ impl<'a> Files<'a> {
         }
     }
 
-    fn name(&self, assigned: &Assigned) -> TransactionFileName {
+    pub(crate) fn name(&self, assigned: &Assigned) -> TransactionFileName {
         TransactionFileName {
             number: assigned.number as u64,
             time: assigned.assigned_at,
@@ -371,7 +407,7 @@ impl Destination for Files<'_> {
 }
 
 /// A failure while writing a file: name the file, and say that nothing was recorded as sent.
-fn outbox_failure(e: Error, directory: &Path, name: &TransactionFileName) -> Error {
+pub(crate) fn outbox_failure(e: Error, directory: &Path, name: &TransactionFileName) -> Error {
     if e.kind() != Kind::Runtime || !e.to_string().starts_with("I/O error") {
         return e;
     }
@@ -435,13 +471,13 @@ pub fn run(
 /// The failure `run` is retrying, if any, so that `alert_command` hears of a change of state
 /// (failing, failing for another reason, recovered) and not of every retry.
 #[derive(Debug, Default)]
-struct Failing {
+pub(crate) struct Failing {
     /// The first line of the failure's message: what it is, without the hint.
     reason: Option<String>,
 }
 
 impl Failing {
-    fn failed(&mut self, e: &Error, alert: &dyn Fn(&str)) {
+    pub(crate) fn failed(&mut self, e: &Error, alert: &dyn Fn(&str)) {
         let text = e.to_string();
         let reason = text.lines().next().unwrap_or_default().to_string();
         if self.reason.as_ref() != Some(&reason) {
@@ -450,7 +486,7 @@ impl Failing {
         }
     }
 
-    fn recovered(&mut self, alert: &dyn Fn(&str)) {
+    pub(crate) fn recovered(&mut self, alert: &dyn Fn(&str)) {
         if let Some(reason) = self.reason.take() {
             let text = format!("recovered: exporting again after failing with: {reason}");
             log::info(&text);

@@ -66,6 +66,13 @@ impl TableFilter {
         !relids.is_empty() && relids.iter().all(|&relid| self.leaves_out(relid, xid))
     }
 
+    /// Whether no change of the transactions `xids` stays out of the slave's files: it has no
+    /// table of its own, or each was copied before all of them. Its files of these
+    /// transactions are then the same as any other such slave's (see [`crate::group`]).
+    pub fn keeps_all(&self, xids: &[i64]) -> bool {
+        self.tables.values().all(|copy| copy.as_ref().is_some_and(|copy| xids.iter().all(|&xid| !copy.sees(xid))))
+    }
+
     /// Whether the slave awaits the copy of table `relid`.
     pub fn awaits(&self, relid: u32) -> bool {
         matches!(self.tables.get(&relid), Some(None))
@@ -88,5 +95,17 @@ mod tests {
         assert!(filter.leaves_out(1, 500) && filter.awaits(1));
         assert!(filter.leaves_out(2, 99) && !filter.leaves_out(2, 101) && !filter.awaits(2));
         assert!(!filter.leaves_out(3, 99));
+    }
+
+    /// A slave can share files with others only for transactions it takes whole: none before
+    /// or in a copy's snapshot, none while a copy is awaited.
+    #[test]
+    fn a_slave_keeps_all_changes_only_of_transactions_after_its_copies() {
+        assert!(TableFilter::default().keeps_all(&[1, 2, 3]));
+        let copied = TableFilter::new(HashMap::from([(2, Some(Visible::parse("100:105:101,103").unwrap()))]));
+        assert!(copied.keeps_all(&[101, 103, 105, 300]));
+        assert!(!copied.keeps_all(&[103, 104]));
+        let awaiting = TableFilter::new(HashMap::from([(1, None)]));
+        assert!(!awaiting.keeps_all(&[300]));
     }
 }

@@ -14,11 +14,13 @@ mod error;
 mod export;
 mod fault;
 mod filter;
+mod group;
 mod master;
 mod outbox;
 mod snapshot;
 mod sql;
 mod status;
+mod tee;
 mod verify;
 
 use config::Config;
@@ -35,6 +37,14 @@ const RESTART_ONLY: &[&str] = &["slave_name", "transaction_file_directory", "sla
 fn main() -> ExitCode {
     log::report_panics();
     let cli = Cli::parse();
+    // Only `once` and `run` serve several slaves; any other command given several
+    // configurations is a bad command line, whatever exit codes the command uses otherwise.
+    if cli.configuration.several() && !matches!(cli.command, Command::Once | Command::Run) {
+        if let Err(e) = cli.configuration.path() {
+            log::error(&e.to_string());
+            return ExitCode::from(e.kind().exit_code());
+        }
+    }
     let mut alert_command = None;
     // `status` answers in a Nagios plugin's codes: whatever keeps it from telling is UNKNOWN.
     let checking = matches!(cli.command, Command::Status { .. });
@@ -56,6 +66,10 @@ fn run(cli: Cli, alert_command: &mut Option<String>) -> Result<u8, Error> {
         Command::Keygen { prefix } => return keygen(&prefix).map(|()| 0),
         command => command,
     };
+    let paths = cli.configuration.paths()?;
+    if paths.len() > 1 {
+        return several(command, &paths, alert_command);
+    }
     let path = cli.configuration.path()?;
     let config = Config::load(&path)?;
     log::configure(config.log_format, &config.slave_name);
@@ -112,6 +126,52 @@ fn run(cli: Cli, alert_command: &mut Option<String>) -> Result<u8, Error> {
             let comparisons = verify::compare(&mut master, &slave)?;
             verify::report(&comparisons, &master.capture_problems()?, json).map(|()| 0)
         }
+    }
+}
+
+/// `once` or `run` for several slaves of one master, one configuration each (see
+/// [`group`]); the settings of the process come from the first configuration.
+fn several(command: Command, paths: &[PathBuf], alert_command: &mut Option<String>) -> Result<u8, Error> {
+    let configs = paths.iter().map(|path| Config::load(path)).collect::<Result<Vec<_>, _>>()?;
+    log::configure(configs[0].log_format, &group::names(&configs));
+    alert_command.clone_from(&configs[0].alert_command);
+    let stop = dbmirror_cli::signals::stop_flag()?;
+    // Before any work: SIGHUP must not end a command, whichever it is.
+    let reload = dbmirror_cli::signals::reload_flag()?;
+    group::check(&configs)?;
+    match command {
+        Command::Once => {
+            let alert_each = |text: &str| {
+                if let Some(command) = &configs[0].alert_command {
+                    alert(command, text);
+                }
+            };
+            let summary = group::once(&configs, &stop, &mut export::CaptureProblems::default(), &alert_each)?;
+            log::info(&format!(
+                "done: {} transactions ({} changes) exported for slaves {}, {} purged",
+                summary.transactions,
+                summary.changes,
+                configs.iter().map(|c| format!("\"{}\"", c.slave_name)).collect::<Vec<_>>().join(", "),
+                summary.purged
+            ));
+            Ok(0)
+        }
+        Command::Run => {
+            for (path, config) in paths.iter().zip(&configs) {
+                log::startup(env!("CARGO_PKG_VERSION"), path, &config.slave_name, &serves(config));
+            }
+            let mut reloads = paths
+                .iter()
+                .map(|path| Reload::new(path, reload.clone(), RESTART_ONLY))
+                .collect::<Result<Vec<_>, _>>()?;
+            let alert_each = |config: &Config, text: &str| {
+                if let Some(command) = &config.alert_command {
+                    alert(command, text);
+                }
+            };
+            group::run(configs, &mut reloads, &stop, &alert_each).map(|()| 0)
+        }
+        _ => unreachable!("main refuses several configurations for any other command"),
     }
 }
 

@@ -189,7 +189,16 @@ pub struct FileWriter<W: Write> {
 impl<W: Write> FileWriter<W> {
     /// Writes the header and the preamble: settings, BEGIN, and the guard.
     pub fn begin(mut out: W, header: &Header) -> io::Result<Self> {
-        Self::preamble(&mut out, header)?;
+        Self::head(&mut out, header)?;
+        Ok(Self::body(out))
+    }
+
+    /// Writes what is particular to one slave's file at its start: the header, the preamble
+    /// and the guard (the slave's name, the file's number, the checksum of the slave's previous
+    /// file). [`begin`](Self::begin) is this and [`body`](Self::body); a file rendered for
+    /// several slaves at once has this written into each slave's output, and its body once.
+    pub fn head(out: &mut W, header: &Header) -> io::Result<()> {
+        Self::preamble(out, header)?;
         let previous = header.previous_sha256.map_or_else(|| "NULL".to_string(), |c| quote_literal(&c.to_string()));
         // The assignment time, as the header gives it (microseconds, UTC): it tells two exports
         // of one number apart even where a master restored from an older copy reuses the xid,
@@ -202,8 +211,14 @@ impl<W: Write> FileWriter<W> {
             file_identity(header),
             time(&header.exported_at),
             header.committed_at.as_ref().map_or_else(|| "NULL".to_string(), time),
-        )?;
-        Ok(Self { out, run: None, truncates: Vec::new(), checked: Vec::new(), line: Vec::new() })
+        )
+    }
+
+    /// A writer of the changes of a file whose [`head`](Self::head) is written already: the
+    /// part of a transaction file that is the same for every slave (the changes, with the
+    /// state they need: runs of inserts, truncates, shape checks). Writes nothing yet.
+    pub fn body(out: W) -> Self {
+        Self { out, run: None, truncates: Vec::new(), checked: Vec::new(), line: Vec::new() }
     }
 
     /// Writes the header and the preamble of the first file of a snapshot, which starts the
@@ -295,13 +310,30 @@ impl<W: Write> FileWriter<W> {
 
     /// Writes the sequences and COMMIT, and returns the output.
     pub fn finish(mut self, sequences: &[SequenceValue]) -> io::Result<W> {
-        self.flush_pending()?;
-        for s in sequences {
-            writeln!(self.out, "SELECT {SEQUENCE_FUNCTION}({}, {}, true);", quote_literal(&s.sequence), s.value)?;
-        }
-        self.out.write_all(b"COMMIT;\n")?;
-        self.out.flush()?;
+        self.end_body()?;
+        Self::tail(&mut self.out, sequences)?;
         Ok(self.out)
+    }
+
+    /// Writes what the body still holds back (a short run of inserts, truncates), so that
+    /// [`into_inner`](Self::into_inner) gives an output for [`tail`](Self::tail) to end.
+    pub fn end_body(&mut self) -> io::Result<()> {
+        self.flush_pending()
+    }
+
+    /// The output, once [`end_body`](Self::end_body) has written everything held back.
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+
+    /// Writes what is particular to one slave's file at its end: the sequences (read for each
+    /// slave when its numbers were assigned) and COMMIT.
+    pub fn tail(out: &mut W, sequences: &[SequenceValue]) -> io::Result<()> {
+        for s in sequences {
+            writeln!(out, "SELECT {SEQUENCE_FUNCTION}({}, {}, true);", quote_literal(&s.sequence), s.value)?;
+        }
+        out.write_all(b"COMMIT;\n")?;
+        out.flush()
     }
 
     /// Asks the slave to check `table`'s shape, the first time the file changes it: before its

@@ -17,6 +17,7 @@ mod hygiene;
 mod monitoring;
 mod order;
 mod package;
+mod slaves;
 mod snapshot;
 mod soak;
 mod statements;

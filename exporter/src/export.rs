@@ -263,17 +263,11 @@ pub(crate) fn export_batch<D: Destination>(
         let Some(broken) = stopped else { break };
         let broken = start + broken;
         if broken < written.len() {
-            // Its file was closed with all the changes dbmirror_Pending counts: another is one
-            // too many.
-            return Err(Error::runtime(format!(
-                "transaction {} has more captured changes than dbmirror_Pending says ({})",
-                batch[broken].xid, batch[broken].changes
-            )));
+            return Err(one_too_many(&batch[broken]));
         }
-        if open.as_ref().is_some_and(|o| o.position == broken) {
-            drop(open.take());
-        }
-        if let Some(done) = open.take() {
+        // The transaction out of place is dropped unwritten (its file removed); one before it
+        // is whole.
+        if let Some(done) = open.take().filter(|o| o.position != broken) {
             previous = Some(close(done, destination, &mut written)?);
         }
         master.out_of_order();
@@ -287,6 +281,14 @@ pub(crate) fn export_batch<D: Destination>(
     }
     destination.end()?;
     Ok(written)
+}
+
+/// A change of a transaction whose file was closed with all the changes dbmirror_Pending counts.
+pub(crate) fn one_too_many(assigned: &Assigned) -> Error {
+    Error::runtime(format!(
+        "transaction {} has more captured changes than dbmirror_Pending says ({})",
+        assigned.xid, assigned.changes
+    ))
 }
 
 pub(crate) fn missing(assigned: &Assigned) -> Error {

@@ -36,7 +36,7 @@ use crate::config::{Config, Output};
 use crate::error::{Error, Kind};
 use crate::export::{self, CaptureProblems, Destination, Failing, Files, Summary};
 use crate::fault;
-use crate::master::{Assigned, Master};
+use crate::master::{Assigned, Master, Read};
 use crate::sql::FileWriter;
 use crate::status;
 use crate::tee::Tee;
@@ -134,7 +134,7 @@ pub fn once(
                 unreachable!("check() admits file mode only");
             };
             let previous = master.slave_row()?.last_sha256;
-            let mut files = Files::new(directory, *compress, signing_key.as_deref());
+            let mut files = Files::new(directory, *compress, signing_key.as_deref(), config.sync_method);
             let written = export::export_batch(master, config, &mut files, batch, previous)?;
             export::record(master, config, batch, &written, started, &mut summary)?;
         }
@@ -203,7 +203,7 @@ fn write_group(
         members.push(Member {
             config: &configs[i],
             batch: &batches[i],
-            files: Files::new(directory, *compress, signing_key.as_deref()),
+            files: Files::new(directory, *compress, signing_key.as_deref(), configs[i].sync_method),
             previous: masters[i].slave_row()?.last_sha256,
             written: Vec::with_capacity(batches[i].len()),
         });
@@ -218,29 +218,48 @@ fn write_group(
     let batch = &batches[group[0]];
     let mut open: Option<Open> = None;
     let mut done = 0;
-    streamer.stream_batch(batch, |position, change| {
-        if open.as_ref().is_none_or(|o| o.position != position) {
-            if let Some(finished) = open.take() {
-                close(finished, &mut members)?;
-                done += 1;
+    // Read physically first, sorted from a transaction out of place (as export_batch does).
+    let mut read = streamer.next_read();
+    let mut start = 0;
+    loop {
+        let stopped = streamer.stream_batch(&batch[start..], read, |position, change| {
+            let position = start + position;
+            if open.as_ref().is_none_or(|o| o.position != position) {
+                if let Some(finished) = open.take() {
+                    close(finished, &mut members)?;
+                    done += 1;
+                }
+                if position != done {
+                    return Err(export::missing(&batch[done]));
+                }
+                let mut outputs = Vec::with_capacity(members.len());
+                for member in &mut members {
+                    let assigned = &member.batch[position];
+                    let header = export::header(&identity, member.config, assigned, member.previous);
+                    let mut out = member.files.open(assigned)?;
+                    FileWriter::head(&mut out, &header).map_err(|e| member.files.write_error(assigned, e.into()))?;
+                    outputs.push(out);
+                }
+                open = Some(Open { position, body: FileWriter::body(Tee::new(outputs)), changes: 0 });
             }
-            if position != done {
-                return Err(export::missing(&batch[done]));
-            }
-            let mut outputs = Vec::with_capacity(members.len());
-            for member in &mut members {
-                let assigned = &member.batch[position];
-                let header = export::header(&identity, member.config, assigned, member.previous);
-                let mut out = member.files.open(assigned)?;
-                FileWriter::head(&mut out, &header).map_err(|e| member.files.write_error(assigned, e.into()))?;
-                outputs.push(out);
-            }
-            open = Some(Open { position, body: FileWriter::body(Tee::new(outputs)), changes: 0 });
+            let current = open.as_mut().expect("a transaction is open");
+            current.changes += 1;
+            current.body.change(change).map_err(|e| failure(&members, &current.body, current.position, e))
+        })?;
+        let Some(broken) = stopped else { break };
+        let broken = start + broken;
+        if broken < done {
+            return Err(export::one_too_many(&batch[broken]));
         }
-        let current = open.as_mut().expect("a transaction is open");
-        current.changes += 1;
-        current.body.change(change).map_err(|e| failure(&members, &current.body, current.position, e))
-    })?;
+        // The transaction out of place is dropped unwritten (its files removed); one before it
+        // is whole.
+        if let Some(finished) = open.take().filter(|o| o.position != broken) {
+            close(finished, &mut members)?;
+            done += 1;
+        }
+        streamer.out_of_order();
+        (start, read) = (broken, Read::Sorted);
+    }
     if let Some(finished) = open.take() {
         close(finished, &mut members)?;
         done += 1;

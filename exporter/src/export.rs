@@ -270,6 +270,10 @@ pub(crate) fn export_batch<D: Destination>(
         if let Some(done) = open.take().filter(|o| o.position != broken) {
             previous = Some(close(done, destination, &mut written)?);
         }
+        log::info(&format!(
+            "changes of transaction {} lie out of change order on disk: reading it and the rest of its batch sorted",
+            batch[broken].xid
+        ));
         master.out_of_order();
         (start, read) = (broken, Read::Sorted);
     }

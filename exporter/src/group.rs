@@ -257,6 +257,10 @@ fn write_group(
             close(finished, &mut members)?;
             done += 1;
         }
+        log::info(&format!(
+            "changes of transaction {} lie out of change order on disk: reading it and the rest of its batch sorted",
+            batch[broken].xid
+        ));
         streamer.out_of_order();
         (start, read) = (broken, Read::Sorted);
     }

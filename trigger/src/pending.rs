@@ -203,12 +203,18 @@ fn write_buffer(level: i32) {
                 slot
             })
             .collect();
+        // Never into free space further back (HEAP_INSERT_SKIP_FSM): on the page this backend
+        // wrote last, or the last page, or a new one. A transaction's rows then lie together and
+        // in capture order, after those written before them, and the exporter can read them in
+        // physical order without a sort (see exporter/src/master.rs). The space given up is the
+        // end of a page a row did not fit in and the rows of aborted transactions, until the
+        // partition is emptied whole.
         pg_sys::heap_multi_insert(
             heap,
             slots.as_mut_ptr(),
             slots.len() as i32,
             pg_sys::GetCurrentCommandId(true),
-            0,
+            pg_sys::HEAP_INSERT_SKIP_FSM as i32,
             std::ptr::null_mut(),
         );
         let index = pg_sys::index_open(objects.pending_data_index[part], lock);

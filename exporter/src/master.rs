@@ -518,30 +518,42 @@ impl Master {
             "SET LOCAL enable_nestloop = off; SET LOCAL work_mem = '64MB'; \
              SET LOCAL synchronize_seqscans = off; SET LOCAL max_parallel_workers_per_gather = 0",
         )?;
-        // Sorted: sort the raw rows first and render after (the inner query's OFFSET 0 keeps
-        // the planner from rendering every value before the sort).
-        let order = match read {
-            Read::Physical => "",
-            Read::Sorted => "ORDER BY b.position, d.cid, d.seq",
-        };
+        // Physical: the batch's rows as the scan finds them, with no join (a hash join with the
+        // xid array may build its table on either side, and then gives each transaction's rows
+        // in whatever order its hash table holds them); `= ANY` with a constant array is a hash
+        // lookup per row, so every plan here is custom. Sorted: sort the raw rows first and
+        // render after (the inner query's OFFSET 0 keeps the planner from rendering every value
+        // before the sort).
+        let rows = match read {
+            Read::Physical => "SELECT d.xid, d.op, d.shape, d.key, d.data, d.unchanged, d.old, d.cid, d.seq \
+                                 FROM {schema}.dbmirror_PendingData d \
+                                WHERE d.xid = ANY ($1) AND d.xid BETWEEN $2 AND $3",
+            Read::Sorted => "SELECT d.xid, d.op, d.shape, d.key, d.data, d.unchanged, d.old, d.cid, d.seq \
+                               FROM unnest($1::bigint[]) WITH ORDINALITY AS b(xid, position) \
+                               JOIN {schema}.dbmirror_PendingData d ON d.xid = b.xid \
+                              WHERE d.xid BETWEEN $2 AND $3 \
+                              ORDER BY b.position, d.cid, d.seq OFFSET 0",
+        }
+        .replace("{schema}", &schema);
+        tx.batch_execute("SET LOCAL plan_cache_mode = force_custom_plan")?;
         let statement = tx.prepare(&format!(
-            "SELECT s.position, s.op, s.shape, {schema}.dbmirror_values(s.shape, s.key, true), \
+            "SELECT s.xid, s.op, s.shape, {schema}.dbmirror_values(s.shape, s.key, true), \
                     {schema}.dbmirror_values(s.shape, s.data, false), s.unchanged, \
                     {schema}.dbmirror_values(s.shape, s.old, false), s.cid, s.seq \
-               FROM (SELECT b.position, d.op, d.shape, d.key, d.data, d.unchanged, d.old, d.cid, d.seq \
-                       FROM unnest($1::bigint[]) WITH ORDINALITY AS b(xid, position) \
-                       JOIN {schema}.dbmirror_PendingData d ON d.xid = b.xid \
-                      WHERE d.xid BETWEEN $2 AND $3 \
-                      {order} OFFSET 0) s"
+               FROM ({rows}) s"
         ))?;
         // One streamed result rather than pages of a portal: the server renders the next rows
         // while the exporter writes files, held back only by the socket's buffer, so memory
         // stays bounded and the two work at once.
         let params: [&(dyn postgres::types::ToSql + Sync); 3] = [&xids, &low, &high];
         let mut rows = tx.query_raw(&statement, params)?;
+        let positions: HashMap<i64, usize> = xids.iter().enumerate().map(|(position, &xid)| (xid, position)).collect();
         let mut order = ChangeOrder::new(batch);
         while let Some(row) = rows.next()? {
-            let position = row.get::<_, i64>(0) as usize - 1;
+            let xid: i64 = row.get(0);
+            let position = *positions
+                .get(&xid)
+                .ok_or_else(|| Error::runtime(format!("the master sent a change of transaction {xid}, not of this batch")))?;
             if read == Read::Physical {
                 if let Err(broken) = order.next(position, row.get(7), row.get(8)) {
                     // The rest of the result is not needed: ending the transaction discards it.
@@ -552,7 +564,6 @@ impl Master {
             }
             let op: i8 = row.get(1);
             let shape: i64 = row.get(2);
-            let xid = batch[position].xid;
             if op as u8 == b'x' {
                 sink(position, ddl(&row, xid)?)?;
                 continue;

@@ -525,14 +525,18 @@ impl Master {
         // render after (the inner query's OFFSET 0 keeps the planner from rendering every value
         // before the sort).
         let rows = match read {
-            Read::Physical => "SELECT d.xid, d.op, d.shape, d.key, d.data, d.unchanged, d.old, d.cid, d.seq \
+            Read::Physical => {
+                "SELECT d.xid, d.op, d.shape, d.key, d.data, d.unchanged, d.old, d.cid, d.seq \
                                  FROM {schema}.dbmirror_PendingData d \
-                                WHERE d.xid = ANY ($1) AND d.xid BETWEEN $2 AND $3",
-            Read::Sorted => "SELECT d.xid, d.op, d.shape, d.key, d.data, d.unchanged, d.old, d.cid, d.seq \
+                                WHERE d.xid = ANY ($1) AND d.xid BETWEEN $2 AND $3"
+            }
+            Read::Sorted => {
+                "SELECT d.xid, d.op, d.shape, d.key, d.data, d.unchanged, d.old, d.cid, d.seq \
                                FROM unnest($1::bigint[]) WITH ORDINALITY AS b(xid, position) \
                                JOIN {schema}.dbmirror_PendingData d ON d.xid = b.xid \
                               WHERE d.xid BETWEEN $2 AND $3 \
-                              ORDER BY b.position, d.cid, d.seq OFFSET 0",
+                              ORDER BY b.position, d.cid, d.seq OFFSET 0"
+            }
         }
         .replace("{schema}", &schema);
         tx.batch_execute("SET LOCAL plan_cache_mode = force_custom_plan")?;
@@ -551,9 +555,9 @@ impl Master {
         let mut order = ChangeOrder::new(batch);
         while let Some(row) = rows.next()? {
             let xid: i64 = row.get(0);
-            let position = *positions
-                .get(&xid)
-                .ok_or_else(|| Error::runtime(format!("the master sent a change of transaction {xid}, not of this batch")))?;
+            let position = *positions.get(&xid).ok_or_else(|| {
+                Error::runtime(format!("the master sent a change of transaction {xid}, not of this batch"))
+            })?;
             if read == Read::Physical {
                 if let Err(broken) = order.next(position, row.get(7), row.get(8)) {
                     // The rest of the result is not needed: ending the transaction discards it.

@@ -521,14 +521,16 @@ impl Master {
         // Physical: the batch's rows as the scan finds them, with no join (a hash join with the
         // xid array may build its table on either side, and then gives each transaction's rows
         // in whatever order its hash table holds them); `= ANY` with a constant array is a hash
-        // lookup per row, so every plan here is custom. Sorted: sort the raw rows first and
-        // render after (the inner query's OFFSET 0 keeps the planner from rendering every value
-        // before the sort).
+        // lookup per row, so every plan here is custom. The BRIN index finds the pages by the
+        // batch's xid range only: given the `= ANY` as an index condition, a bitmap scan would
+        // search the whole index once for every xid of the batch (`IS TRUE` keeps the condition
+        // a filter). Sorted: sort the raw rows first and render after (the inner query's
+        // OFFSET 0 keeps the planner from rendering every value before the sort).
         let rows = match read {
             Read::Physical => {
                 "SELECT d.xid, d.op, d.shape, d.key, d.data, d.unchanged, d.old, d.cid, d.seq \
                                  FROM {schema}.dbmirror_PendingData d \
-                                WHERE d.xid = ANY ($1) AND d.xid BETWEEN $2 AND $3"
+                                WHERE (d.xid = ANY ($1)) IS TRUE AND d.xid BETWEEN $2 AND $3"
             }
             Read::Sorted => {
                 "SELECT d.xid, d.op, d.shape, d.key, d.data, d.unchanged, d.old, d.cid, d.seq \

@@ -12,18 +12,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use dbmirror_spool::{
-    sync_dir, sync_filesystem, AtomicFile, Checksum, Header, Manifest, ManifestEntry, SigningKey, SqlWriter, Staged,
-    Syncer, TransactionFileName, FORMAT_VERSION,
+    sync_dir, sync_filesystem, AtomicFile, Checksum, HashingWriter, Header, Manifest, ManifestEntry, SigningKey,
+    SqlWriter, Staged, Syncer, TransactionFileName, FORMAT_VERSION,
 };
 
 use crate::config::{Config, Output, SyncMethod};
 use crate::direct::Direct;
 use crate::error::{Error, Kind};
 use crate::fault;
+use crate::group;
 use crate::master::{Assigned, CaptureProblem, Identity, Master, Read};
 use crate::outbox;
 use crate::sql::FileWriter;
 use crate::status;
+use crate::tee::Tee;
 use dbmirror_cli::configuration::Reload;
 use dbmirror_cli::metrics::MetricsFile;
 use dbmirror_cli::{log, signals};
@@ -64,36 +66,56 @@ impl CaptureProblems {
     }
 }
 
-/// Exports until nothing is pending (or `stop` is set between batches).
+/// Exports until nothing is pending for any of the slaves of `configs` (or `stop` is set
+/// between batches): one slave, in file or direct mode, or several slaves of one master in
+/// file mode (see [`crate::group`]). The master's capture problems are the same for every
+/// slave: they are reported once.
 pub fn once(
-    config: &Config,
+    configs: &[Config],
     stop: &AtomicBool,
     problems: &mut CaptureProblems,
     alert: &dyn Fn(&str),
 ) -> Result<Summary, Error> {
-    let mut master = start(config)?;
-    problems.report(&mut master, alert)?;
-    let mut direct = match &config.output {
-        Output::Direct { slave } => Some(Direct::connect(slave, &config.slave_name)?),
+    group::check(configs)?;
+    let mut masters = group::connect_all(configs)?;
+    problems.report(&mut masters[0], alert)?;
+    // Direct mode serves one slave (group::check refuses it among several).
+    let mut direct = match &configs[0].output {
+        Output::Direct { slave } => Some(Direct::connect(slave, &configs[0].slave_name)?),
         Output::Files { .. } => None,
     };
+    let batch_size = configs[0].batch_size;
     let mut summary = Summary::default();
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
-        let batch = next_batch(&mut master, config.batch_size)?;
-        if batch.is_empty() {
+        // The slaves' batches are taken one right after the other, so that transactions
+        // committing meanwhile seldom make them differ.
+        let mut batches = Vec::with_capacity(masters.len());
+        for master in &mut masters {
+            batches.push(next_batch(master, batch_size)?);
+        }
+        if batches.iter().all(Vec::is_empty) {
             break;
         }
-        let previous = master.slave_row()?.last_sha256;
-        let written = match (&config.output, direct.as_mut()) {
-            (Output::Files { directory, compress, signing_key }, _) => {
-                let mut files = Files::new(directory, *compress, signing_key.as_deref(), config.sync_method);
-                export_batch(&mut master, config, &mut files, &batch, previous)?
+        for group in group::groups(&mut masters, &batches)? {
+            let mut members = Vec::with_capacity(group.len());
+            let mut direct = direct.as_mut();
+            for &i in &group {
+                let (config, batch) = (&configs[i], &batches[i][..]);
+                let previous = masters[i].slave_row()?.last_sha256;
+                let destination = match &config.output {
+                    Output::Files { directory, compress, signing_key } => {
+                        Target::Files(Files::new(directory, *compress, signing_key.as_deref(), config.sync_method))
+                    }
+                    Output::Direct { .. } => Target::Direct(direct.take().expect("direct mode serves one slave")),
+                };
+                members.push(Member { config, batch, destination, previous, written: Vec::with_capacity(batch.len()) });
             }
-            (Output::Direct { .. }, Some(direct)) => export_batch(&mut master, config, direct, &batch, previous)?,
-            (Output::Direct { .. }, None) => unreachable!("direct mode always connects to the slave first"),
-        };
-        record(&mut master, config, &batch, &written, started, &mut summary)?;
+            export_batch(&mut masters[group[0]], &mut members)?;
+            for (member, &i) in members.iter().zip(&group) {
+                record(&mut masters[i], member.config, member.batch, &member.written, started, &mut summary)?;
+            }
+        }
     }
     Ok(summary)
 }
@@ -196,79 +218,162 @@ pub trait Destination {
     }
 }
 
-/// Renders a batch into `destination`, streaming its changes from the master in one query, and
-/// checks that every transaction arrived with all its captured changes. Returns each
-/// transaction's xid with the checksum of its SQL.
-pub(crate) fn export_batch<D: Destination>(
+/// Where one slave's transactions go in [`once`]: its outbox, or (one slave alone) the slave
+/// itself.
+pub(crate) enum Target<'a> {
+    Files(Files<'a>),
+    Direct(&'a mut Direct),
+}
+
+/// What a transaction's SQL is written to, for either [`Target`].
+#[expect(clippy::large_enum_variant, reason = "one per slave and transaction, moved only into the tee")]
+pub(crate) enum TargetOut {
+    Files(fault::Budget<SqlWriter>),
+    Direct(HashingWriter<std::io::BufWriter<std::fs::File>>),
+}
+
+impl Write for TargetOut {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            TargetOut::Files(out) => out.write(buf),
+            TargetOut::Direct(out) => out.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            TargetOut::Files(out) => out.flush(),
+            TargetOut::Direct(out) => out.flush(),
+        }
+    }
+}
+
+impl Destination for Target<'_> {
+    type Out = TargetOut;
+
+    fn open(&mut self, assigned: &Assigned) -> Result<Self::Out, Error> {
+        Ok(match self {
+            Target::Files(files) => TargetOut::Files(files.open(assigned)?),
+            Target::Direct(direct) => TargetOut::Direct(direct.open(assigned)?),
+        })
+    }
+
+    fn close(&mut self, assigned: &Assigned, out: Self::Out) -> Result<Checksum, Error> {
+        match (self, out) {
+            (Target::Files(files), TargetOut::Files(out)) => files.close(assigned, out),
+            (Target::Direct(direct), TargetOut::Direct(out)) => direct.close(assigned, out),
+            _ => unreachable!("a target closes only what it opened"),
+        }
+    }
+
+    fn end(&mut self) -> Result<(), Error> {
+        match self {
+            Target::Files(files) => files.end(),
+            Target::Direct(direct) => direct.end(),
+        }
+    }
+
+    fn write_error(&self, assigned: &Assigned, e: Error) -> Error {
+        match self {
+            Target::Files(files) => files.write_error(assigned, e),
+            Target::Direct(direct) => direct.write_error(assigned, e),
+        }
+    }
+}
+
+/// One slave of a batch being written.
+pub(crate) struct Member<'a, D> {
+    pub(crate) config: &'a Config,
+    pub(crate) batch: &'a [Assigned],
+    pub(crate) destination: D,
+    /// Checksum of the SQL of the slave's last file, for the guard of its next one.
+    pub(crate) previous: Option<Checksum>,
+    /// Each transaction written, with the checksum of its SQL.
+    pub(crate) written: Vec<(i64, Checksum)>,
+}
+
+/// The transaction being written, for every member at once.
+struct Open<W: Write> {
+    position: usize,
+    body: FileWriter<Tee<W>>,
+    changes: i64,
+}
+
+/// Writes the batches of `members`: one slave, or slaves whose batches hold the same
+/// transactions in the same order and leave none of their changes out (see
+/// [`group::groups`]). The changes stream once, in one query on `master` (the first member's
+/// session), and each transaction's body is rendered once into a [`Tee`] over the members'
+/// outputs; the header and guard at its start and the sequences and COMMIT at its end, which
+/// differ between slaves, are written into each output on its own. Checks that every
+/// transaction arrives with all its captured changes, then ends each member's batch (files made
+/// durable and published, see [`Files`]); each member's `written` then lists its transactions.
+/// Recording them is the caller's.
+pub(crate) fn export_batch<D: Destination + Send>(
     master: &mut Master,
-    config: &Config,
-    destination: &mut D,
-    batch: &[Assigned],
-    mut previous: Option<Checksum>,
-) -> Result<Vec<(i64, Checksum)>, Error> {
-    struct Open<W: Write> {
-        position: usize,
-        writer: FileWriter<W>,
-        changes: i64,
+    members: &mut [Member<'_, D>],
+) -> Result<(), Error> {
+    let Some(first) = members.first() else {
+        return Ok(());
+    };
+    let batch = first.batch;
+    if members.len() > 1 {
+        log::info(&format!(
+            "rendering {} transactions once for slaves {} (from xid {})",
+            batch.len(),
+            members.iter().map(|m| format!("\"{}\"", m.config.slave_name)).collect::<Vec<_>>().join(", "),
+            batch.first().map_or(0, |a| a.xid)
+        ));
     }
     let identity = master.identity.clone();
+    // A table the slave takes from a copy of its own leaves out the changes the copy has (or
+    // all of the table's, while the copy is still to come). Only a slave alone may leave
+    // anything out: a group forms only of slaves that keep every change of the batch.
     let filter = master.table_filter()?;
-    let mut written: Vec<(i64, Checksum)> = Vec::with_capacity(batch.len());
     let mut open: Option<Open<D::Out>> = None;
-    let close = |open: Open<D::Out>, destination: &mut D, written: &mut Vec<(i64, Checksum)>| {
-        let assigned = &batch[open.position];
-        if open.changes != assigned.changes {
-            return Err(Error::runtime(format!(
-                "transaction {} has {} captured changes, but dbmirror_Pending says {}",
-                assigned.xid, open.changes, assigned.changes
-            )));
-        }
-        let out = open.writer.finish(&assigned.sequences).map_err(|e| destination.write_error(assigned, e.into()))?;
-        let sha = destination.close(assigned, out)?;
-        written.push((assigned.xid, sha));
-        Ok::<_, Error>(sha)
-    };
+    let mut done = 0;
     // Read physically first; if the rows lie out of order, drop the transaction that broke it
-    // (its file is not closed, so nothing of it stays) and read it and the rest sorted.
+    // (its files are not closed, so nothing of it stays) and read it and the rest sorted.
     let mut read = master.next_read();
     let mut start = 0;
     loop {
         let stopped = master.stream_batch(&batch[start..], read, |position, change| {
             let position = start + position;
             if open.as_ref().is_none_or(|o| o.position != position) {
-                if let Some(done) = open.take() {
-                    previous = Some(close(done, destination, &mut written)?);
+                if let Some(finished) = open.take() {
+                    close(finished, members)?;
+                    done += 1;
                 }
-                if position != written.len() {
-                    return Err(missing(&batch[written.len()]));
+                if position != done {
+                    return Err(missing(&batch[done]));
                 }
-                let assigned = &batch[position];
-                let header = header(&identity, config, assigned, previous);
-                let writer = FileWriter::begin(destination.open(assigned)?, &header)
-                    .map_err(|e| destination.write_error(assigned, e.into()))?;
-                open = Some(Open { position, writer, changes: 0 });
+                let mut outputs = Vec::with_capacity(members.len());
+                for member in members.iter_mut() {
+                    let assigned = &member.batch[position];
+                    let header = header(&identity, member.config, assigned, member.previous);
+                    let mut out = member.destination.open(assigned)?;
+                    FileWriter::head(&mut out, &header)
+                        .map_err(|e| member.destination.write_error(assigned, e.into()))?;
+                    outputs.push(out);
+                }
+                open = Some(Open { position, body: FileWriter::body(Tee::new(outputs)), changes: 0 });
             }
             let current = open.as_mut().expect("a transaction is open");
             current.changes += 1;
-            // A table the slave takes from a copy of its own: the copy has this change, or is
-            // still to come.
             if filter.leaves_out_change(&change, batch[current.position].xid) {
                 return Ok(());
             }
-            if let Err(e) = current.writer.change(change) {
-                return Err(destination.write_error(&batch[current.position], e.into()));
-            }
-            Ok(())
+            current.body.change(change).map_err(|e| failure(members, &current.body, current.position, e))
         })?;
         let Some(broken) = stopped else { break };
         let broken = start + broken;
-        if broken < written.len() {
+        if broken < done {
             return Err(one_too_many(&batch[broken]));
         }
-        // The transaction out of place is dropped unwritten (its file removed); one before it
+        // The transaction out of place is dropped unwritten (its files removed); one before it
         // is whole.
-        if let Some(done) = open.take().filter(|o| o.position != broken) {
-            previous = Some(close(done, destination, &mut written)?);
+        if let Some(finished) = open.take().filter(|o| o.position != broken) {
+            close(finished, members)?;
+            done += 1;
         }
         log::info(&format!(
             "changes of transaction {} lie out of change order on disk: reading it and the rest of its batch sorted",
@@ -277,14 +382,57 @@ pub(crate) fn export_batch<D: Destination>(
         master.out_of_order();
         (start, read) = (broken, Read::Sorted);
     }
-    if let Some(done) = open.take() {
-        close(done, destination, &mut written)?;
+    if let Some(finished) = open.take() {
+        close(finished, members)?;
+        done += 1;
     }
-    if let Some(assigned) = batch.get(written.len()) {
+    if let Some(assigned) = batch.get(done) {
         return Err(missing(assigned));
     }
-    destination.end()?;
-    Ok(written)
+    // Several slaves' batches are made durable and published each on a thread of its own: the
+    // waits for fsyncs of their directories and manifests overlap instead of adding up.
+    // Nothing is recorded as written until every one has ended.
+    if let [member] = members {
+        return member.destination.end();
+    }
+    std::thread::scope(|scope| {
+        let ends: Vec<_> = members.iter_mut().map(|member| scope.spawn(move || member.destination.end())).collect();
+        ends.into_iter().try_for_each(|end| end.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+    })
+}
+
+/// Ends a transaction in every member's output: the rest of the body, once, then each slave's
+/// sequences and COMMIT.
+fn close<D: Destination>(mut open: Open<D::Out>, members: &mut [Member<'_, D>]) -> Result<(), Error> {
+    let position = open.position;
+    let expected = members[0].batch[position].changes;
+    if open.changes != expected {
+        return Err(Error::runtime(format!(
+            "transaction {} has {} captured changes, but dbmirror_Pending says {expected}",
+            members[0].batch[position].xid, open.changes
+        )));
+    }
+    open.body.end_body().map_err(|e| failure(members, &open.body, position, e))?;
+    for (member, mut out) in members.iter_mut().zip(open.body.into_inner().into_inner()) {
+        let assigned = &member.batch[position];
+        FileWriter::tail(&mut out, &assigned.sequences)
+            .map_err(|e| member.destination.write_error(assigned, e.into()))?;
+        let sha = member.destination.close(assigned, out)?;
+        member.written.push((assigned.xid, sha));
+        member.previous = Some(sha);
+    }
+    Ok(())
+}
+
+/// A failure to write a body, naming the file of the slave whose write failed.
+fn failure<D: Destination>(
+    members: &[Member<'_, D>],
+    body: &FileWriter<Tee<D::Out>>,
+    position: usize,
+    e: std::io::Error,
+) -> Error {
+    let member = &members[body.get_ref().failed().unwrap_or(0)];
+    member.destination.write_error(&member.batch[position], e.into())
 }
 
 /// A change of a transaction whose file was closed with all the changes dbmirror_Pending counts.
@@ -424,11 +572,14 @@ pub(crate) fn outbox_failure(e: Error, directory: &Path, name: &TransactionFileN
 
 /// `run`: exports, sleeps `sleep_interval` when idle, retries failures that retrying may cure
 /// with a growing pause (alerting when the failure starts or changes, and when it ends), writes
-/// its metrics, reloads the configuration between batches on SIGHUP, and stops between batches
-/// on SIGTERM or SIGINT. `alert` gets the configuration in force, a reloaded one included.
+/// its metrics, reloads the configurations between batches on SIGHUP, and stops between
+/// batches on SIGTERM or SIGINT. `reloads` holds one per configuration, all on the same SIGHUP
+/// flag. `alert` gets the first configuration in force, a reloaded one included: settings of
+/// the process, not of a slave (sleep_interval, batch_size, alert_command, log_format,
+/// metrics_file, metrics_interval), are the first configuration's.
 pub fn run(
-    mut config: Config,
-    reload: &mut Reload,
+    mut configs: Vec<Config>,
+    reloads: &mut [Reload],
     stop: &AtomicBool,
     alert: &dyn Fn(&Config, &str),
 ) -> Result<(), Error> {
@@ -437,22 +588,28 @@ pub fn run(
     let mut failing = Failing::default();
     let metrics_file =
         |config: &Config| config.metrics_file.clone().map(|path| MetricsFile::new(path, config.metrics_interval));
-    let mut metrics = metrics_file(&config);
+    let mut metrics = metrics_file(&configs[0]);
     while !stop.load(Ordering::Relaxed) {
-        if let Some(reloaded) = reload.take(Config::parse) {
-            config = reloaded;
-            log::configure(config.log_format, &config.slave_name);
-            metrics = metrics_file(&config);
+        // One SIGHUP rereads every configuration; each is replaced if valid and its slave and
+        // outbox stay (a reload cannot change them: the process holds their locks and state).
+        if reloads[0].requested().swap(false, Ordering::Relaxed) {
+            for (config, reload) in configs.iter_mut().zip(reloads.iter_mut()) {
+                if let Some(reloaded) = reload.reread(Config::parse) {
+                    *config = reloaded;
+                }
+            }
+            log::configure(configs[0].log_format, &group::names(&configs));
+            metrics = metrics_file(&configs[0]);
         }
-        let alert_now = |text: &str| alert(&config, text);
-        let result = once(&config, stop, &mut problems, &alert_now);
-        write_metrics(&config, metrics.as_mut(), result.is_ok(), false);
+        let alert_now = |text: &str| alert(&configs[0], text);
+        let result = once(&configs, stop, &mut problems, &alert_now);
+        write_metrics(&configs, metrics.as_mut(), result.is_ok(), false);
         match result {
             Ok(summary) => {
                 failures = 0;
                 failing.recovered(&alert_now);
                 if summary.transactions == 0 {
-                    signals::sleep_unless(config.sleep_interval, &[stop, reload.requested()]);
+                    signals::sleep_unless(configs[0].sleep_interval, &[stop, reloads[0].requested()]);
                 }
             }
             Err(e) if e.kind() == Kind::Runtime => {
@@ -461,15 +618,15 @@ pub fn run(
                 log::retrying(&e.to_string(), failures, pause.as_secs());
                 failing.failed(&e, &alert_now);
                 // A reload may cure what failed (a wrong host, say), so it ends the pause too.
-                signals::sleep_unless(pause, &[stop, reload.requested()]);
+                signals::sleep_unless(pause, &[stop, reloads[0].requested()]);
             }
             Err(e) => {
-                write_metrics(&config, metrics.as_mut(), false, true);
+                write_metrics(&configs, metrics.as_mut(), false, true);
                 return Err(e);
             }
         }
     }
-    write_metrics(&config, metrics.as_mut(), true, true);
+    write_metrics(&configs, metrics.as_mut(), true, true);
     log::info("stopping on signal");
     Ok(())
 }
@@ -501,15 +658,23 @@ impl Failing {
     }
 }
 
-/// Writes `run`'s metrics when `metrics_interval` has passed (or at the end, `last`), reading
-/// the figures on a connection of their own; `up` says whether the last pass succeeded. A
-/// failure to write them is logged, never fatal: monitoring must not stop the exporting.
-fn write_metrics(config: &Config, file: Option<&mut MetricsFile>, up: bool, last: bool) {
+/// Writes `run`'s metrics, every slave's in the one file, when `metrics_interval` has passed
+/// (or at the end, `last`), reading the figures on connections of their own; `up` says whether
+/// the last pass succeeded. A failure to write them is logged, never fatal: monitoring must
+/// not stop the exporting.
+fn write_metrics(configs: &[Config], file: Option<&mut MetricsFile>, up: bool, last: bool) {
     let Some(file) = file.filter(|file| last || file.due()) else {
         return;
     };
-    let figures = Master::connect(&config.master, &config.slave_name).and_then(|mut master| master.status()).ok();
-    if let Err(e) = file.write(&config.slave_name, &status::gauges(figures.as_ref(), up)) {
+    let slaves: Vec<(String, Vec<dbmirror_cli::metrics::Gauge>)> = configs
+        .iter()
+        .map(|config| {
+            let figures =
+                Master::connect(&config.master, &config.slave_name).and_then(|mut master| master.status()).ok();
+            (config.slave_name.clone(), status::gauges(figures.as_ref(), up))
+        })
+        .collect();
+    if let Err(e) = file.write_several(&slaves) {
         log::warning(&e.to_string());
     }
 }

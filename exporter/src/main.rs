@@ -66,41 +66,19 @@ fn run(cli: Cli, alert_command: &mut Option<String>) -> Result<u8, Error> {
         Command::Keygen { prefix } => return keygen(&prefix).map(|()| 0),
         command => command,
     };
-    let paths = cli.configuration.paths()?;
-    if paths.len() > 1 {
-        return several(command, &paths, alert_command);
+    if matches!(command, Command::Once | Command::Run) {
+        return export(command, &cli.configuration.paths()?, alert_command);
     }
     let path = cli.configuration.path()?;
     let config = Config::load(&path)?;
     log::configure(config.log_format, &config.slave_name);
     alert_command.clone_from(&config.alert_command);
     let stop = dbmirror_cli::signals::stop_flag()?;
-    // Before any work: SIGHUP must not end a command, whichever it is.
-    let reload = dbmirror_cli::signals::reload_flag()?;
+    // Before any work: SIGHUP must not end a command, whichever it is (the handler stays).
+    dbmirror_cli::signals::reload_flag()?;
     match command {
-        Command::Keygen { .. } => unreachable!("keygen needs no configuration and returned above"),
-        Command::Once => {
-            let alert_each = |text: &str| {
-                if let Some(command) = &config.alert_command {
-                    alert(command, text);
-                }
-            };
-            let summary = export::once(&config, &stop, &mut export::CaptureProblems::default(), &alert_each)?;
-            log::info(&format!(
-                "done: {} transactions ({} changes) exported for slave \"{}\", {} purged",
-                summary.transactions, summary.changes, config.slave_name, summary.purged
-            ));
-            Ok(0)
-        }
-        Command::Run => {
-            log::startup(env!("CARGO_PKG_VERSION"), &path, &config.slave_name, &serves(&config));
-            let mut reload = Reload::new(&path, reload, RESTART_ONLY)?;
-            let alert_each = |config: &Config, text: &str| {
-                if let Some(command) = &config.alert_command {
-                    alert(command, text);
-                }
-            };
-            export::run(config, &mut reload, &stop, &alert_each).map(|()| 0)
+        Command::Keygen { .. } | Command::Once | Command::Run => {
+            unreachable!("keygen needs no configuration, once and run are export's: both returned above")
         }
         Command::Snapshot { file_size, table, schema_file } => {
             snapshot::snapshot(&config, file_size, &table, schema_file.as_deref(), &stop)?;
@@ -129,9 +107,9 @@ fn run(cli: Cli, alert_command: &mut Option<String>) -> Result<u8, Error> {
     }
 }
 
-/// `once` or `run` for several slaves of one master, one configuration each (see
-/// [`group`]); the settings of the process come from the first configuration.
-fn several(command: Command, paths: &[PathBuf], alert_command: &mut Option<String>) -> Result<u8, Error> {
+/// `once` or `run` for one slave, or for several slaves of one master, one configuration each
+/// (see [`group`]); the settings of the process come from the first configuration.
+fn export(command: Command, paths: &[PathBuf], alert_command: &mut Option<String>) -> Result<u8, Error> {
     let configs = paths.iter().map(|path| Config::load(path)).collect::<Result<Vec<_>, _>>()?;
     log::configure(configs[0].log_format, &group::names(&configs));
     alert_command.clone_from(&configs[0].alert_command);
@@ -139,6 +117,12 @@ fn several(command: Command, paths: &[PathBuf], alert_command: &mut Option<Strin
     // Before any work: SIGHUP must not end a command, whichever it is.
     let reload = dbmirror_cli::signals::reload_flag()?;
     group::check(&configs)?;
+    let slaves = match &configs[..] {
+        [config] => format!("slave \"{}\"", config.slave_name),
+        _ => {
+            format!("slaves {}", configs.iter().map(|c| format!("\"{}\"", c.slave_name)).collect::<Vec<_>>().join(", "))
+        }
+    };
     match command {
         Command::Once => {
             let alert_each = |text: &str| {
@@ -146,13 +130,10 @@ fn several(command: Command, paths: &[PathBuf], alert_command: &mut Option<Strin
                     alert(command, text);
                 }
             };
-            let summary = group::once(&configs, &stop, &mut export::CaptureProblems::default(), &alert_each)?;
+            let summary = export::once(&configs, &stop, &mut export::CaptureProblems::default(), &alert_each)?;
             log::info(&format!(
-                "done: {} transactions ({} changes) exported for slaves {}, {} purged",
-                summary.transactions,
-                summary.changes,
-                configs.iter().map(|c| format!("\"{}\"", c.slave_name)).collect::<Vec<_>>().join(", "),
-                summary.purged
+                "done: {} transactions ({} changes) exported for {slaves}, {} purged",
+                summary.transactions, summary.changes, summary.purged
             ));
             Ok(0)
         }
@@ -169,9 +150,9 @@ fn several(command: Command, paths: &[PathBuf], alert_command: &mut Option<Strin
                     alert(command, text);
                 }
             };
-            group::run(configs, &mut reloads, &stop, &alert_each).map(|()| 0)
+            export::run(configs, &mut reloads, &stop, &alert_each).map(|()| 0)
         }
-        _ => unreachable!("main refuses several configurations for any other command"),
+        _ => unreachable!("only once and run come here"),
     }
 }
 

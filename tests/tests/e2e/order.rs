@@ -234,3 +234,29 @@ fn a_change_nested_in_the_middle_of_a_statement_orders_the_rows_after_it() {
         "1=took 0,2=took 12,12=took 0,21=new,22=new,23=new,24=took 25,25=new"
     );
 }
+
+/// An INSERT that ON CONFLICT abandons after its BEFORE triggers fired (DO NOTHING, or DO UPDATE
+/// instead), followed in the same statement by an insert of the very same row once a nested
+/// statement freed its key: the abandoned row's pin must not be taken by the row inserted.
+#[test]
+fn a_row_on_conflict_abandoned_leaves_no_pin_for_the_same_row_inserted_later() {
+    let mut m = Mirror::start(
+        "CREATE TABLE slot (k integer PRIMARY KEY, v text);
+         CREATE TABLE note (id serial PRIMARY KEY, msg text);
+         CREATE FUNCTION take(k integer) RETURNS text LANGUAGE plpgsql AS $$
+             BEGIN DELETE FROM slot WHERE slot.k = take.k; RETURN 'x'; END $$;
+         CREATE FUNCTION noted(m text) RETURNS text LANGUAGE plpgsql AS $$
+             BEGIN INSERT INTO note (msg) VALUES (m); RETURN m; END $$;",
+        "SELECT dbmirror_mirror_table('slot'); SELECT dbmirror_mirror_table('note');",
+        &[],
+    );
+    m.master.execute(
+        "INSERT INTO slot VALUES (1, 'old'), (2, 'old');
+         INSERT INTO slot SELECT 1, CASE g WHEN 1 THEN noted('x') ELSE take(1) END
+           FROM generate_series(1, 2) g ON CONFLICT DO NOTHING;
+         INSERT INTO slot SELECT 2, CASE g WHEN 1 THEN noted('x') ELSE take(2) END
+           FROM generate_series(1, 2) g ON CONFLICT (k) DO UPDATE SET v = 'upd';",
+    );
+    m.sync();
+    assert_eq!(m.master.query_value("SELECT string_agg(k || '=' || v, ',' ORDER BY k) FROM slot"), "1=x,2=x");
+}

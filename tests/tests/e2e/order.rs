@@ -409,3 +409,26 @@ fn nested_changes_in_ctes_upserts_merge_rules_and_cascades_replay_in_order() {
     );
     m.sync();
 }
+
+/// The same with the conflict on a unique column that is not the key: the abandoned row's
+/// column value is freed by a nested statement, and the row inserted after it takes it.
+#[test]
+fn a_row_on_conflict_abandoned_on_a_unique_column_leaves_no_pin() {
+    let mut m = Mirror::start(
+        "CREATE TABLE slot (k integer PRIMARY KEY, u text UNIQUE);
+         CREATE TABLE note (id serial PRIMARY KEY, msg text);
+         CREATE FUNCTION free_u(u text) RETURNS integer LANGUAGE plpgsql AS $$
+             BEGIN DELETE FROM slot WHERE slot.u = free_u.u; RETURN 5; END $$;
+         CREATE FUNCTION noted(m integer) RETURNS integer LANGUAGE plpgsql AS $$
+             BEGIN INSERT INTO note (msg) VALUES (m); RETURN m; END $$;",
+        "SELECT dbmirror_mirror_table('slot'); SELECT dbmirror_mirror_table('note');",
+        &[],
+    );
+    m.master.execute(
+        "INSERT INTO slot VALUES (7, 'z');
+         INSERT INTO slot SELECT CASE g WHEN 1 THEN noted(5) ELSE free_u('z') END, 'z'
+           FROM generate_series(1, 2) g ON CONFLICT DO NOTHING;",
+    );
+    m.sync();
+    assert_eq!(m.master.query_value("SELECT string_agg(k || u, ',') FROM slot"), "5z");
+}

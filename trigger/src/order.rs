@@ -24,10 +24,11 @@
 //! id above the statement's own snapshot's says: the common case pins nothing. An insert's pin
 //! is found among those of its table and values made at or after its statement's command id,
 //! the earliest first; two inserts of the same values into one table are the same change in the
-//! file, whichever pin each takes. Where `dbmirror_before()` is the only BEFORE ROW trigger of a
-//! table, a statement does not even fire it until a change is captured during its execution
-//! (see [`executor_start`]): the trigger's mere presence would make every UPDATE and DELETE lock
-//! the old row first.
+//! file, whichever pin each takes; an insert whose key a row already holds for certain is not
+//! pinned, because ON CONFLICT abandons it (see [`conflicts`]). Where `dbmirror_before()` is the
+//! only BEFORE ROW trigger of a table, a statement does not even fire it until a change is
+//! captured during its execution (see [`executor_start`]): the trigger's mere presence would
+//! make every UPDATE and DELETE lock the old row first.
 //!
 //! TRUNCATE is captured BEFORE it happens, by the same function fired as the last BEFORE
 //! TRUNCATE trigger: its command id and capture order come after every change made before it,
@@ -215,6 +216,12 @@ pub unsafe extern "C-unwind" fn dbmirror_before(fcinfo: pg_sys::FunctionCallInfo
         let level = pg_sys::GetCurrentTransactionNestLevel();
         let relid = (*rel).rd_id;
         if op == pg_sys::TRIGGER_EVENT_INSERT {
+            // A row that cannot be inserted gets no pin: ON CONFLICT abandons it after this
+            // trigger fired, and its pin would be taken by a row of the same values that the
+            // statement inserts later, once a nested statement freed the key.
+            if conflicts(rel, td.tg_trigtuple) {
+                return Datum::from(passed);
+            }
             let shape = table.shape(rel, &objects);
             let fingerprint = capture::fingerprint(rel, &shape, td.tg_trigtuple);
             let mut pins = PINS.get().borrow_mut();
@@ -225,6 +232,105 @@ pub unsafe extern "C-unwind" fn dbmirror_before(fcinfo: pg_sys::FunctionCallInfo
             pins.get_or_insert_with(Pins::default).rows.insert(ctid_key(relid, td.tg_trigtuple), (cid, level));
         }
         Datum::from(passed)
+    }
+}
+
+/// Whether `row`, about to be inserted into `rel`, has the key of a row that certainly exists
+/// (committed, or this transaction's own) in one of the table's immediate unique indexes: such
+/// an insert never happens, ON CONFLICT abandons it (or the unique check fails the statement).
+/// Indexes on expressions, partial indexes, null keys and rows of transactions still running
+/// leave the question open, and the answer is no: a pin too many is harmless unless an
+/// insert is abandoned.
+///
+/// # Safety
+/// `rel` must be open (and locked for the insert), `row` a row of its shape.
+unsafe fn conflicts(rel: pg_sys::Relation, row: pg_sys::HeapTuple) -> bool {
+    // SAFETY: the caller's contract; the indexes are opened with the lock the insert holds on
+    // them, the scan keys point at the row's values, and everything made is released here.
+    unsafe {
+        let list = pg_sys::RelationGetIndexList(rel);
+        let indexes: Vec<pg_sys::Oid> = match list.as_ref() {
+            None => Vec::new(),
+            Some(l) => (0..l.length as usize).map(|i| (*l.elements.add(i)).oid_value).collect(),
+        };
+        let lock = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
+        for oid in indexes {
+            let index = pg_sys::index_open(oid, lock);
+            let found = conflicts_in(rel, index, row);
+            pg_sys::index_close(index, lock);
+            if found {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// [`conflicts`] for one index.
+///
+/// # Safety
+/// As [`conflicts`]; `index` an open index of `rel`.
+unsafe fn conflicts_in(rel: pg_sys::Relation, index: pg_sys::Relation, row: pg_sys::HeapTuple) -> bool {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let form = &*(*index).rd_index;
+        if !form.indisunique
+            || !form.indimmediate
+            || !form.indisvalid
+            || (*(*index).rd_rel).relam != pg_sys::BTREE_AM_OID
+            || !pg_sys::heap_attisnull((*index).rd_indextuple, pg_sys::Anum_pg_index_indpred as _, std::ptr::null_mut())
+        {
+            return false;
+        }
+        let nkeys = form.indnkeyatts as usize;
+        let attnums = form.indkey.values.as_slice(nkeys);
+        let mut keys: Vec<pg_sys::ScanKeyData> = Vec::with_capacity(nkeys);
+        for (i, &attnum) in attnums.iter().enumerate() {
+            if attnum <= 0 {
+                return false;
+            }
+            let mut null = false;
+            let value = pg_sys::heap_getattr(row, attnum as i32, (*rel).rd_att, &mut null);
+            if null {
+                return false;
+            }
+            let opfamily = *(*index).rd_opfamily.add(i);
+            let intype = *(*index).rd_opcintype.add(i);
+            let operator = pg_sys::get_opfamily_member(opfamily, intype, intype, pg_sys::BTEqualStrategyNumber as i16);
+            if operator == pg_sys::InvalidOid {
+                return false;
+            }
+            let mut key = std::mem::zeroed::<pg_sys::ScanKeyData>();
+            pg_sys::ScanKeyEntryInitialize(
+                &mut key,
+                0,
+                (i + 1) as pg_sys::AttrNumber,
+                pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
+                pg_sys::InvalidOid,
+                *(*index).rd_indcollation.add(i),
+                pg_sys::get_opcode(operator),
+                value,
+            );
+            keys.push(key);
+        }
+        // A dirty snapshot sees this transaction's rows whatever their command id (those of the
+        // statements nested in this one), and says which rows other transactions are still
+        // inserting or deleting.
+        let mut snapshot = std::mem::zeroed::<pg_sys::SnapshotData>();
+        snapshot.snapshot_type = pg_sys::SnapshotType::SNAPSHOT_DIRTY;
+        let scan = pg_sys::index_beginscan(rel, index, &mut snapshot, nkeys as i32, 0);
+        pg_sys::index_rescan(scan, keys.as_mut_ptr(), nkeys as i32, std::ptr::null_mut(), 0);
+        let slot = pg_sys::table_slot_create(rel, std::ptr::null_mut());
+        let mut certain = false;
+        while pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot) {
+            if snapshot.xmin == pg_sys::InvalidTransactionId && snapshot.xmax == pg_sys::InvalidTransactionId {
+                certain = true;
+                break;
+            }
+        }
+        pg_sys::index_endscan(scan);
+        pg_sys::ExecDropSingleTupleTableSlot(slot);
+        certain
     }
 }
 

@@ -254,3 +254,44 @@ fn pending_changes_export_whatever_ddl_follows_them() {
     m.on_slaves(ddl);
     m.assert_equal();
 }
+
+/// A statement starts without `~dbmirror_order` only where capture is complete, and a session
+/// sees the capture trigger disabled behind its back before its next statement starts: its
+/// prepared statements (generic plans made while capture was complete) are refused, as are
+/// COPY and a plain statement, and nothing goes uncaptured.
+#[test]
+fn capture_disabled_by_another_session_is_refused_to_prepared_statements() {
+    let mut m =
+        Mirror::start("CREATE TABLE t (id integer PRIMARY KEY, v text);", "SELECT dbmirror_mirror_table('t')", &[]);
+    let mut session = m.master.client();
+    session
+        .batch_execute(
+            "SET plan_cache_mode = force_generic_plan;
+             PREPARE ins(integer) AS INSERT INTO t VALUES ($1, 'new');
+             PREPARE upd(integer) AS UPDATE t SET v = 'updated' WHERE id = $1;
+             PREPARE del(integer) AS DELETE FROM t WHERE id = $1;
+             EXECUTE ins(1); EXECUTE ins(2); EXECUTE ins(3); EXECUTE upd(1); EXECUTE del(2);",
+        )
+        .unwrap();
+    m.master.execute(
+        "ALTER EVENT TRIGGER dbmirror_ddl_command_end DISABLE;
+         ALTER TABLE t DISABLE TRIGGER dbmirror_capture;",
+    );
+    for sql in ["EXECUTE ins(4)", "EXECUTE upd(3)", "EXECUTE del(3)", "UPDATE t SET v = 'plain'"] {
+        let err = session.batch_execute(sql).expect_err(sql);
+        let message = err.as_db_error().map(|e| e.message().to_string()).unwrap_or_else(|| err.to_string());
+        assert_eq!(message, "capture on table public.t is disabled: trigger \"dbmirror_capture\" is disabled", "{sql}");
+    }
+    let mut copy = session.copy_in("COPY t FROM STDIN").unwrap();
+    std::io::Write::write_all(&mut copy, b"6\tcopied\n").unwrap();
+    let err = copy.finish().expect_err("COPY into a table whose capture is disabled");
+    let message = err.as_db_error().map(|e| e.message().to_string()).unwrap_or_else(|| err.to_string());
+    assert!(message.starts_with("capture on table public.t is disabled"), "{message}");
+    m.master.execute(
+        "ALTER EVENT TRIGGER dbmirror_ddl_command_end ENABLE ALWAYS;
+         SELECT dbmirror_mirror_table('t');",
+    );
+    session.batch_execute("EXECUTE ins(5); EXECUTE upd(3); EXECUTE del(1);").unwrap();
+    m.sync();
+    assert_eq!(m.applied.query_value("SELECT string_agg(id || v, ',' ORDER BY id) FROM t"), "3updated,5new");
+}

@@ -234,3 +234,201 @@ fn a_change_nested_in_the_middle_of_a_statement_orders_the_rows_after_it() {
         "1=took 0,2=took 12,12=took 0,21=new,22=new,23=new,24=took 25,25=new"
     );
 }
+
+/// An INSERT that ON CONFLICT abandons after its BEFORE triggers fired (DO NOTHING, or DO UPDATE
+/// instead), followed in the same statement by an insert of the very same row once a nested
+/// statement freed its key: the abandoned row's pin must not be taken by the row inserted.
+#[test]
+fn a_row_on_conflict_abandoned_leaves_no_pin_for_the_same_row_inserted_later() {
+    let mut m = Mirror::start(
+        "CREATE TABLE slot (k integer PRIMARY KEY, v text);
+         CREATE TABLE note (id serial PRIMARY KEY, msg text);
+         CREATE FUNCTION take(k integer) RETURNS text LANGUAGE plpgsql AS $$
+             BEGIN DELETE FROM slot WHERE slot.k = take.k; RETURN 'x'; END $$;
+         CREATE FUNCTION noted(m text) RETURNS text LANGUAGE plpgsql AS $$
+             BEGIN INSERT INTO note (msg) VALUES (m); RETURN m; END $$;",
+        "SELECT dbmirror_mirror_table('slot'); SELECT dbmirror_mirror_table('note');",
+        &[],
+    );
+    m.master.execute(
+        "INSERT INTO slot VALUES (1, 'old'), (2, 'old');
+         INSERT INTO slot SELECT 1, CASE g WHEN 1 THEN noted('x') ELSE take(1) END
+           FROM generate_series(1, 2) g ON CONFLICT DO NOTHING;
+         INSERT INTO slot SELECT 2, CASE g WHEN 1 THEN noted('x') ELSE take(2) END
+           FROM generate_series(1, 2) g ON CONFLICT (k) DO UPDATE SET v = 'upd';",
+    );
+    m.sync();
+    assert_eq!(m.master.query_value("SELECT string_agg(k || '=' || v, ',' ORDER BY k) FROM slot"), "1=x,2=x");
+}
+
+/// A statement starts without `~dbmirror_order` and gets it back on the first capture during
+/// its execution, whatever runs it and whatever ran before it in the session: prepared
+/// statements on a generic plan, a cursor's WHERE CURRENT OF, a capture rolled back by an
+/// exception block, a statement that failed after a capture, a user BEFORE ROW trigger created
+/// and dropped between statements, and a prepared transaction.
+#[test]
+fn the_order_trigger_comes_back_in_every_kind_of_statement() {
+    let mut m = Mirror::start(
+        "CREATE TABLE slot (k integer PRIMARY KEY, v text);
+         CREATE TABLE note (id serial PRIMARY KEY, msg text);
+         CREATE FUNCTION take(k integer) RETURNS text LANGUAGE plpgsql AS $$
+             BEGIN DELETE FROM slot WHERE slot.k = take.k; RETURN 'took ' || k; END $$;
+         -- Captures a change, then rolls it back.
+         CREATE FUNCTION undone(k integer) RETURNS integer LANGUAGE plpgsql AS $$ BEGIN
+             BEGIN INSERT INTO note (msg) VALUES ('undone ' || k); RAISE EXCEPTION 'no';
+             EXCEPTION WHEN raise_exception THEN NULL; END;
+             RETURN k; END $$;
+         CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN NEW.v := NEW.v || '!'; RETURN NEW; END $$;",
+        "SELECT dbmirror_mirror_table('slot'); SELECT dbmirror_mirror_table('note');",
+        &["max_prepared_transactions = 2"],
+    );
+    let mut client = m.master.client();
+    client
+        .batch_execute(
+            "INSERT INTO slot SELECT g, 'v' || g FROM generate_series(1, 40) g;
+             SET plan_cache_mode = force_generic_plan;
+             PREPARE move(integer, integer) AS
+                 UPDATE slot SET k = CASE WHEN k = $1 THEN $2 ELSE k END,
+                                 v = take(CASE WHEN k = $1 - 1 THEN $2 ELSE 0 END)
+                  WHERE k IN ($1 - 2, $1 - 1, $1);
+             EXECUTE move(3, 10); EXECUTE move(6, 11); EXECUTE move(9, 12);
+             BEGIN;
+             DECLARE c CURSOR FOR SELECT k FROM slot WHERE k BETWEEN 13 AND 16 ORDER BY k FOR UPDATE;
+             FETCH c; UPDATE slot SET v = take(20) WHERE CURRENT OF c;
+             FETCH c; UPDATE slot SET k = 20 WHERE CURRENT OF c;
+             CLOSE c; COMMIT;
+             -- A capture rolled back, then rows taking keys freed by a nested statement.
+             INSERT INTO slot SELECT CASE WHEN g = 3 THEN 23 ELSE 40 + g END + undone(0),
+                                     CASE WHEN g = 2 THEN take(23) ELSE 'x' END
+               FROM generate_series(1, 3) g;
+             BEGIN; SAVEPOINT s;",
+        )
+        .unwrap();
+    // A statement that fails after a nested capture, then the same kind of statement again.
+    let failed = client.batch_execute(
+        "UPDATE slot SET v = take(CASE WHEN k = 25 THEN 0 ELSE 24 END), k = CASE WHEN k = 26 THEN 27 ELSE k END
+          WHERE k IN (25, 26)",
+    );
+    assert!(failed.is_err(), "the key 27 is taken");
+    client
+        .batch_execute(
+            "ROLLBACK TO s;
+             UPDATE slot SET k = CASE WHEN k = 26 THEN 25 ELSE k END, v = take(CASE WHEN k = 24 THEN 25 ELSE 0 END)
+              WHERE k IN (24, 26);
+             COMMIT;
+             CREATE TRIGGER a_touch BEFORE UPDATE ON slot FOR EACH ROW EXECUTE FUNCTION touch();
+             UPDATE slot SET k = CASE WHEN k = 29 THEN 28 ELSE k END, v = take(CASE WHEN k = 27 THEN 28 ELSE 0 END)
+              WHERE k IN (27, 29);
+             DROP TRIGGER a_touch ON slot;
+             UPDATE slot SET k = CASE WHEN k = 32 THEN 31 ELSE k END, v = take(CASE WHEN k = 30 THEN 31 ELSE 0 END)
+              WHERE k IN (30, 32);
+             BEGIN;
+             UPDATE slot SET k = CASE WHEN k = 35 THEN 34 ELSE k END, v = take(CASE WHEN k = 33 THEN 34 ELSE 0 END)
+              WHERE k IN (33, 35);
+             PREPARE TRANSACTION 'p';",
+        )
+        .unwrap();
+    client.batch_execute("COMMIT PREPARED 'p'").unwrap();
+    m.sync();
+    assert_eq!(
+        m.master.query_value(
+            "SELECT string_agg(k || '=' || v, ',' ORDER BY k) FROM slot WHERE k % 3 = 1 AND k BETWEEN 10 AND 34"
+        ),
+        "10=took 0,13=took 20,16=v16,19=v19,22=v22,25=took 0,28=took 0!,31=took 0,34=took 0"
+    );
+}
+
+/// Rows that an UPDATE moves between partitions (each partition mirrored on its own), into a
+/// key a nested statement freed while the UPDATE ran: the partition the row moves into is also
+/// one of the UPDATE's own result relations, whose `~dbmirror_order` started off.
+#[test]
+fn rows_moved_between_partitions_after_a_nested_change_replay_in_order() {
+    let mut m = Mirror::start(
+        "CREATE TABLE p (k integer, part integer, v text, PRIMARY KEY (k, part)) PARTITION BY LIST (part);
+         CREATE TABLE p1 PARTITION OF p FOR VALUES IN (1);
+         CREATE TABLE p2 PARTITION OF p FOR VALUES IN (2);
+         CREATE FUNCTION take2(k integer) RETURNS text LANGUAGE plpgsql AS $$
+             BEGIN DELETE FROM p2 WHERE p2.k = take2.k; RETURN 'took ' || k; END $$;",
+        "SELECT dbmirror_mirror_table('p1'); SELECT dbmirror_mirror_table('p2');",
+        &[],
+    );
+    m.master.execute(
+        "INSERT INTO p VALUES (1, 1, 'a'), (2, 1, 'b'), (3, 1, 'c'), (2, 2, 'y'), (3, 2, 'z');
+         UPDATE p SET part = 2, v = take2(CASE k WHEN 1 THEN 2 WHEN 2 THEN 3 ELSE 0 END)
+          WHERE v IN ('a', 'b', 'c') AND k < 3;",
+    );
+    m.sync();
+    assert_eq!(
+        m.master.query_value("SELECT string_agg(k || '/' || part || '=' || v, ',' ORDER BY part, k) FROM p"),
+        "3/1=c,1/2=took 2,2/2=took 3"
+    );
+}
+
+/// Nested changes in the middle of statements of every other shape: a writable CTE that
+/// changes the table its main query changes too, INSERT ... ON CONFLICT DO UPDATE whose SET
+/// calls a function, MERGE, a DO ALSO rule, and a foreign key's cascade run by the nested
+/// statement. Each later row takes a key a nested statement freed.
+#[test]
+fn nested_changes_in_ctes_upserts_merge_rules_and_cascades_replay_in_order() {
+    let mut m = Mirror::start(
+        "CREATE TABLE slot (k integer PRIMARY KEY, v text);
+         CREATE TABLE child (id integer PRIMARY KEY, k integer REFERENCES slot ON DELETE CASCADE, w text);
+         CREATE TABLE log (id integer PRIMARY KEY, what text);
+         CREATE FUNCTION take(k integer) RETURNS text LANGUAGE plpgsql AS $$
+             BEGIN DELETE FROM slot WHERE slot.k = take.k; RETURN 'took ' || k; END $$;
+         CREATE FUNCTION free_log(id integer) RETURNS text LANGUAGE plpgsql AS $$
+             BEGIN DELETE FROM log WHERE log.id = free_log.id; RETURN 'freed ' || id; END $$;
+         CREATE RULE logged AS ON INSERT TO log WHERE NEW.id < 0 DO ALSO
+             INSERT INTO slot VALUES (-NEW.id, 'ruled');",
+        "SELECT dbmirror_mirror_table(t) FROM unnest(ARRAY['slot', 'child', 'log']::regclass[]) t",
+        &[],
+    );
+    m.master.execute(
+        "INSERT INTO slot SELECT g, 'v' || g FROM generate_series(1, 60) g;
+         INSERT INTO child SELECT g, g, 'c' || g FROM generate_series(1, 60) g;
+         INSERT INTO log SELECT g, 'l' || g FROM generate_series(1, 10) g;
+         -- The CTE's rows, then the main query's, which take keys its function frees.
+         WITH moved AS (UPDATE slot SET v = take(CASE WHEN k = 2 THEN 5 ELSE 0 END) WHERE k IN (1, 2, 3) RETURNING k)
+         INSERT INTO slot SELECT k + 3, 'from ' || k FROM moved WHERE k = 2;
+         -- Upserts: the second row's SET frees the key the third row inserts.
+         INSERT INTO slot VALUES (10, 'a'), (11, 'b'), (13, 'c')
+             ON CONFLICT (k) DO UPDATE SET v = take(CASE WHEN excluded.k = 11 THEN 13 ELSE 0 END);
+         -- MERGE, its source rows in order: the matched row's update frees the key a later
+         -- source row inserts.
+         SET enable_hashjoin = off; SET enable_mergejoin = off;
+         MERGE INTO slot USING (VALUES (20, 1), (72, 2), (21, 3)) s(k, n) ON slot.k = s.k
+             WHEN MATCHED AND s.n = 1 THEN UPDATE SET v = take(22)
+             WHEN MATCHED THEN DELETE
+             WHEN NOT MATCHED THEN INSERT VALUES (s.k - 50, 'merged');
+         RESET enable_hashjoin; RESET enable_mergejoin;
+         -- A rule's rows into slot, one into a key a nested statement of the same INSERT freed
+         -- (its child went by the cascade).
+         INSERT INTO log SELECT g, CASE WHEN g = -141 THEN take(40) ELSE 'x' END FROM (VALUES (-141), (-40)) v(g);
+         INSERT INTO log SELECT id, CASE WHEN id = 100 THEN free_log(3) ELSE 'again' END FROM (VALUES (100), (3)) v(id);",
+    );
+    m.sync();
+}
+
+/// The same with the conflict on a unique column that is not the key: the abandoned row's
+/// column value is freed by a nested statement, and the row inserted after it takes it.
+#[test]
+fn a_row_on_conflict_abandoned_on_a_unique_column_leaves_no_pin() {
+    let mut m = Mirror::start(
+        "CREATE TABLE slot (k integer PRIMARY KEY, u text UNIQUE);
+         CREATE TABLE note (id serial PRIMARY KEY, msg text);
+         CREATE FUNCTION free_u(u text) RETURNS integer LANGUAGE plpgsql AS $$
+             BEGIN DELETE FROM slot WHERE slot.u = free_u.u; RETURN 5; END $$;
+         CREATE FUNCTION noted(m integer) RETURNS integer LANGUAGE plpgsql AS $$
+             BEGIN INSERT INTO note (msg) VALUES (m); RETURN m; END $$;",
+        "SELECT dbmirror_mirror_table('slot'); SELECT dbmirror_mirror_table('note');",
+        &[],
+    );
+    m.master.execute(
+        "INSERT INTO slot VALUES (7, 'z');
+         INSERT INTO slot SELECT CASE g WHEN 1 THEN noted(5) ELSE free_u('z') END, 'z'
+           FROM generate_series(1, 2) g ON CONFLICT DO NOTHING;",
+    );
+    m.sync();
+    assert_eq!(m.master.query_value("SELECT string_agg(k || u, ',') FROM slot"), "5z");
+}

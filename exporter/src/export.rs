@@ -1,4 +1,5 @@
-//! `once` and `run`: export everything pending for the slave, in batches.
+//! `once` and `run`: export everything pending for the slave, or for each of several slaves of
+//! one master (see [`crate::group`]), in batches.
 //!
 //! Each batch goes through three steps (see [`crate::master`] for why): assign numbers on the
 //! master; write the files, fsync them, rename them into place, fsync the directory, and write

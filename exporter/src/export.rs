@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use dbmirror_spool::{
-    sync_dir, sync_filesystem, AtomicFile, Checksum, HashingWriter, Header, Manifest, ManifestEntry, SigningKey,
-    SqlWriter, Staged, Syncer, TransactionFileName, FORMAT_VERSION,
+    sync_dir, sync_filesystem, AtomicFile, Checksum, Header, Manifest, ManifestEntry, SigningKey, SqlWriter, Staged,
+    Syncer, TransactionFileName, FORMAT_VERSION,
 };
 
 use crate::config::{Config, Output, SyncMethod};
@@ -221,16 +221,16 @@ pub trait Destination {
 
 /// Where one slave's transactions go in [`once`]: its outbox, or (one slave alone) the slave
 /// itself.
-pub(crate) enum Target<'a> {
+enum Target<'a> {
     Files(Files<'a>),
     Direct(&'a mut Direct),
 }
 
 /// What a transaction's SQL is written to, for either [`Target`].
 #[expect(clippy::large_enum_variant, reason = "one per slave and transaction, moved only into the tee")]
-pub(crate) enum TargetOut {
-    Files(fault::Budget<SqlWriter>),
-    Direct(HashingWriter<std::io::BufWriter<std::fs::File>>),
+enum TargetOut {
+    Files(<Files<'static> as Destination>::Out),
+    Direct(<Direct as Destination>::Out),
 }
 
 impl Write for TargetOut {
@@ -283,14 +283,14 @@ impl Destination for Target<'_> {
 }
 
 /// One slave of a batch being written.
-pub(crate) struct Member<'a, D> {
-    pub(crate) config: &'a Config,
-    pub(crate) batch: &'a [Assigned],
-    pub(crate) destination: D,
+struct Member<'a, D> {
+    config: &'a Config,
+    batch: &'a [Assigned],
+    destination: D,
     /// Checksum of the SQL of the slave's last file, for the guard of its next one.
-    pub(crate) previous: Option<Checksum>,
+    previous: Option<Checksum>,
     /// Each transaction written, with the checksum of its SQL.
-    pub(crate) written: Vec<(i64, Checksum)>,
+    written: Vec<(i64, Checksum)>,
 }
 
 /// The transaction being written, for every member at once.
@@ -309,10 +309,7 @@ struct Open<W: Write> {
 /// transaction arrives with all its captured changes, then ends each member's batch (files made
 /// durable and published, see [`Files`]); each member's `written` then lists its transactions.
 /// Recording them is the caller's.
-pub(crate) fn export_batch<D: Destination + Send>(
-    master: &mut Master,
-    members: &mut [Member<'_, D>],
-) -> Result<(), Error> {
+fn export_batch<D: Destination + Send>(master: &mut Master, members: &mut [Member<'_, D>]) -> Result<(), Error> {
     let Some(first) = members.first() else {
         return Ok(());
     };

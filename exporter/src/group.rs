@@ -1,6 +1,6 @@
 //! Which slaves of one master share a batch (`dbmirror-export --config a.toml --config b.toml
 //! once`): the slaves of one process whose batches can be rendered once and written for all of
-//! them by [`export::export_batch`].
+//! them by `export_batch` of [`crate::export`].
 //!
 //! Each slave keeps everything of its own exactly as when it is exported alone: its session on
 //! the master (with its lock), its batches (what a crash left unwritten, else an assignment),

@@ -4,8 +4,10 @@
 //! Each batch goes through three steps (see [`crate::master`] for why): assign numbers on the
 //! master; write the files, fsync them, rename them into place, fsync the directory, and write
 //! the manifest the same way (or, in direct mode, apply each transaction to the slave); then
-//! record the batch as written and purge what every slave has. A crash anywhere leaves either
-//! an unwritten assignment, which the next start writes again byte for byte, or a written one.
+//! record the batch as written and purge what every slave has. In file mode one batch's files
+//! are made durable and published while the next batch is assigned and written (see [`once`]).
+//! A crash anywhere leaves either an unwritten assignment, which the next start writes again
+//! byte for byte, or a written one.
 
 use std::io::Write;
 use std::path::Path;
@@ -71,6 +73,14 @@ impl CaptureProblems {
 /// between batches): one slave, in file or direct mode, or several slaves of one master in
 /// file mode (see [`crate::group`]). The master's capture problems are the same for every
 /// slave: they are reported once.
+///
+/// Batches overlap: while one batch's files are made durable and published on threads of their
+/// own, the next batch is assigned and streamed into files under temporary names; then the
+/// first is recorded as written. So the master's session and the file system are seldom idle
+/// together. The order that makes a crash safe stays the same for each batch (durable before
+/// named, named before recorded), and a batch is published only after the one before it. A
+/// crash can leave two batches assigned and unwritten; the next start writes them again in
+/// turn, each as it was.
 pub fn once(
     configs: &[Config],
     stop: &AtomicBool,
@@ -85,40 +95,134 @@ pub fn once(
         Output::Direct { slave } => Some(Direct::connect(slave, &configs[0].slave_name)?),
         Output::Files { .. } => None,
     };
+    // Each slave's checksum of the SQL of its last file, for the guard of its next one.
+    let mut previous = Vec::with_capacity(masters.len());
+    for master in &mut masters {
+        previous.push(master.slave_row()?.last_sha256);
+    }
     let batch_size = configs[0].batch_size;
     let mut summary = Summary::default();
-    while !stop.load(Ordering::Relaxed) {
-        let started = Instant::now();
-        // The slaves' batches are taken one right after the other, so that transactions
-        // committing meanwhile seldom make them differ.
-        let mut batches = Vec::with_capacity(masters.len());
-        for master in &mut masters {
-            batches.push(next_batch(master, batch_size)?);
-        }
-        if batches.iter().all(Vec::is_empty) {
-            break;
-        }
-        for group in group::groups(&mut masters, &batches)? {
-            let mut members = Vec::with_capacity(group.len());
-            let mut direct = direct.as_mut();
-            for &i in &group {
-                let (config, batch) = (&configs[i], &batches[i][..]);
-                let previous = masters[i].slave_row()?.last_sha256;
-                let destination = match &config.output {
-                    Output::Files { directory, compress, signing_key } => {
-                        Target::Files(Files::new(directory, *compress, signing_key.as_deref(), config.sync_method))
-                    }
-                    Output::Direct { .. } => Target::Direct(direct.take().expect("direct mode serves one slave")),
-                };
-                members.push(Member { config, batch, destination, previous, written: Vec::with_capacity(batch.len()) });
+    std::thread::scope(|scope| {
+        // The batches of the last pass still ending, one per slave that had one.
+        let mut ending: Vec<Ending<'_>> = Vec::new();
+        let mut pass = || -> Result<bool, Error> {
+            let started = Instant::now();
+            // The slaves' batches are taken one right after the other, so that transactions
+            // committing meanwhile seldom make them differ.
+            let mut batches = Vec::with_capacity(masters.len());
+            for (i, master) in masters.iter_mut().enumerate() {
+                let after = ending.iter().find(|e| e.slave == i).and_then(|e| e.batch.last()).map(|a| a.number);
+                batches.push(next_batch(master, batch_size, after)?);
             }
-            export_batch(&mut masters[group[0]], &mut members)?;
-            for (member, &i) in members.iter().zip(&group) {
-                record(&mut masters[i], member.config, member.batch, &member.written, started, &mut summary)?;
+            if batches.iter().all(Vec::is_empty) {
+                return Ok(false);
+            }
+            let mut ends = Vec::new();
+            for group in group::groups(&mut masters, &batches)? {
+                let mut members = Vec::with_capacity(group.len());
+                let mut direct = direct.as_mut();
+                for &i in &group {
+                    let config = &configs[i];
+                    let destination = match &config.output {
+                        Output::Files { directory, compress, signing_key } => {
+                            Target::Files(Files::new(directory, *compress, signing_key.as_deref(), config.sync_method))
+                        }
+                        Output::Direct { .. } => Target::Direct(direct.take().expect("direct mode serves one slave")),
+                    };
+                    let batch = &batches[i][..];
+                    members.push(Member {
+                        config,
+                        batch,
+                        destination,
+                        previous: previous[i],
+                        written: Vec::with_capacity(batch.len()),
+                    });
+                }
+                export_batch(&mut masters[group[0]], &mut members)?;
+                for (member, &i) in members.into_iter().zip(&group) {
+                    previous[i] = member.previous;
+                    match member.destination {
+                        Target::Files(files) => ends.push((i, files, member.written)),
+                        // The slave's session is the next batch's too: the batch ends and is
+                        // recorded here (direct mode serves one slave: nothing else is ending).
+                        Target::Direct(direct) => {
+                            direct.end()?;
+                            record(&mut masters[i], &configs[i], &batches[i], &member.written, started, &mut summary)?;
+                        }
+                    }
+                }
+            }
+            // The last pass's batches are published before this one's, and recorded while this
+            // one's are made durable.
+            let (ended, result) = join(&mut ending);
+            if result.is_ok() {
+                for (slave, mut files, written) in ends {
+                    let end = scope.spawn(move || files.end());
+                    ending.push(Ending { slave, batch: std::mem::take(&mut batches[slave]), written, started, end });
+                }
+            }
+            let recorded = record_all(&mut masters, configs, ended, &mut summary);
+            result.and(recorded).map(|()| true)
+        };
+        let mut result = Ok(true);
+        while !stop.load(Ordering::Relaxed) && matches!(result, Ok(true)) {
+            result = pass();
+        }
+        // Whatever stopped the passes, what ended well is recorded.
+        let (ended, failed) = join(&mut ending);
+        let recorded = record_all(&mut masters, configs, ended, &mut summary);
+        result.and(failed).and(recorded)
+    })?;
+    Ok(summary)
+}
+
+/// A slave's batch whose files are being made durable and published on a thread of its own
+/// (`end`), to be recorded as written.
+struct Ending<'scope> {
+    slave: usize,
+    batch: Vec<Assigned>,
+    written: Vec<(i64, Checksum)>,
+    started: Instant,
+    end: std::thread::ScopedJoinHandle<'scope, Result<(), Error>>,
+}
+
+/// A slave's batch whose files are durable and published, to be recorded as written.
+struct Ended {
+    slave: usize,
+    batch: Vec<Assigned>,
+    written: Vec<(i64, Checksum)>,
+    started: Instant,
+}
+
+/// Waits for every batch of `ending` to end: those that ended well, and the first failure.
+fn join(ending: &mut Vec<Ending<'_>>) -> (Vec<Ended>, Result<(), Error>) {
+    let mut result = Ok(());
+    let mut ended = Vec::with_capacity(ending.len());
+    for Ending { slave, batch, written, started, end } in ending.drain(..) {
+        match end.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)) {
+            Ok(()) => ended.push(Ended { slave, batch, written, started }),
+            Err(e) => {
+                if result.is_ok() {
+                    result = Err(e);
+                }
             }
         }
     }
-    Ok(summary)
+    (ended, result)
+}
+
+/// Records each batch of `ended` for its slave, in order.
+fn record_all(
+    masters: &mut [Master],
+    configs: &[Config],
+    ended: Vec<Ended>,
+    summary: &mut Summary,
+) -> Result<(), Error> {
+    for batch in ended {
+        let i = batch.slave;
+        record(&mut masters[i], &configs[i], &batch.batch, &batch.written, batch.started, summary)?;
+    }
+    Ok(())
 }
 
 /// Connects to the master for the slave of `config`, takes its lock, and checks that the
@@ -135,10 +239,11 @@ pub(crate) fn start(config: &Config) -> Result<Master, Error> {
     Ok(master)
 }
 
-/// The slave's next batch: what a crash left assigned and unwritten, else up to `batch_size`
-/// transactions assigned now. Empty when nothing is pending.
-pub(crate) fn next_batch(master: &mut Master, batch_size: usize) -> Result<Vec<Assigned>, Error> {
-    let batch = master.unwritten()?;
+/// The slave's next batch: the first assignment numbered above `after` (the batch still
+/// ending, if any) that a crash left unwritten, else up to `batch_size` transactions assigned
+/// now. Empty when nothing is pending.
+fn next_batch(master: &mut Master, batch_size: usize, after: Option<i64>) -> Result<Vec<Assigned>, Error> {
+    let batch = master.unwritten(after.unwrap_or(i64::MIN))?;
     if !batch.is_empty() {
         return Ok(batch);
     }
@@ -220,10 +325,11 @@ pub trait Destination {
 }
 
 /// Where one slave's transactions go in [`once`]: its outbox, or (one slave alone) the slave
-/// itself.
-enum Target<'a> {
-    Files(Files<'a>),
-    Direct(&'a mut Direct),
+/// itself. The outbox's settings are the configuration's (`'c`) and outlive the batch; the slave
+/// is borrowed for one batch (`'d`).
+enum Target<'c, 'd> {
+    Files(Files<'c>),
+    Direct(&'d mut Direct),
 }
 
 /// What a transaction's SQL is written to, for either [`Target`].
@@ -249,7 +355,7 @@ impl Write for TargetOut {
     }
 }
 
-impl Destination for Target<'_> {
+impl Destination for Target<'_, '_> {
     type Out = TargetOut;
 
     fn open(&mut self, assigned: &Assigned) -> Result<Self::Out, Error> {
@@ -306,10 +412,10 @@ struct Open<W: Write> {
 /// session), and each transaction's body is rendered once into a [`Tee`] over the members'
 /// outputs; the header and guard at its start and the sequences and COMMIT at its end, which
 /// differ between slaves, are written into each output on its own. Checks that every
-/// transaction arrives with all its captured changes, then ends each member's batch (files made
-/// durable and published, see [`Files`]); each member's `written` then lists its transactions.
-/// Recording them is the caller's.
-fn export_batch<D: Destination + Send>(master: &mut Master, members: &mut [Member<'_, D>]) -> Result<(), Error> {
+/// transaction arrives with all its captured changes; each member's `written` then lists its
+/// transactions. Ending each member's batch (files made durable and published, see [`Files`])
+/// and recording it are the caller's.
+fn export_batch<D: Destination>(master: &mut Master, members: &mut [Member<'_, D>]) -> Result<(), Error> {
     let Some(first) = members.first() else {
         return Ok(());
     };
@@ -387,16 +493,7 @@ fn export_batch<D: Destination + Send>(master: &mut Master, members: &mut [Membe
     if let Some(assigned) = batch.get(done) {
         return Err(missing(assigned));
     }
-    // Several slaves' batches are made durable and published each on a thread of its own: the
-    // waits for fsyncs of their directories and manifests overlap instead of adding up.
-    // Nothing is recorded as written until every one has ended.
-    if let [member] = members {
-        return member.destination.end();
-    }
-    std::thread::scope(|scope| {
-        let ends: Vec<_> = members.iter_mut().map(|member| scope.spawn(move || member.destination.end())).collect();
-        ends.into_iter().try_for_each(|end| end.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-    })
+    Ok(())
 }
 
 /// Ends a transaction in every member's output: the rest of the body, once, then each slave's

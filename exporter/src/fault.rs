@@ -13,6 +13,8 @@
 //!   follow or precede in [`crate::export`]: `after-assign`, `before-rename`, `after-rename`,
 //!   `after-manifest`, `before-mark-written`; and in [`crate::snapshot`]:
 //!   `snapshot-before-state`, `snapshot-before-publish`, `snapshot-before-commit`.
+//!   `POINT#N` aborts the N-th time the point is reached (the second batch's
+//!   `before-rename#2`, say, while the first is still being recorded).
 //! * `DBMIRROR_EXPORT_DISK_FULL_AFTER=BYTES` makes transaction-file writes fail as on a full
 //!   disk ("No space left on device") once that many bytes have been written, for the disk-full
 //!   test on machines where no small file system can be mounted.
@@ -20,13 +22,27 @@
 /// Aborts the process if the crash point `name` was asked for (only with the feature `faults`).
 #[cfg(feature = "faults")]
 pub fn point(name: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::OnceLock;
     /// The environment variable naming the crash point.
     const CRASH_AT_VARIABLE: &str = "DBMIRROR_EXPORT_CRASH_AT";
-    static CRASH_AT: OnceLock<Option<String>> = OnceLock::new();
-    if CRASH_AT.get_or_init(|| std::env::var(CRASH_AT_VARIABLE).ok()).as_deref() == Some(name) {
-        eprintln!("dbmirror-export: crashing at injected point {name}");
-        std::process::abort();
+    /// The point, and which time it is reached that crashes (the first unless `POINT#N`).
+    static CRASH_AT: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static REACHED: AtomicU64 = AtomicU64::new(0);
+    let crash_at = CRASH_AT.get_or_init(|| {
+        let value = std::env::var(CRASH_AT_VARIABLE).ok()?;
+        Some(match value.split_once('#') {
+            Some((point, time)) => {
+                (point.to_string(), time.parse().expect("DBMIRROR_EXPORT_CRASH_AT=POINT#N takes a number"))
+            }
+            None => (value, 1),
+        })
+    });
+    if let Some((point, time)) = crash_at {
+        if point == name && REACHED.fetch_add(1, Ordering::SeqCst) + 1 == *time {
+            eprintln!("dbmirror-export: crashing at injected point {name}");
+            std::process::abort();
+        }
     }
 }
 

@@ -13,7 +13,8 @@
 //! same transactions, so the usual case is one group.
 //!
 //! A group's files are all written first, then each slave's batch is made durable and
-//! published ([`export::Files`]' end of batch), then each is recorded as written. A crash
+//! published ([`export::Files`]' end of batch, each slave's on a thread of its own, while the
+//! next batch is written), then each is recorded as written. A crash
 //! anywhere leaves each slave with its batch either assigned and unwritten, which the next
 //! start writes again byte for byte (a file rendered for a group is the file rendered for its
 //! slave alone), or written.

@@ -275,18 +275,23 @@ fn the_exporter_refuses_an_unprepared_master_or_unknown_slave_with_a_hint() {
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
 }
 
-/// Kills the exporter at each injected point of a batch, restarts it, and checks that nothing
-/// is lost and that no file number ever had two different contents, even when the files
-/// written before the crash were carried off before the restart.
+/// Kills the exporter at each injected point of a batch, of the first batch and of the second
+/// (which overlaps the first: it is assigned and written while the first is made durable and
+/// recorded), restarts it, and checks that nothing is lost and that no file number ever had two
+/// different contents, even when the files written before the crash were carried off before the
+/// restart.
 #[test]
 fn a_crash_at_any_point_loses_nothing_and_never_changes_a_written_file() {
-    for point in ["after-assign", "before-rename", "after-rename", "after-manifest", "before-mark-written"] {
+    let points = ["after-assign", "before-rename", "after-rename", "after-manifest", "before-mark-written"];
+    for point in points.iter().flat_map(|point| [point.to_string(), format!("{point}#2")]) {
+        let point = point.as_str();
         let s = setup("batch_size = 3");
         workload(&s.master);
         let crashed = export_command(&s.config, &["once"]).env(EXPORT_CRASH_AT, point).output().unwrap();
         assert!(!crashed.status.success(), "{point}: the exporter did not crash. {EXPORT_FAULTS_HINT}");
         assert!(
-            String::from_utf8_lossy(&crashed.stderr).contains(&format!("crashing at injected point {point}")),
+            String::from_utf8_lossy(&crashed.stderr)
+                .contains(&format!("crashing at injected point {}", point.split('#').next().unwrap())),
             "{point}: the exporter failed, but not at the injected point:\n{}",
             describe(&crashed)
         );
@@ -523,8 +528,10 @@ fn status_shows_what_waits_and_what_was_written() {
 
 /// The order of the exporter's system calls, as strace records them: what a power cut at any
 /// moment could lose must never be recorded as written. Every file is synced under its temporary
-/// name before it gets its final name, and every final name is made durable (the directory
-/// fsynced) before the master records the batch as written.
+/// name before it gets its final name, and every final name of a batch is made durable (the
+/// directory fsynced) before the master records the batch as written. Batches overlap (the next
+/// batch's files may be named while one is recorded), so each name is held to the record of its
+/// own batch: the batches are recorded in the order of their manifests.
 #[test]
 fn every_file_is_durable_before_it_is_named_and_named_durably_before_the_batch_is_recorded() {
     for method in ["fsync", "syncfs"] {
@@ -564,8 +571,17 @@ fn durable_before_named_and_recorded(method: &str) {
     // Threads share the descriptor table: a descriptor names the same file in every thread.
     let mut fds: std::collections::HashMap<i32, String> = std::collections::HashMap::new();
     let mut synced_since_created: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
-    let mut named_not_durable: Vec<String> = Vec::new();
+    // Names not yet durable, with the file number they belong to (the last of a manifest's
+    // range; 0 for the outbox's state file, which must be durable before any later record).
+    let mut named_not_durable: Vec<(u64, String)> = Vec::new();
+    // The last number of each batch, in the order their manifests were named.
+    let mut manifests: Vec<u64> = Vec::new();
     let (mut renames, mut records) = (0, 0);
+    let number_of = |path: &str| -> u64 {
+        let name = path.rsplit('/').next().unwrap_or_default();
+        let digits = name.split(['-', '_', '.']).filter(|part| part.len() == 20).last();
+        digits.and_then(|d| d.parse().ok()).unwrap_or(0)
+    };
     let quoted = |line: &str, n: usize| line.split('"').nth(2 * n + 1).map(str::to_string);
     // A call that another thread interrupts is split in two lines ("<unfinished ...>", then
     // "<... resumed>"): joined, it counts where it returned.
@@ -624,13 +640,24 @@ fn durable_before_named_and_recorded(method: &str) {
                     Some(&true),
                     "{method}: {from} was renamed to {to} before its content was synced:\n{trace}"
                 );
-                named_not_durable.push(to);
+                let number = number_of(&to);
+                if to.ends_with(".sha256") {
+                    manifests.push(number);
+                }
+                named_not_durable.push((number, to));
                 renames += 1;
             }
         } else if call.contains("SET sha256 = u.sha") {
+            let Some(&last) = manifests.get(records) else {
+                panic!(
+                    "{method}: batch {} was recorded as written before its manifest was named:\n{trace}",
+                    records + 1
+                );
+            };
+            let lost: Vec<_> = named_not_durable.iter().filter(|(number, _)| *number <= last).collect();
             assert!(
-                named_not_durable.is_empty(),
-                "{method}: the batch was recorded as written while the outbox directory was not synced after {named_not_durable:?}:\n{trace}"
+                lost.is_empty(),
+                "{method}: the batch up to file {last} was recorded as written while the outbox directory was not synced after {lost:?}:\n{trace}"
             );
             records += 1;
         }

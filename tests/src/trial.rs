@@ -457,10 +457,12 @@ impl<'a> Trial<'a> {
                     }
                     if !sessions.iter().any(Session::busy) {
                         // Only a prepared transaction can hold the lock now: the sync waits
-                        // until after the next step.
-                        queue.swap(0, 1.min(queue.len() - 1));
-                        if queue.len() == 1 {
+                        // until after the next step. Deferred onto the next sync point, it is
+                        // that one: swapping two sync points would go round for ever.
+                        if matches!(queue.get(1), None | Some(Step::Sync)) {
                             queue.pop_front();
+                        } else {
+                            queue.swap(0, 1);
                         }
                         continue;
                     }

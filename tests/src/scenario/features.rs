@@ -28,6 +28,7 @@ pub const FEATURES: &[(&str, &str)] = &[
     ("truncate_triggers", "AFTER TRUNCATE triggers writing into a mirrored table"),
     ("deferred_triggers", "deferred constraint triggers writing into mirrored tables at commit"),
     ("upsert_triggers", "a BEFORE INSERT trigger that deletes the same key first"),
+    ("row_functions", "functions writing mirrored tables, called per row from a statement's expressions and CTEs"),
     ("concurrency", "several sessions with interleaved transactions"),
     ("savepoints", "savepoints released and rolled back"),
     ("error_rollback", "psql's ON_ERROR_ROLLBACK: a savepoint around every statement"),

@@ -267,6 +267,32 @@ impl Table {
         self.columns.iter().find(|c| &c.role == role)
     }
 
+    /// An expression for each key column for the integer expression `g`, as bulk inserts make
+    /// keys: the first column's value `g`, the others' `g % 3 + 1`, an identity `g` itself.
+    pub fn key_exprs(&self, g: &str) -> Vec<String> {
+        self.key_columns()
+            .iter()
+            .enumerate()
+            .map(|(position, column)| {
+                let g = if position == 0 { g.to_string() } else { format!("({g}) % 3 + 1") };
+                match column.gen {
+                    Gen::Key(kind) => kind.expr(&g),
+                    _ => format!("({g})"),
+                }
+            })
+            .collect()
+    }
+
+    /// What an INSERT that names the key columns needs: OVERRIDING SYSTEM VALUE for an
+    /// identity key GENERATED ALWAYS.
+    pub fn overriding(&self) -> &'static str {
+        if self.identity_key() == Some(IdentityKind::Always) {
+            " OVERRIDING SYSTEM VALUE"
+        } else {
+            ""
+        }
+    }
+
     /// Whether it can have triggers with transition tables (not with inheritance).
     fn plain(&self) -> bool {
         self.parent.is_none() && self.children.is_empty()
@@ -282,6 +308,18 @@ pub enum Mirroring {
     FunctionThenSeed,
     /// The seed's trigger, then dbmirror_mirror_table() (which finds it and does nothing).
     SeedThenFunction,
+}
+
+/// A VOLATILE function that statements call per row (feature `row_functions`): it writes the
+/// row of table `target` whose key its integer argument names (as [`Table::key_exprs`] makes
+/// keys) and returns the argument. Called from a statement's expressions, it changes rows in the
+/// middle of the statement, between the statement's own rows, as no trigger is involved in.
+#[derive(Debug, Clone)]
+pub struct RowFunction {
+    pub id: ObjectId,
+    pub name: String,
+    /// Index of the table it writes, in `World::tables`.
+    pub target: usize,
 }
 
 /// The generator's state: the random source, the objects made so far, and the schema model.
@@ -305,6 +343,8 @@ pub struct World {
     pub partition: Option<(usize, usize)>,
     /// In a partitioned scenario, the session each table belongs to.
     pub owners: BTreeMap<ObjectId, usize>,
+    /// Functions that statements call per row.
+    pub row_functions: Vec<RowFunction>,
 }
 
 /// Types worth meeting more often than their share of the catalog gives them.
@@ -343,6 +383,7 @@ impl World {
             gids: 0,
             partition: None,
             owners: BTreeMap::new(),
+            row_functions: Vec::new(),
         }
     }
 
@@ -418,6 +459,7 @@ impl World {
         }
         self.create_foreign_keys();
         self.create_triggers();
+        self.create_row_functions();
         for t in 0..self.tables.len() {
             self.mirror(t);
         }
@@ -987,6 +1029,50 @@ impl World {
                     "CREATE TRIGGER {trigger_name} AFTER INSERT ON {on} FOR EACH ROW EXECUTE FUNCTION {name}();"
                 );
                 trigger(self, &trigger_name, sql, function, feature);
+            }
+        }
+    }
+
+    /// Row functions (see [`RowFunction`]) that delete, update or upsert a row of a table, in
+    /// PL/pgSQL or SQL. They exist on the slaves too, which never call them: the schema is the
+    /// same on both sides.
+    fn create_row_functions(&mut self) {
+        if !self.features.has("row_functions") {
+            return;
+        }
+        for t in 0..self.tables.len() {
+            let table = self.tables[t].clone();
+            let (on, keys) = (table.qname(), table.key_list());
+            let key = table.key_exprs("i").join(", ");
+            for (verb, percent) in [("delete", 30), ("update", 30), ("upsert", 35)] {
+                if !self.rng.percent(percent) {
+                    continue;
+                }
+                let (write, does) = match verb {
+                    "delete" => (format!("DELETE FROM ONLY {on} WHERE ({keys}) = ({key})"), "deletes"),
+                    "update" => (format!("UPDATE ONLY {on} SET n = n + 1 WHERE ({keys}) = ({key})"), "counts up"),
+                    _ => (
+                        format!(
+                            "INSERT INTO {on} AS x ({keys}, n){} VALUES ({key}, i % 20) ON CONFLICT ({keys}) DO UPDATE SET n = x.n + 1",
+                            table.overriding()
+                        ),
+                        "inserts or counts up",
+                    ),
+                };
+                let name = format!("dm_row_{verb}_{}", t + 1);
+                let body = if self.rng.percent(50) {
+                    format!("LANGUAGE plpgsql VOLATILE AS $fn$\nBEGIN\n    {write};\n    RETURN i;\nEND\n$fn$;")
+                } else {
+                    format!("LANGUAGE sql VOLATILE AS $fn$\n    {write};\n    SELECT i;\n$fn$;")
+                };
+                // Renaming or dropping the table would break the function.
+                self.tables[t].pinned = true;
+                let id = self.object(
+                    format!("function {name}: {does} the row of {on} its argument names"),
+                    format!("CREATE FUNCTION {name}(i integer) RETURNS integer {body}"),
+                    vec![table.id],
+                );
+                self.row_functions.push(RowFunction { id, name, target: t });
             }
         }
     }

@@ -2,7 +2,7 @@
 //! prepared transactions finished a few units later, sync points, and DDL between segments,
 //! each generated against the schema model as it is at that point.
 
-use super::schema::{copy_field, Column, Gen, IdentityKind, KeyKind, Role, Table, World, DOMAIN};
+use super::schema::{copy_field, Column, Gen, IdentityKind, KeyKind, Role, RowFunction, Table, World, DOMAIN};
 use super::{ident, Ddl, Ending, Features, ObjectId, Scenario, Statement, Step, Unit};
 
 /// Generates the scenario of `seed`: schema first, then `units` units of workload in one to
@@ -148,7 +148,7 @@ impl World {
                 tables.iter().flat_map(|&t| std::iter::repeat_n(t, if self.tables[t].log { 1 } else { 4 })).collect();
             let t = *self.rng.pick(&weighted);
             let table = self.tables[t].clone();
-            let roll = self.rng.below(100);
+            let roll = self.rng.below(106);
             let statement = match roll {
                 0..=21 => Some(self.insert_values(&table)),
                 22..=29 if self.chance("bulk", 8) => Some(self.insert_bulk(&table)),
@@ -163,6 +163,7 @@ impl World {
                 85..=90 if self.chance("merge", 100) => Some(self.merge(&table)),
                 91..=94 if self.chance("exception_blocks", 100) => Some(self.exception_block()),
                 95..=99 => Some(self.no_op_update(&table)),
+                100..=105 if self.features.has("row_functions") => self.row_function_statement(&table),
                 _ => None,
             };
             if let Some(statement) = statement {
@@ -563,6 +564,83 @@ impl World {
             ),
             mentions,
         )
+    }
+
+    /// A statement on `table` that calls a row function (see [`RowFunction`]) for each of its
+    /// rows: the function writes a row of its own table, this one (under the same key or the
+    /// next ones) or another, between the statement's own row changes. The function's argument
+    /// is the row's counter or the number its key was made from, so the statement does the
+    /// same on every run. A write that collides with the statement's own (a key both insert,
+    /// a row the function changed before the statement reaches it) fails the statement, the
+    /// same way every time, as other failing statements do.
+    fn row_function_statement(&mut self, table: &Table) -> Option<Statement> {
+        let writable = self.writable_tables();
+        let functions: Vec<RowFunction> =
+            self.row_functions.iter().filter(|f| writable.contains(&f.target)).cloned().collect();
+        if functions.is_empty() {
+            return None;
+        }
+        let own: Vec<RowFunction> =
+            functions.iter().filter(|f| self.tables[f.target].id == table.id).cloned().collect();
+        let function = if !own.is_empty() && self.rng.percent(50) {
+            self.rng.pick(&own).clone()
+        } else {
+            self.rng.pick(&functions).clone()
+        };
+        self.used.insert("row_functions");
+        let (f, name, keys, overriding) = (&function.name, table.qname(), table.key_list(), table.overriding());
+        // The function's key: the row's own, or one of the next.
+        let shift = self.rng.below(3);
+        let first = self.rng.between(1, DOMAIN);
+        let series = format!("generate_series({first}, {}) g", first + self.rng.between(2, 6));
+        let made = table.key_exprs("g").join(", ");
+        let condition = if self.rng.percent(40) { self.key_condition(table) } else { self.some_rows() };
+        let on_conflict = if self.chance("on_conflict", 40) { " ON CONFLICT DO NOTHING" } else { "" };
+        let sql = match self.rng.below(9) {
+            // In the select list of INSERT ... SELECT.
+            0 => format!(
+                "INSERT INTO {name} ({keys}, n){overriding} SELECT {made}, {f}(g + {shift}) % 20 FROM {series}{on_conflict}"
+            ),
+            // In a VALUES list, perhaps again in ON CONFLICT's SET list.
+            1 => {
+                let rows: Vec<String> = (0..self.rng.between(1, 3))
+                    .map(|_| {
+                        let g = self.rng.between(1, DOMAIN);
+                        format!("({}, {f}({}) % 20)", table.key_exprs(&g.to_string()).join(", "), g + shift)
+                    })
+                    .collect();
+                let on_conflict = if self.chance("on_conflict", 50) {
+                    format!(" ON CONFLICT ({keys}) DO UPDATE SET n = {f}(x.n + {shift}) % 20")
+                } else {
+                    on_conflict.to_string()
+                };
+                format!("INSERT INTO {name} AS x ({keys}, n){overriding} VALUES {}{on_conflict}", rows.join(", "))
+            }
+            // In the SET list of an UPDATE.
+            2 => format!("UPDATE {name} SET n = {f}(n + {shift}) % 20 WHERE {condition}"),
+            // In the WHERE clause of an UPDATE or a DELETE.
+            3 => format!("UPDATE {name} SET n = n + 1 WHERE {condition} AND {f}(n + {shift}) % 2 = 0"),
+            4 => format!("DELETE FROM {name} WHERE {condition} AND {f}(n + {shift}) % 2 = 0"),
+            // In RETURNING, evaluated as each row is changed.
+            5 => format!("UPDATE {name} SET n = n + 1 WHERE {condition} RETURNING {f}(n + {shift})"),
+            6 => format!("DELETE FROM {name} WHERE {condition} RETURNING {f}(n + {shift})"),
+            // After each row a data-modifying CTE changed, as the outer query reads it.
+            7 => format!(
+                "WITH changed AS (UPDATE {name} SET n = n + 1 WHERE {condition} RETURNING n) \
+                 SELECT count({f}(n + {shift})) FROM changed"
+            ),
+            // Rows deleted by a CTE and inserted again under the same keys, the function
+            // called between.
+            _ => format!(
+                "WITH gone AS (DELETE FROM {name} WHERE {condition} RETURNING {keys}, n) \
+                 INSERT INTO {name} ({keys}, n){overriding} SELECT {keys}, {f}(n + {shift}) % 20 FROM gone"
+            ),
+        };
+        let mut mentions = vec![table.id, function.id];
+        if self.tables[function.target].id != table.id {
+            mentions.push(self.tables[function.target].id);
+        }
+        Some(Statement::new(sql, mentions))
     }
 
     /// An update that changes no value: nothing to capture.

@@ -34,7 +34,7 @@ use dbmirror_tests::trial::{Failure, Kind, Lab, Mode};
 
 /// The seeds CI runs: together they use every feature of the generator at the default size
 /// (`the_ci_seeds_use_every_feature` holds them to it).
-const CI_SEEDS: &[u64] = &[1, 2, 3, 93];
+const CI_SEEDS: &[u64] = &[21, 31];
 
 struct Settings {
     seeds: Vec<u64>,

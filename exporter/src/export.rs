@@ -152,26 +152,33 @@ pub fn once(
                     }
                 }
             }
-            // The last pass's batches are published before this one's, and recorded while this
-            // one's are made durable.
+            // The last pass's batches are published and recorded before this one's are
+            // published, and this one's only if every one of those was: a batch is never
+            // recorded after one before it failed (the next start must find the stream
+            // recorded up to where its files continue).
             let (ended, result) = join(&mut ending);
-            if result.is_ok() {
-                for (slave, mut files, written) in ends {
-                    let end = scope.spawn(move || files.end());
-                    ending.push(Ending { slave, batch: std::mem::take(&mut batches[slave]), written, started, end });
-                }
+            result.and_then(|()| record_all(&mut masters, configs, ended, &mut summary))?;
+            for (slave, mut files, written) in ends {
+                let end = scope.spawn(move || files.end());
+                ending.push(Ending { slave, batch: std::mem::take(&mut batches[slave]), written, started, end });
             }
-            let recorded = record_all(&mut masters, configs, ended, &mut summary);
-            result.and(recorded).map(|()| true)
+            Ok(true)
         };
         let mut result = Ok(true);
         while !stop.load(Ordering::Relaxed) && matches!(result, Ok(true)) {
             result = pass();
         }
-        // Whatever stopped the passes, what ended well is recorded.
+        // Whatever stopped the passes, what is still ending follows a recorded batch: it is
+        // recorded if it ended well.
         let (ended, failed) = join(&mut ending);
-        let recorded = record_all(&mut masters, configs, ended, &mut summary);
-        result.and(failed).and(recorded)
+        let last = failed.and_then(|()| record_all(&mut masters, configs, ended, &mut summary));
+        match (result, last) {
+            (Err(e), Err(also)) => {
+                log::error(&also.to_string());
+                Err(e)
+            }
+            (result, last) => result.and(last),
+        }
     })?;
     Ok(summary)
 }

@@ -579,7 +579,7 @@ fn durable_before_named_and_recorded(method: &str) {
     let (mut renames, mut records) = (0, 0);
     let number_of = |path: &str| -> u64 {
         let name = path.rsplit('/').next().unwrap_or_default();
-        let digits = name.split(['-', '_', '.']).filter(|part| part.len() == 20).last();
+        let digits = name.split(['-', '_', '.']).rfind(|part| part.len() == 20);
         digits.and_then(|d| d.parse().ok()).unwrap_or(0)
     };
     let quoted = |line: &str, n: usize| line.split('"').nth(2 * n + 1).map(str::to_string);

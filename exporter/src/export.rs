@@ -156,8 +156,8 @@ pub fn once(
             // published, and this one's only if every one of those was: a batch is never
             // recorded after one before it failed (the next start must find the stream
             // recorded up to where its files continue).
-            let (ended, result) = join(&mut ending);
-            result.and_then(|()| record_all(&mut masters, configs, ended, &mut summary))?;
+            let ended = join(&mut ending)?;
+            record_all(&mut masters, configs, ended, &mut summary)?;
             for (slave, mut files, written) in ends {
                 let end = scope.spawn(move || files.end());
                 ending.push(Ending { slave, batch: std::mem::take(&mut batches[slave]), written, started, end });
@@ -170,8 +170,7 @@ pub fn once(
         }
         // Whatever stopped the passes, what is still ending follows a recorded batch: it is
         // recorded if it ended well.
-        let (ended, failed) = join(&mut ending);
-        let last = failed.and_then(|()| record_all(&mut masters, configs, ended, &mut summary));
+        let last = join(&mut ending).and_then(|ended| record_all(&mut masters, configs, ended, &mut summary));
         match (result, last) {
             (Err(e), Err(also)) => {
                 log::error(&also.to_string());
@@ -201,21 +200,19 @@ struct Ended {
     started: Instant,
 }
 
-/// Waits for every batch of `ending` to end: those that ended well, and the first failure.
-fn join(ending: &mut Vec<Ending<'_>>) -> (Vec<Ended>, Result<(), Error>) {
-    let mut result = Ok(());
-    let mut ended = Vec::with_capacity(ending.len());
+/// Waits for every batch of `ending` to end: all of them, to record, or the first failure (a
+/// batch is recorded only if every one before it was).
+fn join(ending: &mut Vec<Ending<'_>>) -> Result<Vec<Ended>, Error> {
+    let mut result = Ok(Vec::with_capacity(ending.len()));
     for Ending { slave, batch, written, started, end } in ending.drain(..) {
-        match end.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)) {
-            Ok(()) => ended.push(Ended { slave, batch, written, started }),
-            Err(e) => {
-                if result.is_ok() {
-                    result = Err(e);
-                }
-            }
+        let end = end.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        match (&mut result, end) {
+            (Ok(ended), Ok(())) => ended.push(Ended { slave, batch, written, started }),
+            (Ok(_), Err(e)) => result = Err(e),
+            (Err(_), _) => {}
         }
     }
-    (ended, result)
+    result
 }
 
 /// Records each batch of `ended` for its slave, in order.

@@ -13,8 +13,8 @@
 //!   follow or precede in [`crate::export`]: `after-assign`, `before-rename`, `after-rename`,
 //!   `after-manifest`, `before-mark-written`; and in [`crate::snapshot`]:
 //!   `snapshot-before-state`, `snapshot-before-publish`, `snapshot-before-commit`.
-//!   `POINT#N` aborts the N-th time the point is reached (the second batch's
-//!   `before-rename#2`, say, while the first is still being recorded).
+//!   `POINT#N` aborts the N-th time the point is reached (`after-assign#2`: in the second
+//!   batch, while the first is still being made durable).
 //! * `DBMIRROR_EXPORT_DISK_FULL_AFTER=BYTES` makes transaction-file writes fail as on a full
 //!   disk ("No space left on device") once that many bytes have been written, for the disk-full
 //!   test on machines where no small file system can be mounted.

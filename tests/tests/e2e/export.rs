@@ -276,10 +276,9 @@ fn the_exporter_refuses_an_unprepared_master_or_unknown_slave_with_a_hint() {
 }
 
 /// Kills the exporter at each injected point of a batch, of the first batch and of the second
-/// (which overlaps the first: it is assigned and written while the first is made durable and
-/// recorded), restarts it, and checks that nothing is lost and that no file number ever had two
-/// different contents, even when the files written before the crash were carried off before the
-/// restart.
+/// (which overlaps the first: it is assigned and written while the first is made durable),
+/// restarts it, and checks that nothing is lost and that no file number ever had two different
+/// contents, even when the files written before the crash were carried off before the restart.
 #[test]
 fn a_crash_at_any_point_loses_nothing_and_never_changes_a_written_file() {
     let points = ["after-assign", "before-rename", "after-rename", "after-manifest", "before-mark-written"];

@@ -412,13 +412,13 @@ impl Master {
         let host = tx.query_one(
             &format!(
                 "SELECT last_number, xid_horizon, pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())::text::bigint, \
-                        pg_catalog.clock_timestamp() FROM {} WHERE SlaveName = $1 FOR UPDATE",
+                        pg_catalog.clock_timestamp(), snapshot::text FROM {} WHERE SlaveName = $1 FOR UPDATE",
                 format_args!("{}.dbmirror_MirrorHost", self.schema)
             ),
             &[&self.slave],
         )?;
-        let (last_number, horizon, xmin, now): (i64, i64, i64, DateTime<Utc>) =
-            (host.get(0), host.get(1), host.get(2), host.get(3));
+        let (last_number, horizon, xmin, now, snapshot): (i64, i64, i64, DateTime<Utc>, Option<String>) =
+            (host.get(0), host.get(1), host.get(2), host.get(3), host.get(4));
         let filter = table_filter(&mut tx, &self.schema, &self.slave)?;
         // The transactions this slave was already given are found by the primary key of
         // dbmirror_MirroredTransaction, one probe per pending transaction. Left to its
@@ -436,12 +436,11 @@ impl Master {
                 "SELECT p.xid, p.relids, p.changes, p.committed_at FROM {0}.dbmirror_Pending p \
                   WHERE p.xid >= $2 AND NOT EXISTS (SELECT 1 FROM {0}.dbmirror_MirroredTransaction m \
                                                      WHERE m.SlaveName = $1 AND m.xid = p.xid) \
-                    AND NOT coalesce((SELECT pg_catalog.pg_visible_in_snapshot(p.xid::text::xid8, h.snapshot) \
-                                        FROM {0}.dbmirror_MirrorHost h WHERE h.SlaveName = $1), false) \
+                    AND NOT coalesce(pg_catalog.pg_visible_in_snapshot(p.xid::text::xid8, $4::text::pg_snapshot), false) \
                   ORDER BY p.commit_seq LIMIT $3",
                 self.schema
             ),
-            &[&self.slave, &horizon, &(limit as i64)],
+            &[&self.slave, &horizon, &(limit as i64), &snapshot],
         )?;
         let relids: Vec<u32> = {
             // A table the slave awaits a copy of is not there yet: its sequences neither.
